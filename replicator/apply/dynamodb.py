@@ -1,0 +1,178 @@
+"""The DynamoDB edge of apply: executes planned writes, loads applied states, translates botocore errors."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config as BotoConfig
+
+from replicator import metrics
+from replicator.apply import requests
+from replicator.config import DynamoDBConfig, TombstoneConfig
+from replicator.errors import SinkError
+from replicator.mapping import (
+    EMPTY_STATE,
+    ItemWrite,
+    KeyState,
+    Rule,
+    RuleSet,
+    from_attribute_value,
+    render_attr,
+    to_attribute_value,
+)
+
+log = logging.getLogger(__name__)
+
+_RETRYABLE = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "TransactionConflictException",
+}
+_THROTTLES = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+#: The event's data cannot be stored: poison, to the dead-letter topic.
+_POISON = {"ValidationException", "ItemCollectionSizeLimitExceededException"}
+
+
+def make_client(config: DynamoDBConfig) -> Any:
+    kwargs: dict[str, Any] = {
+        "region_name": config.region,
+        "config": BotoConfig(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=64,
+                             connect_timeout=5, read_timeout=30),
+    }
+    if config.endpoint_url:
+        kwargs["endpoint_url"] = config.endpoint_url
+    if config.access_key_id:
+        kwargs["aws_access_key_id"] = config.access_key_id
+        kwargs["aws_secret_access_key"] = (
+            config.secret_access_key.get_secret_value() if config.secret_access_key else "local"
+        )
+    return boto3.client("dynamodb", **kwargs)
+
+
+def translate(exc: Exception, what: str) -> SinkError:
+    """A botocore failure → SinkError naming the table and key, retryable or not."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        message = exc.response.get("Error", {}).get("Message", str(exc))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in _THROTTLES:
+            metrics.DYNAMODB_THROTTLES.inc()
+        retryable = code in _RETRYABLE or status >= 500
+        error = SinkError(f"{what}: DynamoDB {code}: {message}", retryable=retryable)
+        error.code = code  # type: ignore[attr-defined]
+        return error
+    if isinstance(exc, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError,
+                        botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError)):
+        return SinkError(f"{what}: DynamoDB unreachable: {exc}", retryable=True)
+    return SinkError(f"{what}: {type(exc).__name__}: {exc}", retryable=False)
+
+
+def is_poison(error: SinkError) -> bool:
+    return getattr(error, "code", "") in _POISON
+
+
+class DynamoWriter:
+    """Executes :class:`ItemWrite` s and keeps collection heads in the state table. Thread-safe (boto3 clients are)."""
+
+    def __init__(self, client: Any, rules: RuleSet, tombstones: TombstoneConfig, state_table: str) -> None:
+        self._client = client
+        self._rules = rules
+        self._retention = tombstones.retention_seconds
+        self._ttl_attribute = tombstones.ttl_attribute
+        self.state_table = state_table
+
+    def _expire_at(self) -> int:
+        return int(time.time()) + self._retention
+
+    def write(self, write: ItemWrite) -> bool:
+        """Apply one group write. True if applied, False if stale (DynamoDB holds a newer version)."""
+        where = f"table {write.table} item {_describe(write)}"
+        try:
+            self._client.update_item(**requests.update_request(write, self._rules))
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                metrics.ITEM_WRITES.labels(table=write.table, result="stale").inc()
+                return False
+            raise translate(exc, where) from None
+        except Exception as exc:
+            raise translate(exc, where) from None
+        metrics.ITEM_WRITES.labels(table=write.table, result="applied").inc()
+        if write.is_tombstone:
+            self._expire_tombstone(write, where)
+        return True
+
+    def _expire_tombstone(self, write: ItemWrite, where: str) -> None:
+        try:
+            self._client.update_item(**requests.expire_tombstone_request(write, self._rules, self._expire_at()))
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise translate(exc, where) from None
+            # Another group on the item is live, or a newer write superseded the tombstone: no TTL, correctly.
+        except Exception as exc:
+            raise translate(exc, where) from None
+
+    def put_head(self, rule: Rule, key: bytes, version: int, deleted: bool) -> None:
+        request = requests.head_request(self.state_table, rule.name, key, version, deleted, self._ttl_attribute,
+                                        self._expire_at())
+        try:
+            self._client.update_item(**request)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise translate(exc, f"state table {self.state_table} head of {key!r}") from None
+        except Exception as exc:
+            raise translate(exc, f"state table {self.state_table} head of {key!r}") from None
+
+    def load_state(self, rule: Rule, key: bytes, variables: Mapping[str, bytes]) -> KeyState:
+        """The applied state of a collection key: its head version and its live items (strongly consistent reads)."""
+        where = f"loading state of {key!r} from {rule.table}"
+        try:
+            head = self._client.get_item(TableName=self.state_table, Key=requests.head_key(rule.name, key),
+                                         ConsistentRead=True).get("Item")
+        except Exception as exc:
+            raise translate(exc, where) from None
+        version = int(head["v"]["N"]) if head else EMPTY_STATE.version
+        pk_attr = rule.partition_key
+        pk_typed = render_attr(rule, pk_attr, {**variables, "key": key}, key)
+        names = {"#pk": pk_attr, "#v": rule.version_attr, "#d": rule.deleted_attr}
+        projection = []
+        for i, attr in enumerate((*rule.key_attrs, *rule.data_attrs)):
+            names[f"#p{i}"] = attr
+            projection.append(f"#p{i}")
+        params: dict[str, Any] = {
+            "TableName": rule.table,
+            "KeyConditionExpression": "#pk = :pk",
+            "FilterExpression": "attribute_exists(#v) AND attribute_not_exists(#d)",
+            "ProjectionExpression": ", ".join(projection),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": {":pk": to_attribute_value(pk_typed)},
+            "ConsistentRead": True,
+        }
+        items = {}
+        try:
+            while True:
+                page = self._client.query(**params)
+                for raw in page.get("Items", []):
+                    item_key = tuple(sorted((a, from_attribute_value(raw[a])) for a in rule.key_attrs))
+                    if not rule.owns(item_key, variables):
+                        continue
+                    items[item_key] = tuple(
+                        (a, from_attribute_value(raw[a])) for a in rule.data_attrs if a in raw
+                    )
+                if "LastEvaluatedKey" not in page:
+                    break
+                params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        except Exception as exc:
+            raise translate(exc, where) from None
+        return KeyState(version, items)
+
+
+def _describe(write: ItemWrite) -> str:
+    return ", ".join(f"{a}={v[1]!r}" for a, v in write.key)

@@ -1,0 +1,96 @@
+"""DynamoDB request parameters for planned writes. Pure: no client, no I/O.
+
+Every write is conditional on the rule's version attribute (``attribute_not_exists(v) OR v <= :v``): an event older
+than what is stored changes nothing, so replays, duplicates and late snapshot reads are harmless. Equal versions are
+re-applied: a version is a read instant, and the later event for it in the log is the later read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from replicator.mapping import ItemWrite, RuleSet, to_attribute_value, to_item
+
+_NEWER_OR_EQUAL = "attribute_not_exists(#v) OR #v <= :v"
+
+
+def _names(names: dict[str, str], attr: str) -> str:
+    placeholder = f"#n{len(names)}"
+    names[placeholder] = attr
+    return placeholder
+
+
+def update_request(write: ItemWrite, rules: RuleSet) -> dict[str, Any]:
+    """UpdateItem for one attribute group: set its data (upsert) or remove it and mark it deleted (tombstone)."""
+    rule = write.rule
+    names = {"#v": rule.version_attr, "#d": rule.deleted_attr}
+    values: dict[str, Any] = {":v": {"N": str(write.version)}}
+    if write.attributes is not None:
+        names["#ttl"] = rules.ttl_attribute
+        sets = ["#v = :v"]
+        removes = ["#d", "#ttl"]  # a live group un-deletes the item
+        present = set()
+        for i, (attr, typed) in enumerate(write.attributes):
+            sets.append(f"{_names(names, attr)} = :a{i}")
+            values[f":a{i}"] = to_attribute_value(typed)
+            present.add(attr)
+        removes += [_names(names, attr) for attr in rule.data_attrs if attr not in present]
+        expression = f"SET {', '.join(sets)} REMOVE {', '.join(removes)}"
+    else:
+        removes = [_names(names, attr) for attr in rule.data_attrs]
+        expression = f"SET #v = :v, #d = :v REMOVE {', '.join(removes)}"
+    return {
+        "TableName": write.table,
+        "Key": to_item(write.key),
+        "UpdateExpression": expression,
+        "ConditionExpression": _NEWER_OR_EQUAL,
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+    }
+
+
+def expire_tombstone_request(write: ItemWrite, rules: RuleSet, expire_at_s: int) -> dict[str, Any]:
+    """Sets the item's TTL once every attribute group on it is deleted or absent.
+
+    Only then: a DynamoDB TTL deletes the whole item, and another rule's live data may share it. The condition also
+    checks that this tombstone is still the current state of its group.
+    """
+    rule = write.rule
+    names = {"#ttl": rules.ttl_attribute, "#d": rule.deleted_attr}
+    conditions = ["#d = :v"]
+    for i, group in enumerate(g for g in rules.tables[write.table].groups if g != rule.name):
+        names[f"#gv{i}"] = f"_v_{group}"
+        names[f"#gd{i}"] = f"_deleted_{group}"
+        conditions.append(f"(attribute_not_exists(#gv{i}) OR attribute_exists(#gd{i}))")
+    return {
+        "TableName": write.table,
+        "Key": to_item(write.key),
+        "UpdateExpression": "SET #ttl = :exp",
+        "ConditionExpression": " AND ".join(conditions),
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": {":v": {"N": str(write.version)}, ":exp": {"N": str(expire_at_s)}},
+    }
+
+
+def head_key(rule_name: str, key: bytes) -> dict[str, Any]:
+    return {"k": {"B": rule_name.encode() + b"\x00" + key}}
+
+
+def head_request(state_table: str, rule_name: str, key: bytes, version: int, deleted: bool, ttl_attribute: str,
+                 expire_at_s: int) -> dict[str, Any]:
+    """The collection key's head version; a deleted key's head expires with its tombstones."""
+    names = {"#v": "v", "#ttl": ttl_attribute}
+    values: dict[str, Any] = {":v": {"N": str(version)}}
+    if deleted:
+        expression = "SET #v = :v, #ttl = :exp"
+        values[":exp"] = {"N": str(expire_at_s)}
+    else:
+        expression = "SET #v = :v REMOVE #ttl"
+    return {
+        "TableName": state_table,
+        "Key": head_key(rule_name, key),
+        "UpdateExpression": expression,
+        "ConditionExpression": _NEWER_OR_EQUAL,
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": values,
+    }

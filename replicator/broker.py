@@ -1,0 +1,280 @@
+"""What the Kafka broker can do, and the client settings that follow from it.
+
+Production brokers (MSK, Strimzi, Confluent) answer ApiVersions and get record headers, the idempotent producer and
+offsets-by-timestamp. The local stack's Apache Kafka 0.9 predates ApiVersions: it drops the connection on the
+request, which kafka-python 3.x cannot auto-detect (it times out bootstrapping). We therefore probe ourselves with one
+raw ApiVersions request and derive each capability from the API versions the broker announces, instead of guessing
+from a version number.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from replicator.config import KafkaConfig
+from replicator.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+API_PRODUCE = 0
+API_LIST_OFFSETS = 2
+API_METADATA = 3
+API_API_VERSIONS = 18
+API_CREATE_TOPICS = 19
+API_INIT_PRODUCER_ID = 22
+#: How long a silent broker gets before we ask whether it is a pre-0.10 one.
+API_VERSIONS_WAIT = 3.0
+
+
+@dataclass(frozen=True)
+class BrokerCapabilities:
+    #: What kafka-python is told (None: let it negotiate, which works on every broker that answers ApiVersions).
+    api_version: tuple[int, ...] | None
+    headers: bool
+    idempotent_producer: bool
+    offsets_by_timestamp: bool
+    create_topics: bool
+
+    @property
+    def legacy(self) -> bool:
+        return self.api_version is not None and self.api_version < (0, 10)
+
+    def describe(self) -> str:
+        names = ("headers", "idempotent_producer", "offsets_by_timestamp", "create_topics")
+        have = [n for n in names if getattr(self, n)]
+        lacking = [n for n in names if not getattr(self, n)]
+        version = "negotiated" if self.api_version is None else ".".join(map(str, self.api_version))
+        return f"broker api {version}; has: {', '.join(have) or 'none'}; lacks: {', '.join(lacking) or 'nothing'}"
+
+
+LEGACY_0_9 = BrokerCapabilities((0, 9), headers=False, idempotent_producer=False, offsets_by_timestamp=False,
+                                create_topics=False)
+
+
+def capabilities_from_api_versions(max_versions: dict[int, int]) -> BrokerCapabilities:
+    """Pure: the broker's announced max version per API key → capabilities."""
+    produce = max_versions.get(API_PRODUCE, -1)
+    return BrokerCapabilities(
+        api_version=None,
+        headers=produce >= 3,  # record batch v2 (KIP-82)
+        idempotent_producer=produce >= 3 and API_INIT_PRODUCER_ID in max_versions,
+        offsets_by_timestamp=max_versions.get(API_LIST_OFFSETS, -1) >= 1,  # KIP-79
+        create_topics=API_CREATE_TOPICS in max_versions,
+    )
+
+
+def capabilities_for_version(version: tuple[int, ...]) -> BrokerCapabilities:
+    """Capabilities of a broker whose version the operator stated (``kafka.api_version``), without probing."""
+    return BrokerCapabilities(
+        api_version=version,
+        headers=version >= (0, 11),
+        idempotent_producer=version >= (0, 11),
+        offsets_by_timestamp=version >= (0, 10, 1),
+        create_topics=version >= (0, 10, 1),
+    )
+
+
+def detect(config: KafkaConfig, timeout: float = 10.0) -> BrokerCapabilities:
+    if config.api_version != "auto":
+        return capabilities_for_version(tuple(int(p) for p in config.api_version.split(".")))
+    caps = probe(config, timeout)
+    log.info("kafka broker capabilities", extra={"kv": {"capabilities": caps.describe()}})
+    if caps.legacy:
+        log.warning(
+            "kafka broker predates 0.10: no record headers, no idempotent producer, no offsets by timestamp; "
+            "running in compatibility mode (ordering kept with one in-flight request per connection)"
+        )
+    return caps
+
+
+def probe(config: KafkaConfig, timeout: float = 10.0) -> BrokerCapabilities:
+    """Send ApiVersions v0 to the first bootstrap server that accepts a connection."""
+    deadline = time.monotonic() + timeout
+    errors: list[str] = []
+    while True:
+        for server in config.bootstrap_servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            try:
+                return _probe_one(host.strip("[]"), int(port), config, max(0.5, deadline - time.monotonic()))
+            except OSError as exc:
+                errors.append(f"{server}: {exc.strerror or exc}")
+        if time.monotonic() >= deadline:
+            raise BrokerError(
+                f"cannot reach any Kafka bootstrap server ({'; '.join(errors[-3:])}); "
+                "check kafka.bootstrap_servers / REPLICATOR_KAFKA_BOOTSTRAP_SERVERS"
+            )
+        time.sleep(0.5)
+
+
+def _probe_one(host: str, port: int, config: KafkaConfig, timeout: float) -> BrokerCapabilities:
+    # Brokers before 0.10 do not know ApiVersions: 0.9 neither answers nor closes the connection (its network
+    # thread logs an uncaught exception). Silence is ambiguous, so a Metadata v0 request, which every broker answers,
+    # tells "alive but legacy" from "not answering".
+    reply = _request(host, port, config, API_API_VERSIONS, b"", min(timeout, API_VERSIONS_WAIT))
+    if reply is None:
+        if _request(host, port, config, API_METADATA, struct.pack(">i", 0), timeout) is None:
+            raise OSError(f"no answer from {host}:{port} to ApiVersions nor Metadata")
+        return LEGACY_0_9
+    _correlation, error_code, count = struct.unpack(">ihi", reply[:10])
+    if error_code != 0:
+        raise BrokerError(f"Kafka at {host}:{port} answered ApiVersions with error code {error_code}")
+    versions: dict[int, int] = {}
+    for i in range(count):
+        api_key, _min, max_version = struct.unpack(">hhh", reply[10 + 6 * i : 16 + 6 * i])
+        versions[api_key] = max_version
+    return capabilities_from_api_versions(versions)
+
+
+def _request(host: str, port: int, config: KafkaConfig, api_key: int, body: bytes, timeout: float) -> bytes | None:
+    """One v0 request on a fresh connection; the response payload, or None on silence or a closed connection."""
+    client_id = config.client_id.encode()
+    message = struct.pack(">hhih", api_key, 0, 1, len(client_id)) + client_id + body
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        sock: socket.socket = raw
+        if config.security_protocol in ("SSL", "SASL_SSL"):
+            sock = ssl.create_default_context().wrap_socket(raw, server_hostname=host)
+        sock.sendall(struct.pack(">i", len(message)) + message)
+        try:
+            header = _recv_exactly(sock, 4)
+            if header is None:
+                return None
+            return _recv_exactly(sock, struct.unpack(">i", header)[0])
+        except TimeoutError:
+            return None
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
+    data = b""
+    while len(data) < n:
+        try:
+            chunk = sock.recv(n - len(data))
+        except ConnectionResetError:
+            return None
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def client_kwargs(config: KafkaConfig, caps: BrokerCapabilities) -> dict[str, Any]:
+    """Settings shared by producer, consumer and admin clients."""
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": config.bootstrap_servers.split(","),
+        "client_id": config.client_id,
+        "security_protocol": config.security_protocol,
+    }
+    if caps.api_version is not None:
+        kwargs["api_version"] = caps.api_version
+    if config.sasl_mechanism:
+        kwargs["sasl_mechanism"] = config.sasl_mechanism
+        kwargs["sasl_plain_username"] = config.sasl_username
+        kwargs["sasl_plain_password"] = config.sasl_password.get_secret_value() if config.sasl_password else None
+    return kwargs
+
+
+def ensure_topic(config: KafkaConfig, caps: BrokerCapabilities, topic: str, partitions: int | None = None,
+                 timeout: float = 30.0) -> int:
+    """Make sure ``topic`` exists; return its partition count.
+
+    Modern brokers: CreateTopics with ``kafka.partitions``. Legacy brokers cannot create topics through the API;
+    a Metadata request naming the topic makes the broker auto-create it with its ``num.partitions``.
+    """
+    wanted = partitions or config.partitions
+    if caps.create_topics:
+        _create_topic(config, caps, topic, wanted)
+    deadline = time.monotonic() + timeout
+    while True:
+        count = topic_partition_count(config, topic)
+        if count:
+            if count != wanted:
+                log.warning("topic partition count differs from the configured one", extra={
+                    "kv": {"topic": topic, "partitions": count, "configured": wanted}})
+            return count
+        if time.monotonic() >= deadline:
+            raise BrokerError(
+                f"topic {topic!r} does not exist and could not be created within {timeout:.0f}s; "
+                "create it, or enable auto.create.topics.enable on the broker"
+            )
+        time.sleep(0.2)
+
+
+def topic_partition_count(config: KafkaConfig, topic: str, timeout: float = 10.0) -> int:
+    """Partitions of ``topic`` that have a leader, from a Metadata v0 request.
+
+    The request auto-creates the topic where the broker allows it.
+    """
+    name = topic.encode()
+    body = struct.pack(">ih", 1, len(name)) + name
+    for server in config.bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            reply = _request(host.strip("[]"), int(port), config, API_METADATA, body, timeout)
+        except OSError:
+            continue
+        if reply is not None:
+            return _parse_metadata_v0(reply).get(topic, 0)
+    return 0
+
+
+def _parse_metadata_v0(reply: bytes) -> dict[str, int]:
+    pos = 4  # correlation id
+
+    def take(fmt: str) -> tuple[Any, ...]:
+        nonlocal pos
+        values = struct.unpack_from(fmt, reply, pos)
+        pos += struct.calcsize(fmt)
+        return values
+
+    def string() -> str:
+        nonlocal pos
+        (length,) = take(">h")
+        value = reply[pos : pos + max(length, 0)].decode()
+        pos += max(length, 0)
+        return value
+
+    (brokers,) = take(">i")
+    for _ in range(brokers):
+        take(">i")
+        string()
+        take(">i")
+    counts: dict[str, int] = {}
+    (topics,) = take(">i")
+    for _ in range(topics):
+        (topic_error,) = take(">h")
+        name = string()
+        (n_partitions,) = take(">i")
+        leaders = 0
+        for _ in range(n_partitions):
+            _error, _pid, leader = take(">hii")
+            (replicas,) = take(">i")
+            take(f">{replicas}i")
+            (isr,) = take(">i")
+            take(f">{isr}i")
+            leaders += leader >= 0
+        counts[name] = leaders if topic_error == 0 and leaders == n_partitions else 0
+    return counts
+
+
+def _create_topic(config: KafkaConfig, caps: BrokerCapabilities, topic: str, partitions: int) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(**client_kwargs(config, caps))
+    try:
+        if topic in admin.list_topics():
+            return
+        brokers = len(admin.describe_cluster()["brokers"])
+        try:
+            admin.create_topics([NewTopic(topic, partitions, min(config.replication_factor, max(1, brokers)))])
+            log.info("created topic", extra={"kv": {"topic": topic, "partitions": partitions}})
+        except TopicAlreadyExistsError:
+            pass
+    finally:
+        admin.close()

@@ -1,0 +1,1 @@
+"""Capture: keyspace notifications → atomic state reads → versioned ChangeEvents."""

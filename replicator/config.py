@@ -1,0 +1,273 @@
+"""The replicator's one typed, frozen configuration.
+
+Read once, from a YAML file, with ``REPLICATOR_<SECTION>_<FIELD>`` environment variables overriding scalar fields
+(``REPLICATOR_REDIS_URL``, ``REPLICATOR_KAFKA_BOOTSTRAP_SERVERS``, ``REPLICATOR_DYNAMODB_ENDPOINT_URL`` ...). Nothing
+else in the package reads the environment. Every validation error becomes one line naming the field path, e.g.
+``rules[1].item.timestamp: unknown placeholder {scor} (known: owner, member, score)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from replicator.errors import ConfigError
+
+ENV_PREFIX = "REPLICATOR_"
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+RULE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+AttributeType = Literal["S", "N", "B"]
+RuleType = Literal["string", "hash", "set", "zset"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RedisConfig(_Frozen):
+    url: str = "redis://127.0.0.1:6379/0"
+    #: Run CONFIG SET notify-keyspace-events at listener start when flags are missing. Off by default because it
+    #: changes a shared server setting; ElastiCache forbids it (use the parameter group).
+    configure_notifications: bool = False
+    #: Name of this node in events (defaults to host:port from the URL).
+    node_name: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if urlsplit(v).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"expected redis://host:port/db or rediss://..., got {mask_url(v)!r}")
+        return v
+
+
+class KafkaConfig(_Frozen):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic: str = "redis.changes"
+    #: Partition count used when the replicator creates the topic. Bounds the number of useful appliers.
+    partitions: int = Field(default=12, ge=1, le=10000)
+    replication_factor: int = Field(default=3, ge=1, le=16)
+    #: "auto" probes the broker (ApiVersions); an explicit "0.9" or "3.7" skips the probe.
+    api_version: str = "auto"
+    group_id: str = "replicator-apply"
+    client_id: str = "redis-dynamodb-replicator"
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    linger_ms: int = Field(default=5, ge=0, le=10000)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    @field_validator("api_version")
+    @classmethod
+    def _api_version(cls, v: str) -> str:
+        if v != "auto" and not re.fullmatch(r"\d+(\.\d+){1,2}", v):
+            raise ValueError(f"expected 'auto' or a broker version like '0.9' or '3.7', got {v!r}")
+        return v
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _bootstrap(cls, v: str) -> str:
+        for server in v.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {v!r}")
+        return v
+
+
+class DynamoDBConfig(_Frozen):
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    #: Static credentials, for DynamoDB Local only; in AWS use the default chain (IRSA, instance profile).
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    #: Create missing tables (key schema, LSIs, TTL) from ``tables``; meant for local stacks and first runs.
+    create_tables: bool = False
+    #: Holds each collection key's head version so diff-only writes stay safe against late stale events.
+    state_table: str = "replicator_state"
+
+    @field_validator("access_key_id")
+    @classmethod
+    def _access_key(cls, v: str | None) -> str | None:
+        if v is not None and not v.isalnum():
+            raise ValueError("must be alphanumeric (DynamoDB Local rejects other characters)")
+        return v
+
+
+class CaptureConfig(_Frozen):
+    #: Most keys read in one pipelined round trip.
+    batch_size: int = Field(default=500, ge=1, le=100000)
+    #: How long notifications are gathered before a read; a burst on one key within it costs one read.
+    coalesce_ms: int = Field(default=5, ge=0, le=10000)
+
+
+class ApplyConfig(_Frozen):
+    max_batch: int = Field(default=1000, ge=1, le=100000)
+    poll_timeout_ms: int = Field(default=500, ge=10, le=60000)
+    #: Concurrent DynamoDB requests per applier. Items of one key are still written before its head version.
+    write_concurrency: int = Field(default=16, ge=1, le=256)
+    #: Keys whose last applied state is cached (per applier, dropped on partition revoke).
+    cache_keys: int = Field(default=100_000, ge=0)
+
+
+class TombstoneConfig(_Frozen):
+    #: How long a deleted item's version is kept (DynamoDB TTL) so late stale events cannot resurrect it.
+    retention_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    ttl_attribute: str = "_expires"
+
+
+class TableConfig(_Frozen):
+    #: Physical table name; defaults to the key under ``tables``.
+    name: str | None = None
+    partition_key: str
+    sort_key: str | None = None
+    #: Local secondary indexes: index name → sort attribute.
+    lsi: dict[str, str] = Field(default_factory=dict)
+    #: Attribute types; default S, except attributes filled by exactly "{score}" (N).
+    types: dict[str, AttributeType] = Field(default_factory=dict)
+
+
+class RuleConfig(_Frozen):
+    match: str
+    type: RuleType
+    table: str
+    item: dict[str, str]
+    #: Names the rule's attribute group (its version attribute is ``_v_<name>``). Default: the match's literal prefix.
+    name: str | None = None
+    #: Kafka key; default "{owner}" when the pattern has that variable, else the whole Redis key.
+    owner: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not RULE_NAME_RE.match(v):
+            raise ValueError(f"{v!r} must start with a letter and hold only letters, digits and '_'")
+        return v
+
+
+class DefaultRuleConfig(_Frozen):
+    """Mirror rule for keys no rule matches: one item per key (pk = key as binary, type, value, expire_at)."""
+
+    table: str = "redis_mirror"
+    #: Glob of keys to mirror; "*" mirrors every key.
+    match: str = "*"
+
+
+class MetricsConfig(_Frozen):
+    port: int | None = Field(default=None, ge=0, le=65535)
+
+
+class Config(_Frozen):
+    redis: RedisConfig = RedisConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    dynamodb: DynamoDBConfig = DynamoDBConfig()
+    capture: CaptureConfig = CaptureConfig()
+    apply: ApplyConfig = ApplyConfig()
+    tombstones: TombstoneConfig = TombstoneConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    tables: dict[str, TableConfig] = Field(default_factory=dict)
+    rules: list[RuleConfig] = Field(default_factory=list)
+    default: DefaultRuleConfig | None = None
+
+    @model_validator(mode="after")
+    def _rules_compile(self) -> Config:
+        # Importing here keeps mapping (pure) free of config-loading concerns while letting every rule error
+        # surface at load time with its field path.
+        from replicator.mapping import compile_rules
+
+        compile_rules(self)
+        return self
+
+    def table_name(self, logical: str) -> str:
+        table = self.tables[logical]
+        return table.name or logical
+
+    def masked(self) -> dict[str, Any]:
+        """A dump safe for logs: passwords masked, URL credentials removed."""
+        data = self.model_dump(mode="json")
+        data["redis"]["url"] = mask_url(self.redis.url)
+        return data
+
+
+def mask_url(url: str) -> str:
+    """``redis://user:secret@host:6379/0`` → ``redis://user:***@host:6379/0``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read the YAML file (optional), overlay ``REPLICATOR_*`` env vars, validate. Raises ConfigError (one line)."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or "is not valid YAML"
+            raise ConfigError(f"config file {path}{where}: {problem}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                f"config file {path}: expected a mapping of sections at the top, got {type(loaded).__name__}"
+            )
+        data = loaded
+    data = _overlay_env(data, environ)
+    return parse_config(data, source=str(path) if path else "environment")
+
+
+def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_one_line(exc)}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def _overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    merged = dict(data)
+    for section, field in Config.model_fields.items():
+        annotation = field.annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            continue
+        for name in annotation.model_fields:
+            env_name = f"{ENV_PREFIX}{section}_{name}".upper()
+            if env_name in environ:
+                current = merged.get(section) or {}
+                if not isinstance(current, dict):
+                    raise ConfigError(f"{section}: expected a mapping, got {type(current).__name__}")
+                merged[section] = {**current, name: environ[env_name]}
+    return merged
+
+
+def _one_line(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    path = ""
+    for part in first["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown field (check its spelling and section)"
+    elif first["type"] == "missing":
+        message = "required field is missing"
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{path or 'config'}: {message}{suffix}"

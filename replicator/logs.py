@@ -1,0 +1,43 @@
+"""Structured JSON logs: one object per line, fields under ``extra={"kv": {...}}``.
+
+Never log a secret: configs are logged through ``Config.masked()``, URLs through ``mask_url``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update(getattr(record, "kv", None) or {})
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=_printable)
+
+
+def _printable(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)
+
+
+def setup(level: str = "INFO", stream: Any = None) -> None:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # kafka-python logs every reconnect attempt at WARNING/ERROR; ours say what matters.
+    logging.getLogger("kafka").setLevel(max(logging.getLevelName(level.upper()), logging.ERROR))
+    logging.getLogger("botocore").setLevel(logging.WARNING)

@@ -1,0 +1,42 @@
+"""Prometheus metrics, defined once at module level. Names and labels are documented in DESIGN.md.
+
+Labels are low-cardinality (node, origin, table, result, reason, topic, partition): never keys or owners.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+EVENTS_CAPTURED = Counter("replicator_events_captured_total", "Key states read from Redis.", ["node", "origin"])
+NOTIFICATION_GAPS = Counter(
+    "replicator_notifications_gaps_total", "Times keyspace notifications may have been lost.", ["node", "reason"]
+)
+EVENTS_PUBLISHED = Counter("replicator_events_published_total", "Change events acknowledged by Kafka.")
+PUBLISH_ERRORS = Counter("replicator_publish_errors_total", "Change events Kafka did not acknowledge.")
+EVENTS_APPLIED = Counter(
+    "replicator_events_applied_total",
+    "Change events consumed, by result: applied, tombstoned, stale (older than what DynamoDB holds), superseded "
+    "(a newer state of the same key was in the same batch).",
+    ["table", "result"],
+)
+ITEM_WRITES = Counter("replicator_item_writes_total", "Conditional item writes, by result.", ["table", "result"])
+APPLY_BATCH_SECONDS = Histogram(
+    "replicator_apply_batch_seconds", "Time to apply one polled batch, commit included.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+END_TO_END_LATENCY = Histogram(
+    "replicator_end_to_end_latency_seconds", "Apply time minus capture time, per applied event.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+DYNAMODB_THROTTLES = Counter("replicator_dynamodb_throttles_total", "DynamoDB throttling responses.")
+DLQ_EVENTS = Counter("replicator_dlq_events_total", "Records sent to the dead-letter topic.", ["reason"])
+CONSUMER_LAG = Gauge("replicator_consumer_lag", "Log end offset minus committed offset.", ["topic", "partition"])
+SNAPSHOT_KEYS = Counter("replicator_snapshot_keys_total", "Keys read by the snapshot loader.")
+SNAPSHOT_PROGRESS = Gauge("replicator_snapshot_progress_ratio", "Snapshot keys done / keys estimated.")
+VERIFY_DRIFT_KEYS = Gauge("replicator_verify_drift_keys", "Keys that differ between Redis and DynamoDB.", ["kind"])
+
+
+def serve(port: int | None) -> None:
+    """Serve /metrics on ``port`` (0: a free port; None: not at all)."""
+    if port is not None:
+        start_http_server(port)

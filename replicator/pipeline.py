@@ -1,0 +1,93 @@
+"""Assembling the stages from a Config: the one place that creates clients, shared by the CLI, the demo and tests."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from kafka import KafkaConsumer
+
+from replicator import broker
+from replicator.apply.applier import Applier
+from replicator.apply.dead_letters import DeadLetters
+from replicator.apply.dynamodb import DynamoWriter, make_client
+from replicator.apply.tables import create_tables
+from replicator.capture.listener import Listener
+from replicator.capture.notifications import ensure_notifications
+from replicator.config import Config, mask_url
+from replicator.errors import SourceError
+from replicator.mapping import RuleSet, compile_rules
+from replicator.publish.producer import EventPublisher
+from replicator.snapshot.loader import SnapshotLoader
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    config: Config
+    rules: RuleSet
+    caps: broker.BrokerCapabilities
+
+
+def context(config: Config) -> Context:
+    return Context(config, compile_rules(config), broker.detect(config.kafka))
+
+
+def redis_client(config: Config) -> tuple[redis.Redis, str, int]:
+    """A binary-safe client, this node's name (host:port) and the db number."""
+    url = config.redis.url
+    client = redis.Redis.from_url(url, decode_responses=False, socket_keepalive=True, health_check_interval=30)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise SourceError(f"cannot reach Redis at {mask_url(url)}: {exc}; check redis.url / REPLICATOR_REDIS_URL") \
+            from None
+    parts = urlsplit(url)
+    node = config.redis.node_name or f"{parts.hostname}:{parts.port or 6379}"
+    db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
+    return client, node, db
+
+
+def publisher(ctx: Context) -> EventPublisher:
+    broker.ensure_topic(ctx.config.kafka, ctx.caps, ctx.config.kafka.topic, ctx.config.kafka.partitions)
+    return EventPublisher(ctx.config.kafka, ctx.caps)
+
+
+def listener(ctx: Context) -> Listener:
+    client, node, db = redis_client(ctx.config)
+    ensure_notifications(client, ctx.rules, ctx.config.redis.configure_notifications)
+    return Listener(client, ctx.rules, publisher(ctx), ctx.config.capture, node, db)
+
+
+def snapshot_loader(ctx: Context) -> SnapshotLoader:
+    client, node, db = redis_client(ctx.config)
+    return SnapshotLoader(client, ctx.rules, publisher(ctx), node, db, batch_size=ctx.config.capture.batch_size)
+
+
+def dynamodb(ctx: Context) -> Any:
+    client = make_client(ctx.config.dynamodb)
+    if ctx.config.dynamodb.create_tables:
+        create_tables(client, ctx.rules, ctx.config.dynamodb.state_table)
+    return client
+
+
+def applier(ctx: Context, group_id: str | None = None) -> Applier:
+    cfg = ctx.config
+    client = dynamodb(ctx)
+    broker.ensure_topic(cfg.kafka, ctx.caps, cfg.kafka.topic, cfg.kafka.partitions)
+    consumer = KafkaConsumer(
+        **broker.client_kwargs(cfg.kafka, ctx.caps),
+        group_id=group_id or cfg.kafka.group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=cfg.apply.max_batch,
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=2_000,
+    )
+    writer = DynamoWriter(client, ctx.rules, cfg.tombstones, cfg.dynamodb.state_table)
+    dead_letters = DeadLetters(cfg.kafka, ctx.caps, cfg.kafka.topic)
+    return Applier(consumer, writer, ctx.rules, cfg.apply, dead_letters, cfg.kafka.topic)
