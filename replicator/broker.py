@@ -222,6 +222,19 @@ def topic_partition_count(config: KafkaConfig, topic: str, timeout: float = 10.0
     return 0
 
 
+def topic_partitions(config: KafkaConfig, topic: str) -> list[Any]:
+    """The topic's partitions as kafka-python TopicPartitions; BrokerError when the topic does not exist.
+
+    kafka-python 3 answers ``partitions_for_topic`` only for topics the client already tracks, hence our own request.
+    """
+    from kafka import TopicPartition
+
+    count = topic_partition_count(config, topic)
+    if not count:
+        raise BrokerError(f"topic {topic!r} does not exist or has partitions without a leader")
+    return [TopicPartition(topic, p) for p in range(count)]
+
+
 def _parse_metadata_v0(reply: bytes) -> dict[str, int]:
     pos = 4  # correlation id
 

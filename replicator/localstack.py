@@ -362,3 +362,11 @@ def _docker_client() -> Any:
         return client
     except Exception:
         return None
+
+
+if __name__ == "__main__":  # python -m replicator.localstack install
+    import sys
+
+    if sys.argv[1:] != ["install"]:
+        sys.exit("usage: python -m replicator.localstack install")
+    print(f"local stack packages in {install()}")

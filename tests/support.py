@@ -1,0 +1,187 @@
+"""Test helpers: a running pipeline in threads, polling with deadlines, and full-state reads of both stores."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from kafka import KafkaConsumer
+
+from replicator import broker, pipeline
+from replicator.config import Config, parse_config
+from replicator.demo import MESSAGING_RULES
+from replicator.localstack import LocalStack, dynamodb_client
+
+
+def eventually(condition: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2,
+               message: str = "condition") -> Any:
+    """Poll until ``condition()`` is truthy; fail with the last value seen. Never a bare sleep."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        last = condition()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{message} not reached within {timeout}s (last: {last!r})")
+        time.sleep(interval)
+
+
+def messaging_config(stack: LocalStack, uid: str, **sections: Any) -> Config:
+    """The demo's messaging rules on tables, topic and group unique to one test."""
+    return parse_config(messaging_config_data(stack, uid, **sections))
+
+
+def messaging_config_data(stack: LocalStack, uid: str, **sections: Any) -> dict[str, Any]:
+    overrides = stack.config_overrides()
+    data: dict[str, Any] = {
+        **MESSAGING_RULES,
+        **overrides,
+        "tables": {"messaging": {**MESSAGING_RULES["tables"]["messaging"], "name": f"messaging_{uid}"}},
+        "default": {"table": f"mirror_{uid}"},
+        "kafka": {**overrides["kafka"], "topic": f"changes.{uid}", "group_id": f"apply-{uid}"},
+        "dynamodb": {**overrides["dynamodb"], "state_table": f"state_{uid}"},
+        "capture": {"coalesce_ms": 2},
+        "apply": {"poll_timeout_ms": 100},
+    }
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values} if isinstance(values, dict) else values
+    return data
+
+
+class Running:
+    """Listener and/or applier running in threads against real services; errors in them fail the test."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.ctx = pipeline.context(config)
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self.listener: Any = None
+        self.applier: Any = None
+
+    def _spawn(self, name: str, target: Callable[[threading.Event], Any]) -> None:
+        def body() -> None:
+            try:
+                target(self._stop)
+            except BaseException as exc:
+                self._errors.append(exc)
+
+        thread = threading.Thread(target=body, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def start_applier(self) -> Running:
+        self.applier = pipeline.applier(self.ctx)
+        self._spawn("applier", self.applier.run)
+        return self
+
+    def start_listener(self) -> Running:
+        self.listener = pipeline.listener(self.ctx)
+        self._spawn("listener", self.listener.run)
+        eventually(lambda: self.listener.subscribed.is_set() or self._errors, 30, message="listener subscribed")
+        self.check()
+        return self
+
+    def snapshot(self) -> Any:
+        return pipeline.snapshot_loader(self.ctx).run()
+
+    def check(self) -> None:
+        if self._errors:
+            raise self._errors[0]
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+            assert not thread.is_alive(), f"{thread.name} did not stop within 60s"
+        self.check()
+
+    def __enter__(self) -> Running:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def clean_redis(stack: LocalStack) -> redis.Redis:
+    client = redis.Redis.from_url(stack.redis_url)
+    client.flushall()
+    return client
+
+
+def ddb(stack: LocalStack) -> Any:
+    return dynamodb_client(stack.dynamodb_endpoint)
+
+
+def scan_all(client: Any, table: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for page in client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
+        items.extend(page["Items"])
+    return items
+
+
+def topic_records(config: Config, timeout: float = 30.0) -> list[Any]:
+    """Every record of the config's topic, read with a throwaway consumer (no group)."""
+    caps = broker.detect(config.kafka)
+    consumer = KafkaConsumer(**broker.client_kwargs(config.kafka, caps), enable_auto_commit=False)
+    try:
+        partitions = broker.topic_partitions(config.kafka, config.kafka.topic)
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        end = consumer.end_offsets(partitions)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+            if time.monotonic() > deadline:
+                raise AssertionError("could not read the whole topic in time")
+        return records
+    finally:
+        consumer.close(autocommit=False)
+
+
+def committed_and_end(config: Config, group: str | None = None) -> tuple[dict[int, int | None], dict[int, int]]:
+    caps = broker.detect(config.kafka)
+    consumer = KafkaConsumer(**broker.client_kwargs(config.kafka, caps), group_id=group or config.kafka.group_id,
+                             enable_auto_commit=False)
+    try:
+        partitions = broker.topic_partitions(config.kafka, config.kafka.topic)
+        committed = {tp.partition: consumer.committed(tp) for tp in partitions}
+        end = {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
+        return committed, end
+    finally:
+        consumer.close(autocommit=False)
+
+
+def messaging_table(config: Config) -> str:
+    return config.table_name("messaging")
+
+
+def assert_converged(r: redis.Redis, client: Any, config: Config, timeout: float = 60.0) -> None:
+    """DynamoDB's live items equal what Redis implies: every owner, opponent, timestamp and metadata."""
+    from replicator.demo import dynamodb_view, redis_view
+
+    table = messaging_table(config)
+    state: dict[str, Any] = {}
+
+    def equal() -> bool:
+        state["redis"], state["dynamodb"] = redis_view(r), dynamodb_view(client, table)
+        return state["redis"] == state["dynamodb"]
+
+    try:
+        eventually(equal, timeout, interval=0.3, message="DynamoDB equal to Redis")
+    except AssertionError:
+        want, got = state["redis"], state["dynamodb"]
+        missing = sorted(set(want) - set(got))[:5]
+        extra = sorted(set(got) - set(want))[:5]
+        differ = sorted(k for k in set(want) & set(got) if want[k] != got[k])[:5]
+        raise AssertionError(
+            f"DynamoDB != Redis after {timeout}s: missing {missing}, extra {extra}, "
+            f"differ {[(k, want[k], got[k]) for k in differ]}"
+        ) from None
