@@ -9,9 +9,9 @@ import sys
 import pytest
 import yaml
 
+from replicator.config import parse_config
 from replicator.demo import Workload
 from tests.support import clean_redis, messaging_config_data, topic_records
-from replicator.config import parse_config
 
 
 def _run(args, env=None, timeout=120):
@@ -57,9 +57,10 @@ def test_env_override_is_validated_like_the_file(tmp_path):
 
 
 def test_missing_and_unparsable_config_files_are_one_line_errors(tmp_path):
-    missing = _run(["snapshot", "--config", str(tmp_path / "absent.yaml")])
+    absent = tmp_path / "absent.yaml"
+    missing = _run(["snapshot", "--config", str(absent)])
     assert missing.returncode == 2
-    assert missing.stderr.strip() == f"replicator: error: config file {tmp_path / 'absent.yaml'}: No such file or directory"
+    assert missing.stderr.strip() == f"replicator: error: config file {absent}: No such file or directory"
     broken = tmp_path / "broken.yaml"
     broken.write_text("rules:\n  - match: [unclosed\n")
     result = _run(["snapshot", "--config", str(broken)])
