@@ -192,7 +192,7 @@ def ensure_topic(config: KafkaConfig, caps: BrokerCapabilities, topic: str, part
     while True:
         count = topic_partition_count(config, topic)
         if count:
-            if count != wanted:
+            if partitions is not None and count != partitions:
                 log.warning("topic partition count differs from the configured one", extra={
                     "kv": {"topic": topic, "partitions": count, "configured": wanted}})
             return count

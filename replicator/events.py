@@ -238,7 +238,8 @@ class EventCodec:
             )
         try:
             record = fastavro.schemaless_reader(
-                io.BytesIO(data[10:]), writer.parsed, self.schema.parsed, return_record_name=True
+                io.BytesIO(data[10:]), writer.parsed, self.schema.parsed,
+                return_record_name=True, return_record_name_override=True,
             )
             return from_record(record)
         except SerializationError:

@@ -300,6 +300,13 @@ def compile_rules(config: Config) -> RuleSet:
                     f"items share one partition; move {{{foreign[0]}}} to the sort key"
                 )
         table_name = config.table_name(rc.table)
+        for attr in item:
+            if attr in key_attrs:
+                continue
+            other = data_owner.setdefault((table_name, attr), name)
+            if other != name:
+                raise ConfigError(f"{where}.item.{attr}: attribute is also written by rule {other!r}; "
+                                  "give each rule its own attributes")
         types: dict[str, str] = {}
         for attr, template in item.items():
             default = "N" if template.single == "score" else "S"
@@ -308,13 +315,6 @@ def compile_rules(config: Config) -> RuleSet:
             if seen != types[attr]:
                 raise ConfigError(f"{where}.item.{attr}: type {types[attr]} differs from {seen} used by another rule; "
                                   f"set tables.{rc.table}.types.{attr}")
-        for attr in item:
-            if attr in key_attrs:
-                continue
-            other = data_owner.setdefault((table_name, attr), name)
-            if other != name:
-                raise ConfigError(f"{where}.item.{attr}: attribute is also written by rule {other!r}; "
-                                  "give each rule its own attributes")
         owner_text = rc.owner or ("{owner}" if "owner" in variables else "{key}")
         try:
             owner = Template.parse(owner_text)

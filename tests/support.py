@@ -146,6 +146,12 @@ def topic_records(config: Config, timeout: float = 30.0) -> list[Any]:
         consumer.close(autocommit=False)
 
 
+def fully_committed(config: Config, group: str | None = None) -> bool:
+    """Every partition's committed offset is its end offset (an empty, never-committed partition counts as done)."""
+    committed, end = committed_and_end(config, group)
+    return all((committed[p] or 0) == end[p] for p in end)
+
+
 def committed_and_end(config: Config, group: str | None = None) -> tuple[dict[int, int | None], dict[int, int]]:
     caps = broker.detect(config.kafka)
     consumer = KafkaConsumer(**broker.client_kwargs(config.kafka, caps), group_id=group or config.kafka.group_id,

@@ -15,7 +15,7 @@ from typing import Any
 from kafka import KafkaProducer
 
 from replicator import metrics
-from replicator.broker import BrokerCapabilities, client_kwargs
+from replicator.broker import BrokerCapabilities, client_kwargs, ensure_topic
 from replicator.config import KafkaConfig
 from replicator.errors import BrokerError
 
@@ -43,6 +43,8 @@ def envelope(record: Any, reason: str, error: str) -> dict[str, Any]:
 class DeadLetters:
     def __init__(self, config: KafkaConfig, caps: BrokerCapabilities, topic: str) -> None:
         self.topic = dlq_topic(topic)
+        # Created up front: a producer meeting a missing topic only at the first poison record can stall there.
+        ensure_topic(config, caps, self.topic)
         self._producer = KafkaProducer(
             **client_kwargs(config, caps), acks="all", retries=2**31 - 1,
             max_in_flight_requests_per_connection=1, enable_idempotence=False,

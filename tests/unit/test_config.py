@@ -1,0 +1,46 @@
+"""Config loading: YAML, env overrides, one-line errors, masked secrets."""
+
+from __future__ import annotations
+
+import pytest
+
+from replicator.config import load_config, mask_url
+from replicator.errors import ConfigError
+
+
+def test_env_vars_override_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("kafka:\n  topic: from-file\n  partitions: 3\n")
+    config = load_config(path, environ={"REPLICATOR_KAFKA_TOPIC": "from-env", "REPLICATOR_REDIS_URL": "redis://r:1/2"})
+    assert config.kafka.topic == "from-env"
+    assert config.kafka.partitions == 3
+    assert config.redis.url == "redis://r:1/2"
+
+
+def test_errors_are_one_line_with_the_field_path(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("apply:\n  write_concurrency: 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert str(info.value) == f"{path}: apply.write_concurrency: Input should be greater than or equal to 1"
+
+
+def test_a_non_mapping_file_is_rejected_clearly(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping of sections at the top, got list"):
+        load_config(path, environ={})
+
+
+def test_secrets_never_appear_in_the_masked_dump():
+    config = load_config(None, environ={"REPLICATOR_REDIS_URL": "redis://app:hunter2@r:6379/0",
+                                        "REPLICATOR_KAFKA_SASL_PASSWORD": "s3cret",
+                                        "REPLICATOR_DYNAMODB_SECRET_ACCESS_KEY": "k3y"})
+    dumped = repr(config.masked())
+    assert "hunter2" not in dumped and "s3cret" not in dumped and "k3y" not in dumped
+    assert mask_url("redis://app:hunter2@r:6379/0") == "redis://app:***@r:6379/0"
+
+
+def test_dynamodb_local_access_key_must_be_alphanumeric():
+    with pytest.raises(ConfigError, match=r"dynamodb\.access_key_id: .*alphanumeric"):
+        load_config(None, environ={"REPLICATOR_DYNAMODB_ACCESS_KEY_ID": "not-alnum"})

@@ -1,0 +1,151 @@
+"""Pure mapping: patterns, templates, and the writes planned from a key's previous applied state."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from replicator.config import parse_config
+from replicator.demo import MESSAGING_RULES
+from replicator.errors import ConfigError, MappingError
+from replicator.events import ChangeEvent, KeyType, Op, Origin
+from replicator.mapping import EMPTY_STATE, Template, canonical_number, plan_writes
+from tests.unit.rules import messaging, string_event, zset_event
+
+
+def test_pattern_captures_variables_and_renders_a_subscription_glob():
+    t = Template.parse("meta:{owner}:{opponent}")
+    assert t.match(b"meta:u1:u2") == {"owner": b"u1", "opponent": b"u2"}
+    assert t.match(b"meta:u1") is None
+    assert t.glob() == b"meta:*:*"
+    hashtag = Template.parse("opponents:{{{owner}}}")  # Redis Cluster hash tag around the owner
+    assert hashtag.match(b"opponents:{42}") == {"owner": b"42"}
+    assert Template.parse("a*[x]:{k}").glob() == rb"a\*\[x\]:*"
+
+
+def test_binary_keys_match_byte_for_byte():
+    assert Template.parse("bin:{owner}").match(b"bin:\xff\x00\n") == {"owner": b"\xff\x00\n"}
+
+
+@pytest.mark.parametrize("bad", ["a:{x}{y}", "a:{x", "a:{x}:{x}"])
+def test_ambiguous_or_broken_patterns_are_rejected(bad):
+    with pytest.raises(ValueError):
+        Template.parse(bad)
+
+
+def test_first_matching_rule_wins_then_the_mirror_and_reserved_keys_never_match():
+    rules = messaging()
+    rule, variables = rules.match(b"opponents:alice")
+    assert (rule.name, variables) == ("opponents", {"owner": b"alice"})
+    assert rules.match(b"meta:alice:bob")[0].name == "meta"
+    assert rules.match(b"anything-else")[0].type == "mirror"
+    assert rules.match(b"__replicator:checkpoint") is None
+    assert rules.owner(rule, b"opponents:alice", variables) == b"alice"
+
+
+def test_zset_members_become_items_and_only_changes_are_written():
+    rules = messaging()
+    rule, variables = rules.match(b"opponents:alice")
+    first = plan_writes(rule, variables, zset_event("alice", {"bob": 1.5, "carol": 2e12}, 10), EMPTY_STATE)
+    assert [(dict(w.key)["opponent_id"][1], w.attributes) for w in first.writes] == [
+        ("bob", (("timestamp", ("N", "1.5")),)),
+        ("carol", (("timestamp", ("N", "2000000000000")),)),
+    ]
+    second = plan_writes(rule, variables, zset_event("alice", {"bob": 1.5, "dave": 3}, 11), first.state)
+    written = {dict(w.key)["opponent_id"][1]: w.is_tombstone for w in second.writes}
+    assert written == {"dave": False, "carol": True}  # bob unchanged: not rewritten
+    assert all(w.version == 11 for w in second.writes)
+
+
+def test_an_event_older_than_the_head_version_is_stale_and_writes_nothing():
+    rules = messaging()
+    rule, variables = rules.match(b"opponents:alice")
+    applied = plan_writes(rule, variables, zset_event("alice", {"bob": 1}, 20), EMPTY_STATE).state
+    late = plan_writes(rule, variables, zset_event("alice", {"bob": 1, "eve": 2}, 15), applied)
+    assert late.stale and late.writes == () and late.state == applied
+
+
+def test_deleting_a_zset_tombstones_every_member():
+    rules = messaging()
+    rule, variables = rules.match(b"opponents:alice")
+    applied = plan_writes(rule, variables, zset_event("alice", {"bob": 1, "eve": 2}, 20), EMPTY_STATE).state
+    deleted = plan_writes(rule, variables, zset_event("alice", {}, 21, op=Op.DELETE), applied)
+    assert sorted(w.is_tombstone for w in deleted.writes) == [True, True]
+    assert deleted.state.items == {}
+
+
+def test_a_deleted_string_leaves_a_tombstone_even_without_known_state():
+    rules = messaging()
+    rule, variables = rules.match(b"meta:alice:bob")
+    plan = plan_writes(rule, variables, string_event(b"meta:alice:bob", None, 5), EMPTY_STATE)
+    (write,) = plan.writes
+    assert write.is_tombstone and dict(write.key) == {"owner_id": ("S", "alice"), "opponent_id": ("S", "bob")}
+
+
+def test_values_unfit_for_their_attribute_type_are_mapping_errors_naming_the_fix():
+    rules = messaging()
+    rule, variables = rules.match(b"meta:alice:bob")
+    with pytest.raises(MappingError, match=re.escape("not UTF-8; declare tables.*.types.metadata: B")):
+        plan_writes(rule, variables, string_event(b"meta:alice:bob", b"\xff\xfe", 5), EMPTY_STATE)
+    zrule, zvars = rules.match(b"opponents:alice")
+    with pytest.raises(MappingError, match="is a number"):
+        plan_writes(zrule, zvars, zset_event("alice", {"bob": float("inf")}, 5), EMPTY_STATE)
+    wrong_type = ChangeEvent(b"opponents:alice", KeyType.HASH, Op.UPSERT, Origin.LIVE, 1, 1, b"alice", ((b"f", b"v"),))
+    with pytest.raises(MappingError, match="is a hash but rule 'opponents' maps a zset"):
+        plan_writes(zrule, zvars, wrong_type, EMPTY_STATE)
+
+
+def test_numbers_are_rendered_the_way_dynamodb_returns_them():
+    assert canonical_number("1700000000.0") == "1700000000"
+    assert canonical_number("1.50") == "1.5"
+    assert canonical_number("-0.0") == "0"
+    assert canonical_number("1e-3") == "0.001"
+    with pytest.raises(ValueError):
+        canonical_number("inf")
+
+
+def _with_rule(**changes):
+    data = {**MESSAGING_RULES, "rules": [dict(MESSAGING_RULES["rules"][0], **changes), MESSAGING_RULES["rules"][1]]}
+    return data
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    (_with_rule(item={"owner_id": "{owner}", "opponent_id": "{member}", "timestamp": "{scor}"}),
+     "rules[0].item.timestamp: unknown placeholder {scor} (known: owner, member, score, key)"),
+    (_with_rule(item={"owner_id": "{owner}", "opponent_id": "x{owner}", "timestamp": "{score}"}),
+     "rules[0].item: a zset rule makes one item per member"),
+    (_with_rule(item={"owner_id": "{member}", "opponent_id": "{owner}", "timestamp": "{score}"}),
+     "rules[0].item.owner_id: the partition key may only use variables of match"),
+    (_with_rule(item={"owner_id": "{owner}", "opponent_id": "{member}", "metadata": "{score}"}),
+     "rules[1].item.metadata: attribute is also written by rule 'opponents'"),
+    (_with_rule(match="opponents"), "rules[0].match: 'opponents' has no placeholder"),
+    (_with_rule(name="meta"), "rules[1].name: rule name 'meta' is already used by rules[0]"),
+    (_with_rule(item={"owner_id": "{owner}", "opponent_id": "{member}", "_v_x": "{score}"}),
+     "rules[0].item._v_x: attribute names starting with _v_/_deleted_"),
+])
+def test_rule_mistakes_are_config_errors_naming_the_field(data, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_string_rules_must_keep_every_variable_in_the_item_key():
+    data = {**MESSAGING_RULES, "rules": [{"match": "meta:{owner}:{opponent}", "type": "string", "table": "messaging",
+                                          "item": {"owner_id": "{owner}", "opponent_id": "x", "metadata": "{value}"}}]}
+    with pytest.raises(ConfigError, match=r"variable \{opponent\} of match is not in the item key"):
+        parse_config(data)
+
+
+def test_notification_flags_follow_the_rules():
+    from replicator.capture.notifications import missing_flags, required_flags
+
+    rules = messaging()
+    assert required_flags(rules) == "Kg$lshzxe"  # the mirror takes every type
+    assert missing_flags("AKE", rules) == ""
+    assert missing_flags("Kz", rules) == "g$lshxe"
+    only_zset = parse_config({**MESSAGING_RULES, "rules": MESSAGING_RULES["rules"][:1], "default": None})
+    from replicator.mapping import compile_rules
+
+    assert required_flags(compile_rules(only_zset)) == "Kgzxe"
