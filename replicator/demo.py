@@ -165,6 +165,8 @@ def _run_in_thread(name: str, target: Callable[[threading.Event], Any], stop: th
 def run_demo(owners: int = 20, seconds: float = 5.0, out: Any = None) -> int:
     out = out or sys.stdout
     logs.setup("WARNING")
+    # kafka-python 3 logs a harmless socket race at ERROR when clients close; the report says what matters here.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
     def say(text: str) -> None:
         print(text, file=out, flush=True)
@@ -227,8 +229,13 @@ def run_demo(owners: int = 20, seconds: float = 5.0, out: Any = None) -> int:
             f"({ddb.scan(TableName='messaging', Select='COUNT')['Count']} with tombstones)")
         say(f"events captured                {_sum_samples('replicator_events_captured_total'):.0f}")
         say(f"events published               {_sample('replicator_events_published_total'):.0f}")
-        say(f"events applied                 {_sum_samples('replicator_events_applied_total'):.0f} "
-            f"(stale: {_sample('replicator_events_applied_total', {'table': 'messaging', 'result': 'stale'}):.0f})")
+        results = {result: sum(_sample("replicator_events_applied_total", {"table": t, "result": result})
+                               for t in ("messaging", "redis_mirror"))
+                   for result in ("applied", "tombstoned", "superseded", "stale")}
+        say(f"events consumed by the applier {sum(results.values()):.0f}: "
+            + ", ".join(f"{count:.0f} {result}" for result, count in results.items()))
+        say("                               (superseded: a newer state of the key was in the same batch; "
+            "stale: DynamoDB already held a newer one)")
         say(f"DynamoDB equals Redis          {'yes' if equal else 'NO'}")
         say(f"owner {live_owner}, newest first, DynamoDB LSI vs Redis ZREVRANGE: "
             f"{'identical' if from_dynamodb == from_redis else 'DIFFERENT'}")
