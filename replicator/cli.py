@@ -12,7 +12,8 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from replicator import __version__, logs, metrics, pipeline
 from replicator.config import Config, load_config
@@ -39,20 +40,21 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
-def cmd_listen(args: argparse.Namespace) -> int:
+def _run_until_stopped(args: argparse.Namespace, build: Callable[[pipeline.Context], Any]) -> int:
+    """A long-running command: serve metrics, build the stage, run it until SIGTERM/SIGINT."""
     config = _config(args)
     metrics.serve(config.metrics.port)
-    listener = pipeline.listener(pipeline.context(config))
-    listener.run(_stop_on_signals())
+    stage = build(pipeline.context(config))
+    stage.run(_stop_on_signals())
     return 0
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    return _run_until_stopped(args, pipeline.listener)
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    config = _config(args)
-    metrics.serve(config.metrics.port)
-    applier = pipeline.applier(pipeline.context(config))
-    applier.run(_stop_on_signals())
-    return 0
+    return _run_until_stopped(args, pipeline.applier)
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
