@@ -106,6 +106,11 @@ class CaptureConfig(_Frozen):
     batch_size: int = Field(default=500, ge=1, le=100000)
     #: How long notifications are gathered before a read; a burst on one key within it costs one read.
     coalesce_ms: int = Field(default=5, ge=0, le=10000)
+    #: Re-snapshot (in the background, while capturing live) after every gap: listener start, lost subscription.
+    #: Notifications are fire-and-forget, so without it changes made while nobody listened are never replicated.
+    resnapshot_on_gap: bool = True
+    #: Reconnect backoff after a lost subscription, doubling from the first value up to the second.
+    reconnect_backoff_s: tuple[float, float] = (0.2, 10.0)
 
 
 class ApplyConfig(_Frozen):

@@ -25,7 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -322,6 +322,21 @@ class LocalStack:
 
         self._wait(process, answers, 60, f"DynamoDB Local on port {port}")
         self.dynamodb_endpoint, self.origins["dynamodb"] = endpoint, "process"
+
+    @contextlib.contextmanager
+    def paused(self, name: str) -> Iterator[None]:
+        """Freeze a local service (SIGSTOP) and thaw it on exit: clients see a broker or endpoint that stops answering.
+
+        Fault-injection for tests; DynamoDB Local keeps its in-memory data, which a restart would lose.
+        """
+        process = next((p for p in self._processes if p.name == name), None)
+        if process is None:
+            raise LocalStackError(f"{name} is not a local process of this stack (origin: {self.origins.get(name)})")
+        os.killpg(process.popen.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(process.popen.pid, signal.SIGCONT)
 
     # ----------------------------------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from replicator.apply.dynamodb import DynamoWriter, make_client
 from replicator.apply.tables import create_tables
 from replicator.capture.listener import Listener
 from replicator.capture.notifications import ensure_notifications
+from replicator.capture.reconcile import live_source_keys
 from replicator.config import Config, mask_url
 from replicator.errors import SourceError
 from replicator.mapping import RuleSet, compile_rules
@@ -60,7 +62,16 @@ def publisher(ctx: Context) -> EventPublisher:
 def listener(ctx: Context) -> Listener:
     client, node, db = redis_client(ctx.config)
     ensure_notifications(client, ctx.rules, ctx.config.redis.configure_notifications)
-    return Listener(client, ctx.rules, publisher(ctx), ctx.config.capture, node, db)
+    live_keys = None
+    if ctx.config.capture.resnapshot_on_gap:
+        # Reading DynamoDB from the listener is what lets a gap's deletions be found (see capture/reconcile.py).
+        ddb = dynamodb(ctx)
+        state_table = ctx.config.dynamodb.state_table
+
+        def live_keys() -> Iterable[bytes]:
+            return live_source_keys(ddb, ctx.rules, state_table)
+
+    return Listener(client, ctx.rules, publisher(ctx), ctx.config.capture, node, db, live_keys=live_keys)
 
 
 def snapshot_loader(ctx: Context) -> SnapshotLoader:

@@ -84,6 +84,9 @@ class Running:
         self.listener = pipeline.listener(self.ctx)
         self._spawn("listener", self.listener.run)
         eventually(lambda: self.listener.subscribed.is_set() or self._errors, 30, message="listener subscribed")
+        if self.config.capture.resnapshot_on_gap:
+            # The start is a gap: wait for its re-snapshot so tests decide which events are LIVE.
+            eventually(lambda: self.listener.resnapshots_completed or self._errors, 60, message="start re-snapshot")
         self.check()
         return self
 

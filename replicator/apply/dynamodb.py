@@ -54,7 +54,15 @@ def make_client(config: DynamoDBConfig) -> Any:
         kwargs["aws_secret_access_key"] = (
             config.secret_access_key.get_secret_value() if config.secret_access_key else "local"
         )
-    return boto3.client("dynamodb", **kwargs)
+    client = boto3.client("dynamodb", **kwargs)
+    # botocore retries throttling itself before we ever see it; count every throttled response, retried or not.
+    client.meta.events.register("needs-retry.dynamodb", _count_throttle)
+    return client
+
+
+def _count_throttle(response: Any = None, **_kwargs: Any) -> None:
+    if response is not None and response[1].get("Error", {}).get("Code") in _THROTTLES:
+        metrics.DYNAMODB_THROTTLES.inc()
 
 
 def translate(exc: Exception, what: str) -> SinkError:
@@ -63,8 +71,6 @@ def translate(exc: Exception, what: str) -> SinkError:
         code = exc.response.get("Error", {}).get("Code", "")
         message = exc.response.get("Error", {}).get("Message", str(exc))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if code in _THROTTLES:
-            metrics.DYNAMODB_THROTTLES.inc()
         retryable = code in _RETRYABLE or status >= 500
         error = SinkError(f"{what}: DynamoDB {code}: {message}", retryable=retryable)
         error.code = code  # type: ignore[attr-defined]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
+from collections.abc import Callable, Iterable
 
 import redis
 
@@ -15,6 +17,7 @@ from replicator.errors import SourceError
 from replicator.events import Origin
 from replicator.mapping import RuleSet
 from replicator.publish.producer import EventPublisher
+from replicator.snapshot.loader import scan_and_capture
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +29,16 @@ class Listener:
     key that arrive within ``coalesce_ms`` (or before the pending batch is read) cost one read: the read happens after
     all of them, so it sees the latest state. Ordering per key follows from one thread reading and publishing in
     order; ordering per owner from the Kafka key.
+
+    Keyspace notifications are fire-and-forget: whatever changed while the listener was not subscribed (before it
+    started, while the connection was down) was never announced. Each of those is a *gap*: counted, and followed by
+    a re-snapshot running in the background while live capture goes on (safe because events are versioned states),
+    then by a reconcile that re-reads every key DynamoDB still holds, which turns keys deleted during the gap into
+    DELETE events (a SCAN cannot see them).
     """
 
     def __init__(self, client: redis.Redis, rules: RuleSet, publisher: EventPublisher, config: CaptureConfig,
-                 node: str, db: int = 0) -> None:
+                 node: str, db: int = 0, live_keys: Callable[[], Iterable[bytes]] | None = None) -> None:
         self._client = client
         self._rules = rules
         self._publisher = publisher
@@ -39,31 +48,57 @@ class Listener:
         self.db = db
         self._prefix = b"__keyspace@%d__:" % db
         self.subscribed = threading.Event()
+        #: Keys DynamoDB holds live data for; re-read after a re-snapshot to find deletions made during a gap.
+        self._live_keys = live_keys
+        self._resnapshot = _Resnapshot(self) if config.resnapshot_on_gap else None
+
+    @property
+    def resnapshots_completed(self) -> int:
+        return self._resnapshot.completed if self._resnapshot else 0
 
     def channels(self) -> list[bytes]:
         return [self._prefix + glob for glob in self._rules.globs()]
 
     def run(self, stop: threading.Event) -> None:
-        """Capture until ``stop`` is set; then publish what is pending and flush the producer.
+        """Capture until ``stop`` is set; then publish what is pending, flush and close the producer.
 
-        Raises SourceError when the subscription is lost: notifications sent meanwhile are gone, which is a gap.
+        A lost subscription is retried with backoff until ``stop``; every (re)subscription is a gap.
         """
-        pubsub = self._client.pubsub()
+        reason = "start"
+        first, cap = self._config.reconnect_backoff_s
+        delay = first
+        if self._resnapshot:
+            self._resnapshot.start(stop)
         try:
-            self._subscribe(pubsub)
-            log.info("listening", extra={"kv": {"node": self.node, "db": self.db,
-                                                  "channels": [c.decode("utf-8", "replace") for c in self.channels()]}})
-            self._loop(pubsub, stop)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            metrics.NOTIFICATION_GAPS.labels(node=self.node, reason="disconnect").inc()
-            raise SourceError(f"lost the keyspace subscription on {self.node}: {exc}; changes meanwhile were not "
-                              "seen (a gap): restart the listener and re-run snapshot") from None
+            while not stop.is_set():
+                pubsub = self._client.pubsub()
+                try:
+                    self._subscribe(pubsub)
+                    self._gap(reason)
+                    delay = first
+                    self._loop(pubsub, stop)
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    reason = "disconnect"
+                    self.subscribed.clear()
+                    log.warning("keyspace subscription lost; reconnecting", extra={"kv": {
+                        "node": self.node, "error": str(exc), "retry_in_s": round(delay, 2)}})
+                    stop.wait(delay * random.uniform(0.5, 1.0))
+                    delay = min(cap, delay * 2)
+                finally:
+                    self.subscribed.clear()
+                    pubsub.close()
         finally:
-            self.subscribed.clear()
-            try:
-                pubsub.close()
-            finally:
-                self._publisher.close()
+            if self._resnapshot:
+                self._resnapshot.join()
+            self._publisher.close()
+
+    def _gap(self, reason: str) -> None:
+        metrics.NOTIFICATION_GAPS.labels(node=self.node, reason=reason).inc()
+        log.info("subscribed; changes before this point were not announced", extra={"kv": {
+            "node": self.node, "db": self.db, "gap": reason, "resnapshot": self._resnapshot is not None,
+            "channels": [c.decode("utf-8", "replace") for c in self.channels()]}})
+        if self._resnapshot:
+            self._resnapshot.request()
 
     def _subscribe(self, pubsub: redis.client.PubSub) -> None:
         channels = self.channels()
@@ -103,3 +138,72 @@ class Listener:
 
     def capture(self, keys: list[bytes], origin: Origin) -> int:
         return self._capture.capture(keys, origin)
+
+
+class _Resnapshot:
+    """Background re-snapshots after gaps. A gap during a running re-snapshot restarts it from the beginning."""
+
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
+        self._requested = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stop: threading.Event | None = None
+        self.completed = 0
+
+    def start(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self._thread = threading.Thread(target=self._run, name="resnapshot", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        self._requested.set()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._requested.set()  # wake it so it sees stop
+            self._thread.join(60)
+
+    def _run(self) -> None:
+        assert self._stop is not None
+        stop = self._stop
+        listener = self._listener
+        while not stop.is_set():
+            self._requested.wait()
+            if stop.is_set():
+                return
+            self._requested.clear()
+            try:
+                scanned, published = scan_and_capture(
+                    listener._client, listener._rules, listener._capture, listener._config.batch_size,
+                    should_stop=lambda: stop.is_set() or self._requested.is_set(),
+                )
+                reconciled = self._reconcile(stop)
+            except redis.RedisError as exc:
+                log.warning("re-snapshot failed; retrying", extra={"kv": {"node": listener.node, "error": str(exc)}})
+                self._requested.set()
+                stop.wait(1.0)
+                continue
+            if not (stop.is_set() or self._requested.is_set()):
+                self.completed += 1
+                log.info("re-snapshot done", extra={"kv": {"node": listener.node, "keys_scanned": scanned,
+                                                           "events_published": published,
+                                                           "keys_reconciled": reconciled}})
+
+    def _reconcile(self, stop: threading.Event) -> int:
+        listener = self._listener
+        if listener._live_keys is None:
+            return 0
+        done = 0
+        batch: list[bytes] = []
+        for key in listener._live_keys():
+            batch.append(key)
+            if len(batch) >= listener._config.batch_size:
+                listener.capture(batch, Origin.SNAPSHOT)
+                done += len(batch)
+                batch = []
+                if stop.is_set() or self._requested.is_set():
+                    return done
+        if batch:
+            listener.capture(batch, Origin.SNAPSHOT)
+            done += len(batch)
+        return done

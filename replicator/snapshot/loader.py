@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -30,6 +31,36 @@ class SnapshotReport:
     seconds: float
 
 
+def scan_and_capture(client: redis.Redis, rules: RuleSet, capture: KeyCapture, batch_size: int = 500,
+                     scan_count: int = 1000, should_stop: Callable[[], bool] = lambda: False) -> tuple[int, int]:
+    """SCAN every rule's glob and capture the keys found with origin SNAPSHOT. Returns (keys scanned, events).
+
+    Shared by the snapshot command and the listener's re-snapshot after a gap.
+    """
+    estimate = max(1, client.dbsize())
+    scanned = published = 0
+    for glob in rules.globs():
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=glob, count=scan_count):
+            batch.append(key)
+            if len(batch) >= batch_size:
+                published += capture.capture(batch, Origin.SNAPSHOT)
+                scanned += len(batch)
+                metrics.SNAPSHOT_KEYS.inc(len(batch))
+                metrics.SNAPSHOT_PROGRESS.set(min(1.0, scanned / estimate))
+                batch = []
+                if should_stop():
+                    return scanned, published
+        if batch:
+            published += capture.capture(batch, Origin.SNAPSHOT)
+            scanned += len(batch)
+            metrics.SNAPSHOT_KEYS.inc(len(batch))
+        if should_stop():
+            return scanned, published
+    metrics.SNAPSHOT_PROGRESS.set(1.0)
+    return scanned, published
+
+
 class SnapshotLoader:
     def __init__(self, client: redis.Redis, rules: RuleSet, publisher: EventPublisher, node: str, db: int = 0,
                  batch_size: int = 500, scan_count: int = 1000) -> None:
@@ -43,29 +74,15 @@ class SnapshotLoader:
     def run(self, stop: threading.Event | None = None) -> SnapshotReport:
         """Publish every captured key once and wait for Kafka to acknowledge all of them."""
         started = time.monotonic()
-        estimate = max(1, self._client.dbsize())
-        scanned = published = 0
-        for glob in self._rules.globs():
-            batch: list[bytes] = []
-            for key in self._client.scan_iter(match=glob, count=self._scan_count):
-                batch.append(key)
-                if len(batch) >= self._batch_size:
-                    published += self._capture.capture(batch, Origin.SNAPSHOT)
-                    scanned += len(batch)
-                    metrics.SNAPSHOT_KEYS.inc(len(batch))
-                    metrics.SNAPSHOT_PROGRESS.set(min(1.0, scanned / estimate))
-                    batch = []
-                    if stop is not None and stop.is_set():
-                        break
-            if batch:
-                published += self._capture.capture(batch, Origin.SNAPSHOT)
-                scanned += len(batch)
-                metrics.SNAPSHOT_KEYS.inc(len(batch))
-            if stop is not None and stop.is_set():
-                log.warning("snapshot interrupted", extra={"kv": {"keys_scanned": scanned}})
-                break
-        self._publisher.close()
-        metrics.SNAPSHOT_PROGRESS.set(1.0)
+        try:
+            scanned, published = scan_and_capture(
+                self._client, self._rules, self._capture, self._batch_size, self._scan_count,
+                should_stop=(stop.is_set if stop is not None else lambda: False),
+            )
+        finally:
+            self._publisher.close()
+        if stop is not None and stop.is_set():
+            log.warning("snapshot interrupted", extra={"kv": {"keys_scanned": scanned}})
         report = SnapshotReport(scanned, published, time.monotonic() - started)
         log.info("snapshot done", extra={"kv": {"keys_scanned": scanned, "events_published": published,
                                                 "seconds": round(report.seconds, 2)}})

@@ -149,3 +149,12 @@ def test_notification_flags_follow_the_rules():
     from replicator.mapping import compile_rules
 
     assert required_flags(compile_rules(only_zset)) == "Kgzxe"
+
+
+def test_single_item_rules_are_reversible_so_a_gap_reconcile_finds_their_redis_keys():
+    from replicator.capture.reconcile import source_key
+
+    rules = messaging()
+    meta = rules.match(b"meta:alice:bob")[0]
+    assert source_key(meta, {"owner_id": ("S", "alice"), "opponent_id": ("S", "bob")}) == b"meta:alice:bob"
+    assert source_key(rules.mirror, {"key": ("B", b"any\xffkey")}) == b"any\xffkey"
