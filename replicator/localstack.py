@@ -212,7 +212,7 @@ class LocalStack:
             self.redis_url, self.origins["redis"] = self.environ["REDIS_URL"], "env"
             return
         if docker is not None:
-            from testcontainers.redis import RedisContainer
+            from testcontainers.community.redis import RedisContainer
 
             container = RedisContainer("redis:7.2").start()
             self._containers.append(container)
@@ -241,9 +241,10 @@ class LocalStack:
             self.kafka_bootstrap, self.origins["kafka"] = self.environ["KAFKA_BOOTSTRAP_SERVERS"], "env"
             return
         if docker is not None:
-            from testcontainers.kafka import KafkaContainer
+            from testcontainers.community.kafka import KafkaContainer
 
-            container = KafkaContainer("apache/kafka:3.8.0").start()
+            # testcontainers' KafkaContainer drives the Confluent image's start scripts, so not apache/kafka.
+            container = KafkaContainer("confluentinc/cp-kafka:7.6.0").start(timeout=120)
             self._containers.append(container)
             self.kafka_bootstrap, self.origins["kafka"] = container.get_bootstrap_server(), "container"
             return
