@@ -291,3 +291,52 @@ def _create_topic(config: KafkaConfig, caps: BrokerCapabilities, topic: str, par
             pass
     finally:
         admin.close()
+
+
+def read_topic(config: KafkaConfig, caps: BrokerCapabilities, topic: str, group: str | None = None,
+               timeout: float = 60.0) -> tuple[list[Any], dict[Any, int]]:
+    """Every record from ``group``'s committed offsets (or the beginning) to the current end of ``topic``.
+
+    Returns the records and the end offsets, which the caller may commit for ``group`` once it has handled them.
+    """
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(**client_kwargs(config, caps), group_id=group, enable_auto_commit=False)
+    try:
+        partitions = topic_partitions(config, topic)
+        consumer.assign(partitions)
+        for tp in partitions:
+            committed = consumer.committed(tp) if group else None
+            if committed is None:
+                consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
+        end = consumer.end_offsets(partitions)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(r for r in batch if r.offset < end[_tp_of(r)])
+            if time.monotonic() > deadline:
+                raise BrokerError(f"could not read topic {topic!r} to its end within {timeout:.0f}s")
+        return records, end
+    finally:
+        consumer.close(autocommit=False)
+
+
+def commit_offsets(config: KafkaConfig, caps: BrokerCapabilities, group: str, offsets: dict[Any, int]) -> None:
+    from kafka import KafkaConsumer
+    from kafka.structs import OffsetAndMetadata
+
+    consumer = KafkaConsumer(**client_kwargs(config, caps), group_id=group, enable_auto_commit=False)
+    try:
+        consumer.assign(list(offsets))
+        consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()})
+    finally:
+        consumer.close(autocommit=False)
+
+
+def _tp_of(record: Any) -> Any:
+    from kafka import TopicPartition
+
+    return TopicPartition(record.topic, record.partition)

@@ -67,6 +67,23 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from replicator import broker
+    from replicator.apply import dead_letters
+
+    config = _config(args)
+    caps = broker.detect(config.kafka)
+    if args.action == "list":
+        letters = dead_letters.list_dead_letters(config.kafka, caps, config.kafka.topic)
+        for letter in letters[-args.limit:] if args.limit else letters:
+            print(letter.line())
+        print(f"{len(letters)} dead letter(s) in {dead_letters.dlq_topic(config.kafka.topic)}")
+    else:
+        sent = dead_letters.redrive(config.kafka, caps, config.kafka.topic, set(args.reason or ()) or None)
+        print(f"re-drove {sent} dead letter(s) to {config.kafka.topic}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from replicator.demo import run_demo
 
@@ -86,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--config", "-c", required=True, help="YAML config file (env: REPLICATOR_<SECTION>_<FIELD>)")
         p.set_defaults(fn=fn)
+    dlq = sub.add_parser("dlq", help="list or re-drive the dead-letter topic",
+                         description="list the dead-letter topic, or re-publish its records after a fix")
+    dlq.add_argument("action", choices=["list", "redrive"])
+    dlq.add_argument("--config", "-c", required=True)
+    dlq.add_argument("--limit", type=int, default=0, help="list: only the last N")
+    dlq.add_argument("--reason", action="append", help="redrive: only these reasons (repeatable)")
+    dlq.set_defaults(fn=cmd_dlq)
     demo = sub.add_parser("demo", help="run the whole pipeline on an embedded local stack and report")
     demo.add_argument("--owners", type=int, default=20)
     demo.add_argument("--seconds", type=float, default=5.0)

@@ -130,23 +130,8 @@ def scan_all(client: Any, table: str) -> list[dict[str, Any]]:
 
 def topic_records(config: Config, timeout: float = 30.0) -> list[Any]:
     """Every record of the config's topic, read with a throwaway consumer (no group)."""
-    caps = broker.detect(config.kafka)
-    consumer = KafkaConsumer(**broker.client_kwargs(config.kafka, caps), enable_auto_commit=False)
-    try:
-        partitions = broker.topic_partitions(config.kafka, config.kafka.topic)
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-            if time.monotonic() > deadline:
-                raise AssertionError("could not read the whole topic in time")
-        return records
-    finally:
-        consumer.close(autocommit=False)
+    records, _end = broker.read_topic(config.kafka, broker.detect(config.kafka), config.kafka.topic, timeout=timeout)
+    return records
 
 
 def fully_committed(config: Config, group: str | None = None) -> bool:

@@ -64,3 +64,43 @@ def test_a_value_dynamodb_rejects_is_dead_lettered_without_stopping_the_partitio
         eventually(lambda: client.get_item(TableName=config.table_name("messaging"), ConsistentRead=True,
                                            Key={"owner_id": {"S": "bob"}, "opponent_id": {"S": "y"}}).get("Item"),
                    60, message="the event after it applied")
+
+
+def test_dead_letters_are_listed_and_re_driven_once_after_the_fix(stack, uid, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    r, client = clean_redis(stack), ddb(stack)
+    data = messaging_config_data(stack, uid)
+    config = parse_config(data)
+    with Running(config) as run:
+        run.start_applier().start_listener()
+        r.set("meta:cat:dog", b"\xff\xfebinary")  # metadata is a string (S) attribute: not UTF-8, poison
+        eventually(lambda: fully_committed(config), 60, message="the poison event consumed")
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+
+    def cli(*args):
+        result = subprocess.run([sys.executable, "-m", "replicator", "dlq", *args, "--config", str(path)],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    listed = cli("list")
+    assert "owner=cat  unmappable: key b'meta:cat:dog': attribute 'metadata' of rule 'meta' is a string (S)" in listed
+    assert listed.strip().endswith(f"1 dead letter(s) in changes.{uid}.dlq")
+
+    # The fix: metadata holds binary data.
+    data["tables"]["messaging"]["types"] = {"metadata": "B"}
+    path.write_text(yaml.safe_dump(data))
+    assert "re-drove 1 dead letter(s)" in cli("redrive")
+    assert "re-drove 0 dead letter(s)" in cli("redrive")  # progress is kept: nothing is sent twice
+    with Running(parse_config(data)) as run:
+        run.start_applier()
+        item = eventually(lambda: client.get_item(
+            TableName=config.table_name("messaging"), ConsistentRead=True,
+            Key={"owner_id": {"S": "cat"}, "opponent_id": {"S": "dog"}}).get("Item"), 60, message="re-driven item")
+    assert item["metadata"] == {"B": b"\xff\xfebinary"}
