@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata
 
 from replicator import metrics
@@ -109,6 +110,8 @@ class Applier:
         self._cache = StateCache(config.cache_keys)
         self._pool = ThreadPoolExecutor(max_workers=config.write_concurrency, thread_name_prefix="apply")
         self.assigned = threading.Event()
+        #: Records of the batch in flight already dead-lettered: a retried batch must not send them twice.
+        self._dead_lettered: set[tuple[int, int]] = set()
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set. The batch in flight is finished and committed before returning."""
@@ -148,7 +151,18 @@ class Applier:
                 if stop is None:
                     time.sleep(delay)
         self._dead_letters.flush()
-        self._consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in batch.items()})
+        self._dead_lettered.clear()
+        offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in batch.items()}
+        try:
+            self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced while the batch was applied (brokers before 0.10.1 only see heartbeats from
+            # poll(), so a long retry outlives the session). The writes are in DynamoDB and idempotent: whoever
+            # gets these partitions re-applies them harmlessly. Nothing is lost by not committing.
+            self._cache.drop_partitions(tp.partition for tp in offsets)
+            log.warning("commit refused after a rebalance; the batch will be re-applied by the partitions' new owner",
+                        extra={"kv": {"error": str(exc)}})
+            return False
         metrics.APPLY_BATCH_SECONDS.observe(time.monotonic() - started)
         return True
 
@@ -165,7 +179,7 @@ class Applier:
                 w.plan = plan_writes(w.rule, w.variables, w.event, w.previous)
             except MappingError as exc:
                 w.poison = "unmappable"
-                self._dead_letters.send(w.record, "unmappable", str(exc))
+                self._dead_letter(w.record, "unmappable", str(exc))
                 continue
             writes.extend((w, iw) for iw in w.plan.writes)
         results = self._parallel(lambda pair: self._write(*pair), writes)
@@ -197,7 +211,7 @@ class Applier:
                 try:
                     event = self._codec.decode(record.value)
                 except SerializationError as exc:
-                    self._dead_letters.send(record, "undecodable", str(exc))
+                    self._dead_letter(record, "undecodable", str(exc))
                     continue
                 matched = self._rules.match(event.key)
                 if matched is None:
@@ -229,11 +243,16 @@ class Applier:
         for w, state in loaded:
             if isinstance(state, MappingError):
                 w.poison = "unmappable"
-                self._dead_letters.send(w.record, "unmappable", str(state))
+                self._dead_letter(w.record, "unmappable", str(state))
             elif isinstance(state, Exception):
                 raise state
             else:
                 w.previous = state
+
+    def _dead_letter(self, record: Any, reason: str, error: str) -> None:
+        if (record.partition, record.offset) not in self._dead_lettered:
+            self._dead_lettered.add((record.partition, record.offset))
+            self._dead_letters.send(record, reason, error)
 
     def _write(self, w: _KeyWork, write: ItemWrite) -> bool:
         return self._writer.write(write)
@@ -252,7 +271,7 @@ class Applier:
                 if id(w) not in poisoned:
                     poisoned.add(id(w))
                     w.poison = "rejected_by_dynamodb"
-                    self._dead_letters.send(w.record, "rejected_by_dynamodb", str(result))
+                    self._dead_letter(w.record, "rejected_by_dynamodb", str(result))
                 continue
             raise result
         return poisoned

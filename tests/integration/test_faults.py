@@ -230,30 +230,68 @@ def test_frozen_dynamodb_holds_the_offsets_back(stack, uid):
 
 def test_throttled_writes_are_retried_with_backoff_and_nothing_is_lost(stack, uid):
     """DynamoDB Local never throttles, so ThrottlingException is injected at the botocore level."""
-    import botocore.awsrequest
-
     r, client = clean_redis(stack), ddb(stack)
     config = messaging_config(stack, uid)
     throttles = metrics.DYNAMODB_THROTTLES._value.get()
-    injected = {"left": 30}
-
-    def throttle(**_kwargs):
-        if injected["left"] <= 0:
-            return None
-        injected["left"] -= 1
-        body = b'{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate exceeded"}'
-        response = botocore.awsrequest.AWSResponse("http://local", 400, {"x-amzn-requestid": "x"},
-                                                   _Raw(body))
-        return response
-
     with Running(config) as run:
         run.start_applier()
-        run.applier._writer._client.meta.events.register("before-send.dynamodb.UpdateItem", throttle)
+        injected = _inject_throttles(run.applier._writer._client, 30)
         run.start_listener()
         Workload(r, owners=8).seed(opponents=4)
         assert_converged(r, client, config, timeout=120)
-    assert injected["left"] == 0
+    assert injected["n"] == 0
     assert metrics.DYNAMODB_THROTTLES._value.get() >= throttles + 30  # every throttled attempt is counted
+
+
+def _inject_throttles(client, count):
+    """Make the next ``count`` UpdateItem attempts answer ThrottlingException (DynamoDB Local never throttles)."""
+    import botocore.awsrequest
+
+    left = {"n": count}
+
+    def throttle(**_kwargs):
+        if left["n"] <= 0:
+            return None
+        left["n"] -= 1
+        body = b'{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate exceeded"}'
+        return botocore.awsrequest.AWSResponse("http://local", 400, {"x-amzn-requestid": "x"}, _Raw(body))
+
+    client.meta.events.register("before-send.dynamodb.UpdateItem", throttle)
+    return left
+
+
+def test_a_retried_batch_dead_letters_its_poison_record_once(stack, uid):
+    from kafka import KafkaProducer
+
+    from replicator import broker, pipeline
+    from replicator.config import parse_config
+
+    r, client = clean_redis(stack), ddb(stack)
+    config = messaging_config(stack, uid)
+    with Running(config) as run:
+        run.start_listener()
+        r.zadd("opponents:amy", {"p1": 1})
+        eventually(lambda: len(_records(config)) >= 1, 30, message="the event on the topic")
+        producer = KafkaProducer(**broker.client_kwargs(config.kafka, run.ctx.caps))
+        producer.send(config.kafka.topic, key=b"amy", value=b"poison").get(30)
+        producer.close()
+    with Running(config) as run:
+        applier = pipeline.applier(run.ctx)
+        # Enough to exhaust botocore's own attempts once: the whole batch is then retried by the applier.
+        left = _inject_throttles(applier._writer._client, 6)
+        run._spawn("applier", applier.run)
+        assert_converged(r, client, config)
+        eventually(lambda: fully_committed(config), 30, message="batch committed")
+    assert left["n"] == 0
+    dlq = parse_config({**messaging_config_data(stack, uid),
+                        "kafka": {**messaging_config_data(stack, uid)["kafka"], "topic": f"changes.{uid}.dlq"}})
+    assert len(_records(dlq)) == 1
+
+
+def _records(config):
+    from tests.support import topic_records
+
+    return topic_records(config)
 
 
 class _Raw:
