@@ -96,10 +96,10 @@ def applier(ctx: Context, group_id: str | None = None) -> Applier:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=cfg.apply.max_batch,
-        # Generous: brokers before 0.10.1 only see heartbeats from poll(), so a batch retried against a throttled
-        # or unreachable DynamoDB must fit in the session (the applier survives a rebalance anyway).
-        session_timeout_ms=30_000,
-        heartbeat_interval_ms=3_000,
+        # Short, so a crashed applier's partitions move on quickly. On brokers before 0.10.1 heartbeats only come
+        # from poll(), so a batch retried for longer loses the group; the applier handles the refused commit.
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=2_000,
     )
     writer = DynamoWriter(client, ctx.rules, cfg.tombstones, cfg.dynamodb.state_table)
     dead_letters = DeadLetters(cfg.kafka, ctx.caps, cfg.kafka.topic)

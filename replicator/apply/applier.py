@@ -151,7 +151,6 @@ class Applier:
                 if stop is None:
                     time.sleep(delay)
         self._dead_letters.flush()
-        self._dead_lettered.clear()
         offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in batch.items()}
         try:
             self._consumer.commit(offsets)
@@ -163,6 +162,8 @@ class Applier:
             log.warning("commit refused after a rebalance; the batch will be re-applied by the partitions' new owner",
                         extra={"kv": {"error": str(exc)}})
             return False
+        # Only now: a batch redelivered after a refused commit must not dead-letter its records twice.
+        self._dead_lettered.clear()
         metrics.APPLY_BATCH_SECONDS.observe(time.monotonic() - started)
         return True
 
