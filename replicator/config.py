@@ -106,6 +106,12 @@ class CaptureConfig(_Frozen):
     batch_size: int = Field(default=500, ge=1, le=100000)
     #: How long notifications are gathered before a read; a burst on one key within it costs one read.
     coalesce_ms: int = Field(default=5, ge=0, le=10000)
+    #: Collections with more members are read in pages (ZSCAN/HSCAN/SSCAN/LRANGE) instead of in one reply that
+    #: would block Redis, and published as chunks of one version.
+    max_inline_members: int = Field(default=10_000, ge=1)
+    #: Largest value published in one event; bigger states are split into chunks (keep it well under the
+    #: broker's message.max.bytes, 1 MB by default).
+    chunk_bytes: int = Field(default=512 * 1024, ge=1024, le=64 * 1024 * 1024)
     #: Re-snapshot (in the background, while capturing live) after every gap: listener start, lost subscription.
     #: Notifications are fire-and-forget, so without it changes made while nobody listened are never replicated.
     resnapshot_on_gap: bool = True
@@ -120,6 +126,10 @@ class ApplyConfig(_Frozen):
     write_concurrency: int = Field(default=16, ge=1, le=256)
     #: Keys whose last applied state is cached (per applier, dropped on partition revoke).
     cache_keys: int = Field(default=100_000, ge=0)
+    #: How a collection key's item writes are sent. "item": one conditional UpdateItem each (1 WCU per item).
+    #: "transaction": up to 100 per TransactWriteItems, still conditional per item: far fewer requests for big
+    #: collections, but DynamoDB bills transactional writes at 2 WCU per item.
+    write_mode: Literal["item", "transaction"] = "item"
 
 
 class TombstoneConfig(_Frozen):

@@ -126,8 +126,15 @@ class Workload:
             self.client.set(meta, json.dumps({"nick": opponent, "unread": self.random.randrange(100)}))
         elif roll < 0.90:
             self.client.delete(meta)
-        elif roll < 0.97:
+        elif roll < 0.95:
             self.client.set(meta, json.dumps({"typing": True}), px=self.random.randint(200, 1500))
+        elif roll < 0.97:
+            # No rule maps sessions: mirrored with their expiry, which PERSIST removes.
+            session = f"session:{owner}"
+            if self.random.random() < 0.7:
+                self.client.set(session, f"token-{self.tick()}", ex=self.random.randint(600, 3600))
+            else:
+                self.client.persist(session)
         else:
             self.client.delete(zset)
 

@@ -76,7 +76,7 @@ def listener(ctx: Context) -> Listener:
 
 def snapshot_loader(ctx: Context) -> SnapshotLoader:
     client, node, db = redis_client(ctx.config)
-    return SnapshotLoader(client, ctx.rules, publisher(ctx), node, db, batch_size=ctx.config.capture.batch_size)
+    return SnapshotLoader(client, ctx.rules, publisher(ctx), node, db, ctx.config.capture)
 
 
 def dynamodb(ctx: Context) -> Any:

@@ -157,20 +157,76 @@ def messaging_table(config: Config) -> str:
     return config.table_name("messaging")
 
 
+def mirror_redis_view(r: redis.Redis) -> dict[bytes, tuple[str, Any, int | None]]:
+    """Keys no messaging rule maps, as the mirror table should hold them: type, value, absolute expiry (ms)."""
+    view = {}
+    for key in r.scan_iter(count=1000):
+        if key.startswith((b"opponents:", b"meta:")):
+            continue
+        kind = r.type(key).decode()
+        if kind == "string":
+            value: Any = r.get(key)
+        elif kind == "hash":
+            value = sorted(r.hgetall(key).items())
+        else:
+            continue
+        expire = r.pexpiretime(key)
+        view[key] = (kind, value, expire if expire > 0 else None)
+    return view
+
+
+def mirror_dynamodb_view(client: Any, table: str) -> dict[bytes, tuple[str, Any, int | None]]:
+    view = {}
+    for item in scan_all(client, table):
+        if "value" not in item:
+            continue  # a tombstone
+        kind = item["type"]["S"]
+        if kind == "string":
+            value: Any = bytes(item["value"]["B"])
+        else:
+            value = sorted((bytes(p["L"][0]["B"]), bytes(p["L"][1]["B"])) for p in item["value"]["L"])
+        expire = int(item["expire_at"]["N"]) if "expire_at" in item else None
+        view[bytes(item["key"]["B"])] = (kind, value, expire)
+    return view
+
+
+def _same_mirror(want: dict, got: dict) -> bool:
+    """Equal, with expiries allowed 2 ms apart (Redis keeps them in ms; we derive them from TIME in µs + PTTL)."""
+    if set(want) != set(got):
+        return False
+    for key, (kind, value, expire) in want.items():
+        got_kind, got_value, got_expire = got[key]
+        if (kind, value) != (got_kind, got_value) or (expire is None) != (got_expire is None):
+            return False
+        if expire is not None and abs(expire - got_expire) > 2:
+            return False
+    return True
+
+
 def assert_converged(r: redis.Redis, client: Any, config: Config, timeout: float = 60.0) -> None:
-    """DynamoDB's live items equal what Redis implies: every owner, opponent, timestamp and metadata."""
+    """DynamoDB equals Redis, read completely on both sides: every owner, opponent, timestamp and metadata of the
+    messaging table, and every other key's type, value and expiry in the mirror table."""
     from replicator.demo import dynamodb_view, redis_view
 
     table = messaging_table(config)
+    mirror = config.default.table if config.default else None
     state: dict[str, Any] = {}
 
     def equal() -> bool:
         state["redis"], state["dynamodb"] = redis_view(r), dynamodb_view(client, table)
-        return state["redis"] == state["dynamodb"]
+        if state["redis"] != state["dynamodb"]:
+            return False
+        if mirror is None:
+            return True
+        state["mirror_redis"], state["mirror_dynamodb"] = mirror_redis_view(r), mirror_dynamodb_view(client, mirror)
+        return _same_mirror(state["mirror_redis"], state["mirror_dynamodb"])
 
     try:
         eventually(equal, timeout, interval=0.3, message="DynamoDB equal to Redis")
     except AssertionError:
+        if state["redis"] == state["dynamodb"]:
+            raise AssertionError(f"mirror table != Redis after {timeout}s: redis {state['mirror_redis']!r:.600} "
+                                 f"dynamodb {state['mirror_dynamodb']!r:.600}") from None
         want, got = state["redis"], state["dynamodb"]
         missing = sorted(set(want) - set(got))[:5]
         extra = sorted(set(got) - set(want))[:5]

@@ -15,8 +15,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
@@ -49,6 +49,23 @@ class _KeyWork:
     previous: KeyState = EMPTY_STATE
     plan: Plan | None = None
     poison: str | None = None
+    #: For a state assembled from chunks: the records of the other chunks (dead-lettered together).
+    chunk_records: tuple[Any, ...] = ()
+
+
+@dataclass
+class _Partial:
+    """Chunks of one big state (one key, one version) received so far."""
+
+    count: int
+    first_offset: int
+    parts: dict[int, tuple[Any, ChangeEvent]]
+
+
+#: How often the consumer heartbeats (pause + poll(0)) while a batch is being written.
+KEEPALIVE_S = 1.0
+#: Most writes in one TransactWriteItems (DynamoDB's limit).
+TRANSACTION_ITEMS = 100
 
 
 class StateCache:
@@ -85,12 +102,13 @@ class StateCache:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, cache: StateCache) -> None:
-        self._cache = cache
+    def __init__(self, applier: Applier) -> None:
+        self._applier = applier
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        # Another applier may write these owners from now on: our cached states could go stale.
-        self._cache.drop_partitions(tp.partition for tp in revoked)
+        # Another applier may write these owners from now on: our cached states could go stale, and chunks held
+        # back will be redelivered to it from the committed offset.
+        self._applier._forget_partitions({tp.partition for tp in revoked})
         log.info("partitions revoked", extra={"kv": {"partitions": sorted(tp.partition for tp in revoked)}})
 
     def on_partitions_assigned(self, assigned: Any) -> None:
@@ -112,10 +130,12 @@ class Applier:
         self.assigned = threading.Event()
         #: Records of the batch in flight already dead-lettered: a retried batch must not send them twice.
         self._dead_lettered: set[tuple[int, int]] = set()
+        #: Incomplete chunked states by (partition, key, version). Offsets are not committed past their first chunk.
+        self._partials: dict[tuple[int, bytes, int], _Partial] = {}
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set. The batch in flight is finished and committed before returning."""
-        self._consumer.subscribe([self.topic], listener=_Rebalance(self._cache))
+        self._consumer.subscribe([self.topic], listener=_Rebalance(self))
         log.info("applying", extra={"kv": {"topic": self.topic}})
         try:
             while not stop.is_set():
@@ -132,7 +152,44 @@ class Applier:
             self._consumer.close(autocommit=False)
 
     def process(self, batch: dict[TopicPartition, list[Any]], stop: threading.Event | None = None) -> bool:
-        """Apply one polled batch and commit it. Returns False if stopped before the batch could be applied."""
+        """Apply one polled batch and commit it. Returns False if it was not committed (stopped, or rebalanced).
+
+        While the batch is in flight the consumer keeps its group membership (see :meth:`_keepalive`), so a big
+        state or a long retry does not get this applier evicted and its work redone forever.
+        """
+        try:
+            return self._process(batch, stop)
+        finally:
+            paused = self._consumer.paused()
+            if paused:
+                self._consumer.resume(*paused)
+
+    def _keepalive(self) -> None:
+        """Heartbeat from the consumer's own thread without taking records: all partitions paused, poll(0).
+
+        Brokers before 0.10.1 only see heartbeats from poll(), and newer ones evict a consumer that does not poll
+        within max.poll.interval.ms. A rebalance may run inside this poll; records it still returns (from newly
+        assigned partitions) are rewound so they are processed after this batch.
+        """
+        assigned = self._consumer.assignment()
+        if assigned:
+            self._consumer.pause(*assigned)
+        for tp, records in self._consumer.poll(timeout_ms=0).items():
+            if records:
+                self._consumer.seek(tp, records[0].offset)
+
+    def _wait(self, stop: threading.Event | None, seconds: float) -> bool:
+        """Back off for ``seconds`` while keeping the group membership. True if asked to stop."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if stop is not None and stop.wait(min(1.0, left)):
+                return True
+            if stop is None:
+                time.sleep(min(1.0, left))
+            self._keepalive()
+        return stop is not None and stop.is_set()
+
+    def _process(self, batch: dict[TopicPartition, list[Any]], stop: threading.Event | None) -> bool:
         started = time.monotonic()
         attempt = 0
         while True:
@@ -146,12 +203,11 @@ class Applier:
                 delay = exc.retry_after or random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
                 log.warning("retrying batch", extra={"kv": {"attempt": attempt, "delay_s": round(delay, 3),
                                                             "error": str(exc)}})
-                if stop is not None and stop.wait(delay):
+                if self._wait(stop, delay):
                     return False
-                if stop is None:
-                    time.sleep(delay)
         self._dead_letters.flush()
-        offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in batch.items()}
+        offsets = {tp: OffsetAndMetadata(self._commit_offset(tp, records[-1].offset + 1), "", -1)
+                   for tp, records in batch.items()}
         try:
             self._consumer.commit(offsets)
         except CommitFailedError as exc:
@@ -167,6 +223,35 @@ class Applier:
         metrics.APPLY_BATCH_SECONDS.observe(time.monotonic() - started)
         return True
 
+    def _commit_offset(self, tp: TopicPartition, next_offset: int) -> int:
+        """The batch's next offset, held back at the first chunk of any state still incomplete in the partition."""
+        held = [p.first_offset for (partition, _k, _v), p in self._partials.items() if partition == tp.partition]
+        return min([next_offset, *held])
+
+    def _forget_partitions(self, partitions: set[int]) -> None:
+        self._cache.drop_partitions(partitions)
+        for slot in [s for s in self._partials if s[0] in partitions]:
+            del self._partials[slot]
+
+    def _assemble(self, record: Any, event: ChangeEvent) -> tuple[ChangeEvent, tuple[Any, ...]] | None:
+        """Collect a chunk; the whole state once its last chunk is in, else None."""
+        assert event.chunk is not None
+        slot = (record.partition, event.key, event.version)
+        partial = self._partials.setdefault(slot, _Partial(event.chunk.count, record.offset, {}))
+        partial.parts[event.chunk.index] = (record, event)  # a redelivered chunk replaces itself
+        if len(partial.parts) < partial.count:
+            return None
+        del self._partials[slot]
+        ordered = [partial.parts[i] for i in range(partial.count)]
+        values = [e.value for _r, e in ordered]
+        merged: Any = b"".join(values) if isinstance(values[0], bytes) else tuple(v for part in values for v in part)
+        return replace(event, value=merged, chunk=None), tuple(r for r, _e in ordered[:-1])
+
+    def _drop_superseded_partials(self, partition: int, key: bytes, version: int) -> None:
+        """Chunks of an older state that will never complete (a listener died mid-publish) must not hold commits."""
+        for slot in [s for s in self._partials if s[0] == partition and s[1] == key and s[2] < version]:
+            del self._partials[slot]
+
     # ----------------------------------------------------------------------------------------------------------------
 
     def _apply(self, batch: dict[TopicPartition, list[Any]]) -> None:
@@ -180,10 +265,10 @@ class Applier:
                 w.plan = plan_writes(w.rule, w.variables, w.event, w.previous)
             except MappingError as exc:
                 w.poison = "unmappable"
-                self._dead_letter(w.record, "unmappable", str(exc))
+                self._dead_letter_work(w, "unmappable", str(exc))
                 continue
             writes.extend((w, iw) for iw in w.plan.writes)
-        results = self._parallel(lambda pair: self._write(*pair), writes)
+        results = self._write_all(work, writes)
         failed_keys = self._raise_retryable_or_dead_letter(results)
         heads = [w for w in work if w.rule.is_collection and w.plan is not None and not w.plan.stale
                  and id(w) not in failed_keys]
@@ -191,6 +276,7 @@ class Applier:
         now = time.time()
         for w in work:
             partition = w.record.partition
+            self._drop_superseded_partials(partition, w.event.key, w.event.version)
             if w.poison is not None or w.plan is None:
                 if w.rule.is_collection:
                     self._cache.forget(partition, w.rule.name, w.event.key)
@@ -214,6 +300,12 @@ class Applier:
                 except SerializationError as exc:
                     self._dead_letter(record, "undecodable", str(exc))
                     continue
+                chunk_records: tuple[Any, ...] = ()
+                if event.chunk is not None:
+                    assembled = self._assemble(record, event)
+                    if assembled is None:
+                        continue
+                    event, chunk_records = assembled
                 matched = self._rules.match(event.key)
                 if matched is None:
                     # No rule maps this key (rules changed since capture): nothing to write, nothing lost.
@@ -227,7 +319,7 @@ class Applier:
                     # Two states of one key in one batch: only the newer one needs writing.
                     metrics.EVENTS_APPLIED.labels(table=rule.table, result="superseded").inc()
                 if current is None or event.version >= current.event.version:
-                    newest[slot] = _KeyWork(record, event, rule, variables)
+                    newest[slot] = _KeyWork(record, event, rule, variables, chunk_records=chunk_records)
         return list(newest.values())
 
     def _load_states(self, work: list[_KeyWork]) -> None:
@@ -244,11 +336,34 @@ class Applier:
         for w, state in loaded:
             if isinstance(state, MappingError):
                 w.poison = "unmappable"
-                self._dead_letter(w.record, "unmappable", str(state))
+                self._dead_letter_work(w, "unmappable", str(state))
             elif isinstance(state, Exception):
                 raise state
             else:
                 w.previous = state
+
+    def _write_all(self, work: list[_KeyWork], writes: list[tuple[_KeyWork, ItemWrite]]) -> list[Any]:
+        if self._config.write_mode != "transaction":
+            return self._parallel(lambda pair: self._write(*pair), writes)
+        # A key's plan touches distinct items, so its writes can share transactions; one write needs none.
+        units: list[tuple[_KeyWork, list[ItemWrite]]] = []
+        for w in work:
+            if w.plan is None or w.poison is not None:
+                continue
+            planned = list(w.plan.writes)
+            for i in range(0, len(planned), TRANSACTION_ITEMS):
+                units.append((w, planned[i : i + TRANSACTION_ITEMS]))
+        return self._parallel(self._write_unit, units)
+
+    def _write_unit(self, unit: tuple[_KeyWork, list[ItemWrite]]) -> Any:
+        _w, writes = unit
+        if len(writes) == 1:
+            return self._writer.write(writes[0])
+        return self._writer.write_transaction(writes)
+
+    def _dead_letter_work(self, w: _KeyWork, reason: str, error: str) -> None:
+        for record in (*w.chunk_records, w.record):
+            self._dead_letter(record, reason, error)
 
     def _dead_letter(self, record: Any, reason: str, error: str) -> None:
         if (record.partition, record.offset) not in self._dead_lettered:
@@ -272,7 +387,7 @@ class Applier:
                 if id(w) not in poisoned:
                     poisoned.add(id(w))
                     w.poison = "rejected_by_dynamodb"
-                    self._dead_letter(w.record, "rejected_by_dynamodb", str(result))
+                    self._dead_letter_work(w, "rejected_by_dynamodb", str(result))
                 continue
             raise result
         return poisoned
@@ -282,6 +397,8 @@ class Applier:
         if not items:
             return []
         futures = [self._pool.submit(fn, item) for item in items]
+        while wait(futures, timeout=KEEPALIVE_S).not_done:
+            self._keepalive()
         out = []
         for item, future in zip(items, futures, strict=True):
             try:

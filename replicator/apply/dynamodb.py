@@ -102,7 +102,7 @@ class DynamoWriter:
         """Apply one group write. True if applied, False if stale (DynamoDB holds a newer version)."""
         where = f"table {write.table} item {_describe(write)}"
         try:
-            self._client.update_item(**requests.update_request(write, self._rules))
+            self._client.update_item(**requests.update_request(write, self._rules, self._expire_at()))
         except botocore.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 metrics.ITEM_WRITES.labels(table=write.table, result="stale").inc()
@@ -111,9 +111,56 @@ class DynamoWriter:
         except Exception as exc:
             raise translate(exc, where) from None
         metrics.ITEM_WRITES.labels(table=write.table, result="applied").inc()
-        if write.is_tombstone:
+        if write.is_tombstone and not requests.expires_with_tombstone(write, self._rules):
             self._expire_tombstone(write, where)
         return True
+
+    def write_transaction(self, writes: list[ItemWrite]) -> list[bool]:
+        """Apply up to 100 writes of distinct items in TransactWriteItems, each still conditional on its version.
+
+        One stale item cancels the whole transaction, so cancelled transactions are re-sent without the items
+        whose condition failed (those are stale) until the rest is applied. Returns applied/stale per write.
+        """
+        outcome: dict[int, bool] = {}
+        pending = list(range(len(writes)))
+        expire_at = self._expire_at()
+        while pending:
+            items = []
+            for i in pending:
+                request = requests.update_request(writes[i], self._rules, expire_at)
+                items.append({"Update": request})
+            try:
+                self._client.transact_write_items(TransactItems=items)
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                    raise translate(exc, f"transaction on table {writes[0].table}") from None
+                reasons = exc.response.get("CancellationReasons", [])
+                codes = [r.get("Code", "None") for r in reasons]
+                stale = [i for i, code in zip(pending, codes, strict=False) if code == "ConditionalCheckFailed"]
+                other = {code for code in codes if code not in ("None", "ConditionalCheckFailed")}
+                if other or not stale:
+                    code = sorted(other)[0] if other else "TransactionCanceledException"
+                    error = SinkError(f"transaction on table {writes[0].table}: DynamoDB {code}",
+                                      retryable=code in ("ThrottlingError", "TransactionConflict",
+                                                         "ProvisionedThroughputExceeded", "None",
+                                                         "TransactionCanceledException"))
+                    error.code = "ValidationException" if code == "ValidationError" else code  # type: ignore[attr-defined]
+                    raise error from None
+                for i in stale:
+                    outcome[i] = False
+                    metrics.ITEM_WRITES.labels(table=writes[i].table, result="stale").inc()
+                pending = [i for i in pending if i not in outcome]
+                continue
+            except Exception as exc:
+                raise translate(exc, f"transaction on table {writes[0].table}") from None
+            for i in pending:
+                outcome[i] = True
+                metrics.ITEM_WRITES.labels(table=writes[i].table, result="applied").inc()
+            pending = []
+        for i, write in enumerate(writes):
+            if outcome[i] and write.is_tombstone and not requests.expires_with_tombstone(write, self._rules):
+                self._expire_tombstone(write, f"table {write.table} item {_describe(write)}")
+        return [outcome[i] for i in range(len(writes))]
 
     def _expire_tombstone(self, write: ItemWrite, where: str) -> None:
         try:

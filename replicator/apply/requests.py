@@ -20,8 +20,16 @@ def _names(names: dict[str, str], attr: str) -> str:
     return placeholder
 
 
-def update_request(write: ItemWrite, rules: RuleSet) -> dict[str, Any]:
-    """UpdateItem for one attribute group: set its data (upsert) or remove it and mark it deleted (tombstone)."""
+def expires_with_tombstone(write: ItemWrite, rules: RuleSet) -> bool:
+    """A tombstone on a table only its own rule writes can carry its TTL at once: no other group can be live."""
+    return write.is_tombstone and rules.tables[write.table].groups == (write.rule.name,)
+
+
+def update_request(write: ItemWrite, rules: RuleSet, expire_at_s: int | None = None) -> dict[str, Any]:
+    """UpdateItem for one attribute group: set its data (upsert) or remove it and mark it deleted (tombstone).
+
+    ``expire_at_s`` sets the tombstone's TTL in the same write, when :func:`expires_with_tombstone` allows it.
+    """
     rule = write.rule
     names = {"#v": rule.version_attr, "#d": rule.deleted_attr}
     values: dict[str, Any] = {":v": {"N": str(write.version)}}
@@ -38,7 +46,12 @@ def update_request(write: ItemWrite, rules: RuleSet) -> dict[str, Any]:
         expression = f"SET {', '.join(sets)} REMOVE {', '.join(removes)}"
     else:
         removes = [_names(names, attr) for attr in rule.data_attrs]
-        expression = f"SET #v = :v, #d = :v REMOVE {', '.join(removes)}"
+        sets = "SET #v = :v, #d = :v"
+        if expire_at_s is not None and expires_with_tombstone(write, rules):
+            names["#ttl"] = rules.ttl_attribute
+            values[":exp"] = {"N": str(expire_at_s)}
+            sets += ", #ttl = :exp"
+        expression = f"{sets} REMOVE {', '.join(removes)}"
     return {
         "TableName": write.table,
         "Key": to_item(write.key),

@@ -43,7 +43,7 @@ class Listener:
         self._rules = rules
         self._publisher = publisher
         self._config = config
-        self._capture = KeyCapture(client, rules, publisher, node, db)
+        self._capture = KeyCapture(client, rules, publisher, node, db, config)
         self.node = node
         self.db = db
         self._prefix = b"__keyspace@%d__:" % db

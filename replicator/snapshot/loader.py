@@ -17,6 +17,7 @@ import redis
 
 from replicator import metrics
 from replicator.capture.reader import KeyCapture
+from replicator.config import CaptureConfig
 from replicator.events import Origin
 from replicator.mapping import RuleSet
 from replicator.publish.producer import EventPublisher
@@ -63,12 +64,13 @@ def scan_and_capture(client: redis.Redis, rules: RuleSet, capture: KeyCapture, b
 
 class SnapshotLoader:
     def __init__(self, client: redis.Redis, rules: RuleSet, publisher: EventPublisher, node: str, db: int = 0,
-                 batch_size: int = 500, scan_count: int = 1000) -> None:
+                 config: CaptureConfig | None = None, scan_count: int = 1000) -> None:
+        config = config or CaptureConfig()
         self._client = client
         self._rules = rules
         self._publisher = publisher
-        self._capture = KeyCapture(client, rules, publisher, node, db)
-        self._batch_size = batch_size
+        self._capture = KeyCapture(client, rules, publisher, node, db, config)
+        self._batch_size = config.batch_size
         self._scan_count = scan_count
 
     def run(self, stop: threading.Event | None = None) -> SnapshotReport:

@@ -104,3 +104,19 @@ def test_dead_letters_are_listed_and_re_driven_once_after_the_fix(stack, uid, tm
             TableName=config.table_name("messaging"), ConsistentRead=True,
             Key={"owner_id": {"S": "cat"}, "opponent_id": {"S": "dog"}}).get("Item"), 60, message="re-driven item")
     assert item["metadata"] == {"B": b"\xff\xfebinary"}
+
+
+def test_an_item_above_dynamodbs_400kb_limit_is_dead_lettered_and_later_events_apply(stack, uid):
+    r, client = clean_redis(stack), ddb(stack)
+    config = messaging_config(stack, uid)
+    before = metrics.DLQ_EVENTS.labels(reason="rejected_by_dynamodb")._value.get()
+    with Running(config) as run:
+        run.start_applier().start_listener()
+        r.set("meta:big:one", "x" * 450_000)  # fine for Redis and Kafka, too big for one DynamoDB item
+        r.set("meta:big:two", "small")
+        eventually(lambda: metrics.DLQ_EVENTS.labels(reason="rejected_by_dynamodb")._value.get() == before + 1, 60,
+                   message="the oversized item dead-lettered")
+        eventually(lambda: fully_committed(config), 60, message="the partition moved on")
+    item = client.get_item(TableName=config.table_name("messaging"), ConsistentRead=True,
+                           Key={"owner_id": {"S": "big"}, "opponent_id": {"S": "two"}}).get("Item")
+    assert item["metadata"] == {"S": "small"}

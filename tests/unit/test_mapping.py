@@ -158,3 +158,14 @@ def test_single_item_rules_are_reversible_so_a_gap_reconcile_finds_their_redis_k
     meta = rules.match(b"meta:alice:bob")[0]
     assert source_key(meta, {"owner_id": ("S", "alice"), "opponent_id": ("S", "bob")}) == b"meta:alice:bob"
     assert source_key(rules.mirror, {"key": ("B", b"any\xffkey")}) == b"any\xffkey"
+
+
+def test_big_values_split_into_chunks_under_the_byte_budget_and_in_order():
+    from replicator.capture.reader import split_value
+
+    members = tuple((f"m{i:05d}".encode(), float(i)) for i in range(1000))
+    pieces = split_value(members, 1024)
+    assert len(pieces) > 5 and tuple(m for piece in pieces for m in piece) == members
+    assert all(sum(len(m) + 16 for m, _ in piece) <= 1024 for piece in pieces)
+    assert b"".join(split_value(b"x" * 2500, 1024)) == b"x" * 2500
+    assert split_value(b"small", 1024) == [b"small"]
