@@ -107,6 +107,8 @@ class _Process:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    argv: list[str] = field(default_factory=list)
+    cwd: Path | None = None
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -189,7 +191,7 @@ class LocalStack:
         with open(log_path, "wb") as out:
             popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      cwd=cwd or self._workdir, start_new_session=True)
-        process = _Process(name, popen, log_path)
+        process = _Process(name, popen, log_path, argv, cwd or self._workdir)
         self._processes.append(process)
         return process
 
@@ -338,6 +340,30 @@ class LocalStack:
             yield
         finally:
             os.killpg(process.popen.pid, signal.SIGCONT)
+
+    @contextlib.contextmanager
+    def stopped(self, name: str) -> Iterator[None]:
+        """Stop a local service (SIGTERM) and start it again on exit, with the same port and data directory.
+
+        For Kafka (its logs and offsets are on disk); DynamoDB Local runs in memory, so use :meth:`paused` for it.
+        """
+        process = next((p for p in self._processes if p.name == name), None)
+        if process is None:
+            raise LocalStackError(f"{name} is not a local process of this stack (origin: {self.origins.get(name)})")
+        process.stop()
+        try:
+            yield
+        finally:
+            with open(process.log_path, "ab") as out:
+                process.popen = subprocess.Popen(process.argv, stdout=out, stderr=subprocess.STDOUT,
+                                                 stdin=subprocess.DEVNULL, cwd=process.cwd, start_new_session=True)
+            if name == "kafka":
+                from replicator.broker import topic_partition_count
+                from replicator.config import KafkaConfig
+
+                probe = KafkaConfig(bootstrap_servers=self.kafka_bootstrap, api_version="0.9")
+                self._wait(process, lambda: topic_partition_count(probe, "_stack_ready", 2.0) > 0, 90,
+                           "Kafka after restart")
 
     # ----------------------------------------------------------------------------------------------------------------
 

@@ -134,6 +134,11 @@ def topic_records(config: Config, timeout: float = 30.0) -> list[Any]:
     return records
 
 
+def dead_letter_records(config: Config) -> list[Any]:
+    records, _end = broker.read_topic(config.kafka, broker.detect(config.kafka), f"{config.kafka.topic}.dlq")
+    return records
+
+
 def fully_committed(config: Config, group: str | None = None) -> bool:
     """Every partition's committed offset is its end offset (an empty, never-committed partition counts as done)."""
     committed, end = committed_and_end(config, group)

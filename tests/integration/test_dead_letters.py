@@ -14,11 +14,11 @@ from tests.support import (
     assert_converged,
     clean_redis,
     ddb,
+    dead_letter_records,
     eventually,
     fully_committed,
     messaging_config,
     messaging_config_data,
-    topic_records,
 )
 
 
@@ -40,9 +40,7 @@ def test_a_poison_record_is_dead_lettered_and_the_events_after_it_are_applied(st
         eventually(lambda: fully_committed(config), 30, message="offsets committed past the poison record")
 
     assert metrics.DLQ_EVENTS.labels(reason="undecodable")._value.get() == undecodable + 1
-    dlq = parse_config({**messaging_config_data(stack, uid),
-                        "kafka": {**messaging_config_data(stack, uid)["kafka"], "topic": f"changes.{uid}.dlq"}})
-    (dead,) = topic_records(dlq)
+    (dead,) = dead_letter_records(config)
     envelope = json.loads(dead.value)
     assert envelope["reason"] == "undecodable"
     assert "not an Avro single-object-encoded ChangeEvent" in envelope["error"]
