@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from replicator import broker
 from replicator.config import parse_config
+from replicator.demo import dynamodb_view
 from replicator.events import EventCodec
 from tests.support import Running, clean_redis, ddb, eventually, fully_committed, messaging_config_data, topic_records
 
@@ -71,3 +73,53 @@ def test_a_200k_member_zset_replicates_completely_and_shrinking_it_deletes_the_r
     big = [e for e in chunks if e.chunk is not None]
     assert big and len({e.version for e in big}) == 1 and {e.chunk.count for e in big} == {len(big)}
     assert max(len(rec.value) for rec in topic_records(config)) < 1_000_000  # never above the broker's max
+
+
+def test_offsets_wait_for_the_last_chunk_and_an_abandoned_state_does_not_pin_them(stack, uid):
+    from replicator.events import ChangeEvent, Chunk, KeyType, Op, Origin
+    from replicator.publish.producer import EventPublisher
+    from tests.support import committed_and_end, messaging_config
+
+    client = ddb(stack)
+    config = messaging_config(stack, uid)
+    caps = broker.detect(config.kafka)
+    table = config.table_name("messaging")
+
+    def chunk(version, index, count, members):
+        return ChangeEvent(b"opponents:zoe", KeyType.ZSET, Op.UPSERT, Origin.LIVE, version, version, b"zoe",
+                           tuple((m.encode(), s) for m, s in members), chunk=Chunk(index, count))
+
+    def partition_state():
+        committed, end = committed_and_end(config)
+        (partition,) = [p for p, e in end.items() if e]
+        return committed[partition] or 0, end[partition]
+
+    def live(owner):
+        return {opponent for (o, opponent) in dynamodb_view(client, table) if o == owner}
+
+    with Running(config) as run:
+        run.start_applier()
+        publisher = EventPublisher(config.kafka, caps)
+        publisher.publish(chunk(100, 0, 3, [("a", 1)]))
+        publisher.publish(chunk(100, 1, 3, [("b", 2)]))
+        publisher.flush()
+        # Two of three chunks: nothing applied, and the commit stays at the first chunk (offset 0).
+        # A later event of the same owner (same partition): applied, but it cannot move the commit.
+        publisher.publish(ChangeEvent(b"meta:zoe:other", KeyType.STRING, Op.UPSERT, Origin.LIVE, 150, 150, b"zoe",
+                                      b"x"))
+        publisher.flush()
+        eventually(lambda: "other" in live("zoe"), 60, message="the later event applied")
+        assert partition_state()[0] == 0 and live("zoe") == {"other"}
+
+        publisher.publish(chunk(100, 2, 3, [("c", 3)]))
+        publisher.flush()
+        eventually(lambda: live("zoe") == {"a", "b", "c", "other"}, 60, message="the whole state applied")
+        eventually(lambda: partition_state()[0] == partition_state()[1], 30, message="commit released")
+
+        # A state abandoned mid-publish (its producer died) is superseded by a newer complete one.
+        publisher.publish(chunk(200, 0, 2, [("x", 1)]))
+        publisher.publish(ChangeEvent(b"opponents:zoe", KeyType.ZSET, Op.UPSERT, Origin.SNAPSHOT, 300, 300, b"zoe",
+                                      ((b"a", 1.0),)))
+        publisher.close()
+        eventually(lambda: live("zoe") == {"a", "other"}, 60, message="the newer complete state applied")
+        eventually(lambda: partition_state()[0] == partition_state()[1], 30, message="nothing pins the commit")
