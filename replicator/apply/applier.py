@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from replicator import metrics
@@ -132,6 +132,8 @@ class Applier:
         self._dead_lettered: set[tuple[int, int]] = set()
         #: Incomplete chunked states by (partition, key, version). Offsets are not committed past their first chunk.
         self._partials: dict[tuple[int, bytes, int], _Partial] = {}
+        #: Offsets of applied batches whose commit failed (broker unreachable): carried into the next commit.
+        self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set. The batch in flight is finished and committed before returning."""
@@ -139,12 +141,19 @@ class Applier:
         log.info("applying", extra={"kv": {"topic": self.topic}})
         try:
             while not stop.is_set():
-                batch = self._consumer.poll(timeout_ms=self._config.poll_timeout_ms,
-                                            max_records=self._config.max_batch)
+                try:
+                    batch = self._consumer.poll(timeout_ms=self._config.poll_timeout_ms,
+                                                max_records=self._config.max_batch)
+                except KafkaError as exc:
+                    log.warning("kafka unavailable; polling again", extra={"kv": {"error": str(exc)}})
+                    stop.wait(1.0)
+                    continue
                 if self._consumer.assignment():
                     self.assigned.set()
                 if batch:
                     self.process(batch, stop)
+                elif self._uncommitted:
+                    self._commit({})
         finally:
             self._pool.shutdown(wait=True)
             self._dead_letters.close()
@@ -174,7 +183,12 @@ class Applier:
         assigned = self._consumer.assignment()
         if assigned:
             self._consumer.pause(*assigned)
-        for tp, records in self._consumer.poll(timeout_ms=0).items():
+        try:
+            returned = self._consumer.poll(timeout_ms=0)
+        except KafkaError as exc:  # the broker is away: the writes go on, membership is retried next second
+            log.debug("keepalive poll failed", extra={"kv": {"error": str(exc)}})
+            return
+        for tp, records in returned.items():
             if records:
                 self._consumer.seek(tp, records[0].offset)
 
@@ -208,19 +222,35 @@ class Applier:
         self._dead_letters.flush()
         offsets = {tp: OffsetAndMetadata(self._commit_offset(tp, records[-1].offset + 1), "", -1)
                    for tp, records in batch.items()}
+        committed = self._commit(offsets)
+        if committed:
+            # Only now: a batch redelivered after a refused commit must not dead-letter its records twice.
+            self._dead_lettered.clear()
+        metrics.APPLY_BATCH_SECONDS.observe(time.monotonic() - started)
+        return committed
+
+    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> bool:
+        """Commit ``offsets`` with any carried over from failed commits. False if the broker refused or was away.
+
+        Either way the batch's writes are in DynamoDB and idempotent, so a failed commit loses nothing: at worst
+        the records are applied again.
+        """
+        merged = {**self._uncommitted, **offsets}
         try:
-            self._consumer.commit(offsets)
+            self._consumer.commit(merged)
         except CommitFailedError as exc:
-            # The group rebalanced while the batch was applied (brokers before 0.10.1 only see heartbeats from
-            # poll(), so a long retry outlives the session). The writes are in DynamoDB and idempotent: whoever
-            # gets these partitions re-applies them harmlessly. Nothing is lost by not committing.
-            self._cache.drop_partitions(tp.partition for tp in offsets)
+            # The group rebalanced while the batch was applied: whoever gets these partitions re-applies them.
+            self._uncommitted.clear()
+            self._cache.drop_partitions(tp.partition for tp in merged)
             log.warning("commit refused after a rebalance; the batch will be re-applied by the partitions' new owner",
                         extra={"kv": {"error": str(exc)}})
             return False
-        # Only now: a batch redelivered after a refused commit must not dead-letter its records twice.
-        self._dead_lettered.clear()
-        metrics.APPLY_BATCH_SECONDS.observe(time.monotonic() - started)
+        except KafkaError as exc:
+            # Broker or coordinator unreachable: keep the offsets and commit them with the next batch (or when idle).
+            self._uncommitted = merged
+            log.warning("commit failed; carried over to the next commit", extra={"kv": {"error": str(exc)}})
+            return False
+        self._uncommitted.clear()
         return True
 
     def _commit_offset(self, tp: TopicPartition, next_offset: int) -> int:
@@ -230,6 +260,8 @@ class Applier:
 
     def _forget_partitions(self, partitions: set[int]) -> None:
         self._cache.drop_partitions(partitions)
+        for tp in [tp for tp in self._uncommitted if tp.partition in partitions]:
+            del self._uncommitted[tp]
         for slot in [s for s in self._partials if s[0] in partitions]:
             del self._partials[slot]
 
@@ -270,6 +302,10 @@ class Applier:
             writes.extend((w, iw) for iw in w.plan.writes)
         results = self._write_all(work, writes)
         failed_keys = self._raise_retryable_or_dead_letter(results)
+        # Items another writer had already moved past (a zombie applier during a rebalance): DynamoDB is not what
+        # the plan says for them, so the key's state is reloaded next time instead of cached.
+        partly_stale = {id(item[0]) for item, result in results if result is False
+                        or (isinstance(result, list) and not all(result))}
         heads = [w for w in work if w.rule.is_collection and w.plan is not None and not w.plan.stale
                  and id(w) not in failed_keys]
         self._raise_retryable_or_dead_letter(self._parallel(self._put_head, heads))
@@ -285,8 +321,10 @@ class Applier:
             if w.plan.stale:
                 metrics.EVENTS_APPLIED.labels(table=table, result="stale").inc()
                 continue
-            if w.rule.is_collection:
+            if w.rule.is_collection and id(w) not in partly_stale:
                 self._cache.put(partition, w.rule.name, w.event.key, w.plan.state)
+            elif w.rule.is_collection:
+                self._cache.forget(partition, w.rule.name, w.event.key)
             result = "tombstoned" if w.event.op is Op.DELETE else "applied"
             metrics.EVENTS_APPLIED.labels(table=table, result=result).inc()
             metrics.END_TO_END_LATENCY.observe(max(0.0, now - w.event.captured_at_us / 1e6))
