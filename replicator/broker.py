@@ -107,7 +107,8 @@ def probe(config: KafkaConfig, timeout: float = 10.0) -> BrokerCapabilities:
         if time.monotonic() >= deadline:
             raise BrokerError(
                 f"cannot reach any Kafka bootstrap server ({'; '.join(errors[-3:])}); "
-                "check kafka.bootstrap_servers / REPLICATOR_KAFKA_BOOTSTRAP_SERVERS"
+                "check kafka.bootstrap_servers / REPLICATOR_KAFKA_BOOTSTRAP_SERVERS",
+                retryable=True,
             )
         time.sleep(0.5)
 

@@ -1,4 +1,4 @@
-"""``replicator`` command line: listen, apply, snapshot, demo.
+"""``replicator`` command line: listen, apply, snapshot, dlq, replay, status, demo.
 
 Every command reads ``--config FILE`` (YAML) with ``REPLICATOR_<SECTION>_<FIELD>`` env overrides, logs JSON to
 stderr, and stops cleanly on SIGTERM/SIGINT (stop reading, finish and commit the batch in flight, flush the producer).
@@ -13,9 +13,10 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
-from replicator import __version__, logs, metrics, pipeline
+from replicator import __version__, health, logs, pipeline
 from replicator.config import Config, load_config
 from replicator.errors import ConfigError, ReplicatorError
 
@@ -40,28 +41,80 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
-def _run_until_stopped(args: argparse.Namespace, build: Callable[[pipeline.Context], Any]) -> int:
-    """A long-running command: serve metrics, build the stage, run it until SIGTERM/SIGINT."""
+#: Start-up retry backoff while a service does not answer yet (first, cap) in seconds.
+START_BACKOFF_S = (1.0, 30.0)
+
+
+def _start(build: Callable[[], Any], ready: health.Health, stop: threading.Event) -> Any:
+    """Build a stage, retrying while a service does not answer (reported on /readyz); None if stopped first.
+
+    A pod whose Kafka or Redis is not up yet waits, not-ready, instead of crash-looping; mistakes (a missing table,
+    a bad config) still fail at once.
+    """
+    delay = START_BACKOFF_S[0]
+    while not stop.is_set():
+        try:
+            stage = build()
+        except ReplicatorError as exc:
+            if not exc.retryable:
+                raise
+            ready.set("dependencies", str(exc))
+            log.warning("waiting for dependencies", extra={"kv": {"error": str(exc), "retry_in_s": delay}})
+            stop.wait(delay)
+            delay = min(START_BACKOFF_S[1], delay * 2)
+            continue
+        ready.set("dependencies", None)
+        return stage
+    return None
+
+
+def _run_until_stopped(args: argparse.Namespace, build: Callable[[pipeline.Context], Any],
+                       readiness: Callable[[Any, health.Health], None]) -> int:
+    """A long-running command: serve the endpoints, build the stage, run it until SIGTERM/SIGINT."""
     config = _config(args)
-    metrics.serve(config.metrics.port)
-    stage = build(pipeline.context(config))
-    stage.run(_stop_on_signals())
+    stop = _stop_on_signals()
+    ready = health.Health()
+    ready.set("dependencies", "starting")
+    ready.when("running", lambda: not stop.is_set(), "shutting down")
+    endpoints = health.serve(ready, config.metrics.port)
+    try:
+        stage = _start(lambda: build(pipeline.context(config)), ready, stop)
+        if stage is not None:
+            readiness(stage, ready)
+            stage.run(stop)
+    finally:
+        if endpoints is not None:
+            endpoints.close()
     return 0
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    return _run_until_stopped(args, pipeline.listener)
+    def readiness(listener: Any, ready: health.Health) -> None:
+        ready.when("subscribed", listener.subscribed.is_set, "not subscribed to Redis keyspace notifications")
+
+    return _run_until_stopped(args, pipeline.listener, readiness)
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    return _run_until_stopped(args, pipeline.applier)
+    def readiness(applier: Any, ready: health.Health) -> None:
+        ready.when("assigned", applier.assigned.is_set, "no partitions assigned (more appliers than partitions, "
+                   "or the group is rebalancing)")
+
+    return _run_until_stopped(args, pipeline.applier, readiness)
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     config = _config(args)
-    metrics.serve(config.metrics.port)
-    loader = pipeline.snapshot_loader(pipeline.context(config))
-    report = loader.run(_stop_on_signals())
+    stop = _stop_on_signals()
+    ready = health.Health()
+    ready.set("snapshot", None)
+    endpoints = health.serve(ready, config.metrics.port)
+    try:
+        loader = pipeline.snapshot_loader(pipeline.context(config))
+        report = loader.run(stop)
+    finally:
+        if endpoints is not None:
+            endpoints.close()
     print(f"snapshot: {report.keys_scanned} keys scanned, {report.events_published} events published "
           f"in {report.seconds:.1f}s")
     return 0
@@ -84,10 +137,51 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from replicator import broker, replay
+
+    config = _config(args)
+    if args.to_offset is not None:
+        target = replay.Target("offset", args.to_offset)
+    elif args.to_earliest:
+        target = replay.Target("earliest")
+    elif args.to_latest:
+        target = replay.Target("latest")
+    elif args.to_timestamp:
+        target = replay.Target("timestamp", replay.parse_timestamp(args.to_timestamp))
+    else:
+        since = datetime.now(timezone.utc) - replay.parse_duration(args.by_duration)
+        target = replay.Target("timestamp", int(since.timestamp() * 1000))
+    group = args.group or config.kafka.group_id
+    topic = args.topic or config.kafka.topic
+    partitions = args.partitions
+    caps = broker.detect(config.kafka)
+    moves = replay.reset_offsets(config.kafka, caps, group, topic, target, partitions, dry_run=args.dry_run)
+    print(replay.format_moves(moves, group, topic, target, args.dry_run))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from replicator import broker, status
+
+    config = _config(args)
+    caps = broker.detect(config.kafka)
+    group = args.group or config.kafka.group_id
+    print(status.format_status(status.group_status(config.kafka, caps, group, args.topic or config.kafka.topic)))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from replicator.demo import run_demo
 
     return run_demo(owners=args.owners, seconds=args.seconds)
+
+
+def _partition_list(text: str) -> list[int]:
+    try:
+        return sorted({int(p) for p in text.split(",") if p.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of partition numbers like 0,3,7") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +204,29 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--limit", type=int, default=0, help="list: only the last N")
     dlq.add_argument("--reason", action="append", help="redrive: only these reasons (repeatable)")
     dlq.set_defaults(fn=cmd_dlq)
+    replay = sub.add_parser(
+        "replay", help="move the applier group's committed offsets to re-apply from there",
+        description="Move a consumer group's committed offsets; the appliers re-apply from there when started. "
+                    "Safe: writes are versioned, so re-applied old events change nothing newer. The group must "
+                    "have no active members.")
+    replay.add_argument("--config", "-c", required=True)
+    replay.add_argument("--group", help="consumer group (default: kafka.group_id)")
+    replay.add_argument("--topic", help="topic (default: kafka.topic)")
+    replay.add_argument("--partitions", type=_partition_list, help="comma-separated partition numbers (default: all)")
+    replay.add_argument("--dry-run", action="store_true", help="print the moves, commit nothing")
+    where = replay.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to-offset", type=int, metavar="N", help="this offset in every chosen partition (clamped)")
+    where.add_argument("--to-earliest", action="store_true", help="the oldest record Kafka still holds")
+    where.add_argument("--to-latest", action="store_true", help="the end: skip everything not applied yet")
+    where.add_argument("--to-timestamp", metavar="ISO8601",
+                       help="first record at or after this time (UTC unless an offset is given); Kafka 0.10.1+")
+    where.add_argument("--by-duration", metavar="DURATION", help="this long ago, e.g. 2h, 90m, 7d; Kafka 0.10.1+")
+    replay.set_defaults(fn=cmd_replay)
+    status_ = sub.add_parser("status", help="lag per partition, last event times, members and DLQ size of the group")
+    status_.add_argument("--config", "-c", required=True)
+    status_.add_argument("--group", help="consumer group (default: kafka.group_id)")
+    status_.add_argument("--topic", help="topic (default: kafka.topic)")
+    status_.set_defaults(fn=cmd_status)
     demo = sub.add_parser("demo", help="run the whole pipeline on an embedded local stack and report")
     demo.add_argument("--owners", type=int, default=20)
     demo.add_argument("--seconds", type=float, default=5.0)

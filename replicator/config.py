@@ -176,7 +176,10 @@ class DefaultRuleConfig(_Frozen):
 
 
 class MetricsConfig(_Frozen):
+    #: Port of /metrics, /healthz and /readyz (0: any free port; unset: not served).
     port: int | None = Field(default=None, ge=0, le=65535)
+    #: How often the applier refreshes replicator_consumer_lag (log end offset - committed offset).
+    lag_interval_s: float = Field(default=15.0, ge=0.1, le=3600)
 
 
 class Config(_Frozen):

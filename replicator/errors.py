@@ -8,7 +8,15 @@ from __future__ import annotations
 
 
 class ReplicatorError(Exception):
-    """Root of every error the replicator raises on purpose."""
+    """Root of every error the replicator raises on purpose.
+
+    ``retryable``: the cause is outside the process and may go away (a service not answering yet). Long-running
+    commands keep retrying those at start, reporting not-ready, instead of crash-looping.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class ConfigError(ReplicatorError):
@@ -39,8 +47,7 @@ class SinkError(ReplicatorError):
     """
 
     def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retryable = retryable
+        super().__init__(message, retryable=retryable)
         self.retry_after = retry_after
 
 

@@ -15,7 +15,7 @@ from replicator import broker
 from replicator.apply.applier import Applier
 from replicator.apply.dead_letters import DeadLetters
 from replicator.apply.dynamodb import DynamoWriter, make_client
-from replicator.apply.tables import create_tables
+from replicator.apply.tables import check_tables, create_tables
 from replicator.capture.listener import Listener
 from replicator.capture.notifications import ensure_notifications
 from replicator.capture.reconcile import live_source_keys
@@ -46,8 +46,8 @@ def redis_client(config: Config) -> tuple[redis.Redis, str, int]:
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise SourceError(f"cannot reach Redis at {mask_url(url)}: {exc}; check redis.url / REPLICATOR_REDIS_URL") \
-            from None
+        raise SourceError(f"cannot reach Redis at {mask_url(url)}: {exc}; check redis.url / REPLICATOR_REDIS_URL",
+                          retryable=not isinstance(exc, redis.AuthenticationError)) from None
     parts = urlsplit(url)
     node = config.redis.node_name or f"{parts.hostname}:{parts.port or 6379}"
     db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
@@ -83,6 +83,8 @@ def dynamodb(ctx: Context) -> Any:
     client = make_client(ctx.config.dynamodb)
     if ctx.config.dynamodb.create_tables:
         create_tables(client, ctx.rules, ctx.config.dynamodb.state_table)
+    else:
+        check_tables(client, ctx.rules, ctx.config.dynamodb.state_table)
     return client
 
 
@@ -103,4 +105,5 @@ def applier(ctx: Context, group_id: str | None = None) -> Applier:
     )
     writer = DynamoWriter(client, ctx.rules, cfg.tombstones, cfg.dynamodb.state_table)
     dead_letters = DeadLetters(cfg.kafka, ctx.caps, cfg.kafka.topic)
-    return Applier(consumer, writer, ctx.rules, cfg.apply, dead_letters, cfg.kafka.topic)
+    return Applier(consumer, writer, ctx.rules, cfg.apply, dead_letters, cfg.kafka.topic,
+                   lag_interval_s=cfg.metrics.lag_interval_s)

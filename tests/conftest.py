@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from replicator.localstack import LocalStack
+from tests.support import Process
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +22,12 @@ def stack() -> Iterator[LocalStack]:
 @pytest.fixture
 def uid() -> str:
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def processes():
+    """Start replicator commands in processes: ``processes("apply", config_path, tmp_path)``; all killed at the end."""
+    started: list[Process] = []
+    yield lambda *args, **kwargs: started.append(Process(*args, **kwargs)) or started[-1]
+    for process in started:
+        process.kill()

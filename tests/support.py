@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
+import yaml
 from kafka import KafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 
 from replicator import broker, pipeline
 from replicator.config import Config, parse_config
@@ -240,3 +249,79 @@ def assert_converged(r: redis.Redis, client: Any, config: Config, timeout: float
             f"DynamoDB != Redis after {timeout}s: missing {missing}, extra {extra}, "
             f"differ {[(k, want[k], got[k]) for k in differ]}"
         ) from None
+
+
+# -- replicator commands in their own processes -------------------------------------------------------------------
+
+
+class Process:
+    """A replicator command in its own process, stopped (SIGKILL) at the end of the test whatever happens."""
+
+    def __init__(self, command: str, config_path: Path, tmp_path: Path, env: dict[str, str] | None = None) -> None:
+        # Lives as long as the process; closed in kill().
+        self.log = open(tmp_path / f"{command}-{time.monotonic_ns()}.log", "w+")  # noqa: SIM115
+        self.popen = subprocess.Popen([sys.executable, "-m", "replicator", command, "--config", str(config_path)],
+                                      stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(10)
+        self.log.close()
+
+    def terminate(self, timeout: float = 60) -> int:
+        self.popen.send_signal(signal.SIGTERM)
+        return self.popen.wait(timeout)
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``replicator ARGS`` to completion, as a user types it."""
+    return subprocess.run([sys.executable, "-m", "replicator", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def config_file(stack: LocalStack, uid: str, tmp_path: Path, **sections: Any) -> Path:
+    data = messaging_config_data(stack, uid, **sections)
+    path = tmp_path / f"config-{time.monotonic_ns()}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """(status, body) of a GET on a process's endpoint; (0, error) while it is not serving."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Every sample on a process's /metrics, parsed with prometheus-client's parser: {'name{labels}': value}."""
+    status, text = http_get(port, "/metrics")
+    if status != 200:
+        return {}
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+def metric_sum(samples: dict[str, float], name: str, **labels: str) -> float:
+    """Sum of ``name``'s samples whose labels include ``labels``."""
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    total = 0.0
+    for key, value in samples.items():
+        base, _, rest = key.partition("{")
+        if base == name and all(w in rest for w in wanted):
+            total += value
+    return total

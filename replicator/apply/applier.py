@@ -9,6 +9,7 @@ and commits nothing meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -117,7 +118,8 @@ class _Rebalance(ConsumerRebalanceListener):
 
 class Applier:
     def __init__(self, consumer: KafkaConsumer, writer: DynamoWriter, rules: RuleSet, config: ApplyConfig,
-                 dead_letters: DeadLetters, topic: str, codec: EventCodec | None = None) -> None:
+                 dead_letters: DeadLetters, topic: str, codec: EventCodec | None = None,
+                 lag_interval_s: float = 15.0) -> None:
         self._consumer = consumer
         self._writer = writer
         self._rules = rules
@@ -127,7 +129,12 @@ class Applier:
         self._codec = codec or EventCodec()
         self._cache = StateCache(config.cache_keys)
         self._pool = ThreadPoolExecutor(max_workers=config.write_concurrency, thread_name_prefix="apply")
+        #: Set while this applier owns at least one partition (what /readyz reports).
         self.assigned = threading.Event()
+        self._lag_interval_s = lag_interval_s
+        self._lag_due = 0.0
+        #: Offsets this applier committed, per partition it owns: the "committed" side of the lag.
+        self._committed: dict[TopicPartition, int] = {}
         #: Records of the batch in flight already dead-lettered: a retried batch must not send them twice.
         self._dead_lettered: set[tuple[int, int]] = set()
         #: Incomplete chunked states by (partition, key, version). Offsets are not committed past their first chunk.
@@ -150,10 +157,14 @@ class Applier:
                     continue
                 if self._consumer.assignment():
                     self.assigned.set()
+                else:
+                    self.assigned.clear()
                 if batch:
                     self.process(batch, stop)
                 elif self._uncommitted:
                     self._commit({})
+                if time.monotonic() >= self._lag_due:
+                    self._refresh_lag()
         finally:
             self._pool.shutdown(wait=True)
             self._dead_letters.close()
@@ -251,7 +262,34 @@ class Applier:
             log.warning("commit failed; carried over to the next commit", extra={"kv": {"error": str(exc)}})
             return False
         self._uncommitted.clear()
+        self._committed.update((tp, meta.offset) for tp, meta in merged.items())
         return True
+
+    def _refresh_lag(self) -> None:
+        """Set replicator_consumer_lag for every owned partition: log end offset - committed offset.
+
+        Measured by the applier itself, so it stops moving when no applier runs: alert on it together with
+        "events captured but none applied" (the chart's PrometheusRule does), or watch `replicator status`.
+        """
+        self._lag_due = time.monotonic() + self._lag_interval_s
+        assigned = sorted(self._consumer.assignment())
+        if not assigned:
+            return
+        try:
+            end = self._consumer.end_offsets(assigned)
+            unknown = [tp for tp in assigned if tp not in self._committed]
+            for tp in unknown:
+                committed = self._consumer.committed(tp)
+                if committed is not None:
+                    self._committed[tp] = committed
+            never = [tp for tp in unknown if tp not in self._committed]
+            start = self._consumer.beginning_offsets(never) if never else {}
+        except KafkaError as exc:
+            log.debug("lag refresh failed", extra={"kv": {"error": str(exc)}})
+            return
+        for tp in assigned:
+            done = self._committed.get(tp, start.get(tp, 0))
+            metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, end[tp] - done))
 
     def _commit_offset(self, tp: TopicPartition, next_offset: int) -> int:
         """The batch's next offset, held back at the first chunk of any state still incomplete in the partition."""
@@ -260,6 +298,11 @@ class Applier:
 
     def _forget_partitions(self, partitions: set[int]) -> None:
         self._cache.drop_partitions(partitions)
+        for tp in [tp for tp in self._committed if tp.partition in partitions]:
+            del self._committed[tp]
+        for partition in partitions:
+            with contextlib.suppress(KeyError):  # whoever owns the partition now reports its lag
+                metrics.CONSUMER_LAG.remove(self.topic, str(partition))
         for tp in [tp for tp in self._uncommitted if tp.partition in partitions]:
             del self._uncommitted[tp]
         for slot in [s for s in self._partials if s[0] in partitions]:

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from replicator.apply.dynamodb import translate
+from replicator.errors import SinkError
 from replicator.mapping import RuleSet, TableSpec
 
 log = logging.getLogger(__name__)
@@ -67,3 +68,16 @@ def create_tables(client: Any, rules: RuleSet, state_table: str, timeout: float 
         log.info("created table", extra={"kv": {"table": name}})
         created.append(name)
     return created
+
+
+def check_tables(client: Any, rules: RuleSet, state_table: str) -> None:
+    """Fail unless every table the rules write (and the state table) exists: a missing one is a setup mistake."""
+    for params in table_definitions(rules, state_table):
+        name = params["TableName"]
+        try:
+            client.describe_table(TableName=name)
+        except client.exceptions.ResourceNotFoundException:
+            raise SinkError(f"DynamoDB table {name} does not exist; create it with the key schema the rules describe "
+                            "or set dynamodb.create_tables: true", retryable=False) from None
+        except Exception as exc:
+            raise translate(exc, f"describing table {name}") from None

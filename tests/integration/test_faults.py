@@ -6,17 +6,11 @@ SIGSTOP. Only DynamoDB throttling is injected at the botocore level, because Dyn
 
 from __future__ import annotations
 
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from contextlib import contextmanager
 
 import pytest
-import yaml
 
 from replicator import metrics
 from replicator.demo import Workload
@@ -25,12 +19,14 @@ from tests.support import (
     Running,
     assert_converged,
     clean_redis,
+    config_file,
     ddb,
     dead_letter_records,
     eventually,
     fully_committed,
     messaging_config,
-    messaging_config_data,
+    metric_sum,
+    scrape,
 )
 
 
@@ -59,53 +55,9 @@ def writing(stack, owners=20, seed=21):
         thread.join(10)
 
 
-class Process:
-    """A replicator command in its own process, stopped (SIGKILL) at the end of the test whatever happens."""
-
-    def __init__(self, command, config_path, tmp_path):
-        # Lives as long as the process; closed in kill().
-        self.log = open(tmp_path / f"{command}-{time.monotonic_ns()}.log", "w+")  # noqa: SIM115
-        self.popen = subprocess.Popen([sys.executable, "-m", "replicator", command, "--config", str(config_path)],
-                                      stdout=self.log, stderr=subprocess.STDOUT)
-
-    def kill(self):
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGKILL)
-            self.popen.wait(10)
-        self.log.close()
-
-    def terminate(self, timeout=60):
-        self.popen.send_signal(signal.SIGTERM)
-        return self.popen.wait(timeout)
-
-    def output(self):
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
-
-
-@pytest.fixture
-def processes():
-    started = []
-    yield lambda *args: started.append(Process(*args)) or started[-1]
-    for process in started:
-        process.kill()
-
-
-def _config_file(stack, uid, tmp_path, **sections):
-    data = messaging_config_data(stack, uid, **sections)
-    path = tmp_path / f"config-{time.monotonic_ns()}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 def _scrape(port, name):
     """Sum of a metric's samples on a process's /metrics; 0 while the process is not serving yet."""
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    except OSError:
-        return 0.0
-    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+    return metric_sum(scrape(port), name)
 
 
 def test_a_lost_redis_subscription_is_a_gap_and_the_resnapshot_recovers_what_it_missed(stack, uid):
@@ -131,7 +83,7 @@ def test_a_lost_redis_subscription_is_a_gap_and_the_resnapshot_recovers_what_it_
 def test_listener_killed_and_restarted_while_writes_continue_loses_nothing(stack, uid, tmp_path, processes):
     r, client = clean_redis(stack), ddb(stack)
     port = free_port()
-    path = _config_file(stack, uid, tmp_path, metrics={"port": port})
+    path = config_file(stack, uid, tmp_path, metrics={"port": port})
     config = messaging_config(stack, uid)
     with Running(config) as run:
         run.start_applier()
@@ -154,7 +106,7 @@ def test_listener_killed_and_restarted_while_writes_continue_loses_nothing(stack
 
 def test_applier_killed_mid_stream_and_restarted_converges(stack, uid, tmp_path, processes):
     r, client = clean_redis(stack), ddb(stack)
-    path = _config_file(stack, uid, tmp_path, apply={"max_batch": 50, "poll_timeout_ms": 100})
+    path = config_file(stack, uid, tmp_path, apply={"max_batch": 50, "poll_timeout_ms": 100})
     config = messaging_config(stack, uid)
     with Running(config) as run:
         run.start_listener()
@@ -171,7 +123,7 @@ def test_applier_killed_mid_stream_and_restarted_converges(stack, uid, tmp_path,
 
 def test_sigterm_finishes_the_batch_commits_and_exits_cleanly(stack, uid, tmp_path, processes):
     r, client = clean_redis(stack), ddb(stack)
-    path = _config_file(stack, uid, tmp_path)
+    path = config_file(stack, uid, tmp_path)
     config = messaging_config(stack, uid)
     listener = processes("listen", path, tmp_path)
     applier = processes("apply", path, tmp_path)
