@@ -187,7 +187,9 @@ def _partition_list(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="replicator", description="Redis → Kafka → DynamoDB change-data-capture.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="default: INFO for listen, apply, snapshot and demo; WARNING for the one-shot commands, "
+                             "whose output is their table")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, text in (
         ("listen", cmd_listen, "capture keyspace notifications and publish change events"),
@@ -203,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--config", "-c", required=True)
     dlq.add_argument("--limit", type=int, default=0, help="list: only the last N")
     dlq.add_argument("--reason", action="append", help="redrive: only these reasons (repeatable)")
-    dlq.set_defaults(fn=cmd_dlq)
+    dlq.set_defaults(fn=cmd_dlq, quiet=True)
     replay = sub.add_parser(
         "replay", help="move the applier group's committed offsets to re-apply from there",
         description="Move a consumer group's committed offsets; the appliers re-apply from there when started. "
@@ -221,12 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--to-timestamp", metavar="ISO8601",
                        help="first record at or after this time (UTC unless an offset is given); Kafka 0.10.1+")
     where.add_argument("--by-duration", metavar="DURATION", help="this long ago, e.g. 2h, 90m, 7d; Kafka 0.10.1+")
-    replay.set_defaults(fn=cmd_replay)
+    replay.set_defaults(fn=cmd_replay, quiet=True)
     status_ = sub.add_parser("status", help="lag per partition, last event times, members and DLQ size of the group")
     status_.add_argument("--config", "-c", required=True)
     status_.add_argument("--group", help="consumer group (default: kafka.group_id)")
     status_.add_argument("--topic", help="topic (default: kafka.topic)")
-    status_.set_defaults(fn=cmd_status)
+    status_.set_defaults(fn=cmd_status, quiet=True)
     demo = sub.add_parser("demo", help="run the whole pipeline on an embedded local stack and report")
     demo.add_argument("--owners", type=int, default=20)
     demo.add_argument("--seconds", type=float, default=5.0)
@@ -236,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.setup(args.log_level)
+    logs.setup(args.log_level or ("WARNING" if getattr(args, "quiet", False) else "INFO"))
     try:
         return args.fn(args)
     except ConfigError as exc:

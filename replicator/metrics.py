@@ -11,6 +11,10 @@ EVENTS_CAPTURED = Counter("replicator_events_captured_total", "Key states read f
 NOTIFICATION_GAPS = Counter(
     "replicator_notifications_gaps_total", "Times keyspace notifications may have been lost.", ["node", "reason"]
 )
+GAP_RESNAPSHOTS = Counter(
+    "replicator_gap_resnapshots_total",
+    "Re-snapshots and reconciles completed after gaps (each heals the gaps before it).", ["node"],
+)
 EVENTS_PUBLISHED = Counter("replicator_events_published_total", "Change events acknowledged by Kafka.")
 PUBLISH_ERRORS = Counter("replicator_publish_errors_total", "Change events Kafka did not acknowledge.")
 EVENTS_APPLIED = Counter(

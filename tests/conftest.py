@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from replicator import broker
+from replicator.config import KafkaConfig
 from replicator.localstack import LocalStack
 from tests.support import Process
 
@@ -31,3 +33,12 @@ def processes():
     yield lambda *args, **kwargs: started.append(Process(*args, **kwargs)) or started[-1]
     for process in started:
         process.kill()
+
+
+@pytest.fixture
+def modern(stack):
+    """The broker's capabilities when it is modern (>= 0.11); skips the test on the local stack's Kafka 0.9."""
+    caps = broker.probe(KafkaConfig(bootstrap_servers=stack.kafka_bootstrap))
+    if caps.legacy:
+        pytest.skip("needs a broker >= 0.11 (set KAFKA_BOOTSTRAP_SERVERS, or run where Docker answers)")
+    return caps

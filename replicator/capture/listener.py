@@ -185,6 +185,7 @@ class _Resnapshot:
                 continue
             if not (stop.is_set() or self._requested.is_set()):
                 self.completed += 1
+                metrics.GAP_RESNAPSHOTS.labels(node=listener.node).inc()
                 log.info("re-snapshot done", extra={"kv": {"node": listener.node, "keys_scanned": scanned,
                                                            "events_published": published,
                                                            "keys_reconciled": reconciled}})

@@ -20,14 +20,6 @@ def _probe(stack):
     return broker.probe(KafkaConfig(bootstrap_servers=stack.kafka_bootstrap))
 
 
-@pytest.fixture
-def modern(stack):
-    caps = _probe(stack)
-    if caps.legacy:
-        pytest.skip("needs a broker >= 0.11 (set KAFKA_BOOTSTRAP_SERVERS, or run where Docker answers)")
-    return caps
-
-
 def test_probe_tells_a_legacy_broker_from_a_modern_one(stack):
     caps = _probe(stack)
     if stack.origins["kafka"] == "process":

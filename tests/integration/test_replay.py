@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from replicator import metrics, replay
 from replicator.demo import Workload
 from tests.support import (
@@ -9,11 +11,13 @@ from tests.support import (
     assert_converged,
     clean_redis,
     committed_and_end,
+    config_file,
     ddb,
     eventually,
     fully_committed,
     messaging_config,
     messaging_table,
+    run_cli,
     scan_all,
 )
 
@@ -57,3 +61,81 @@ def test_replaying_the_topic_from_offset_zero_leaves_dynamodb_unchanged(stack, u
         eventually(lambda: fully_committed(config), 90, message="replay committed to the end")
     assert _state(client, table) == before
     assert metrics.EVENTS_APPLIED.labels(table=table, result="stale")._value.get() > stale
+
+
+def test_replay_command_moves_a_stopped_group_and_the_reapplied_state_is_unchanged(stack, uid, tmp_path):
+    r, client = clean_redis(stack), ddb(stack)
+    config = messaging_config(stack, uid)
+    path = config_file(stack, uid, tmp_path)
+    with Running(config) as run:
+        run.start_applier().start_listener()
+        workload = Workload(r, owners=8, seed=5)
+        workload.seed(opponents=4)
+        for _ in range(100):
+            workload.step()
+        assert_converged(r, client, config)
+        eventually(lambda: fully_committed(config), 30, message="everything committed")
+
+        # While an applier is a member of the group its commits would undo the move: refused, nothing moved.
+        refused = run_cli("replay", "--config", str(path), "--to-earliest")
+        assert refused.returncode == 1
+        assert "has 1 active member(s)" in refused.stderr and "stop the appliers first" in refused.stderr
+    before, (committed, end) = _state(client, messaging_table(config)), committed_and_end(config)
+    assert {p: c or 0 for p, c in committed.items()} == end
+
+    dry = run_cli("replay", "--config", str(path), "--to-earliest", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines()[-1] == (
+        f"would move group {config.kafka.group_id!r} on {config.kafka.topic!r} to earliest: "
+        f"{sum(end.values())} record(s) to re-apply (dry run: nothing committed)")
+    assert committed_and_end(config)[0] == committed
+
+    by_offset = run_cli("replay", "--config", str(path), "--to-offset", "2", "--partitions", "1,3")
+    assert by_offset.returncode == 0, by_offset.stderr
+    assert committed_and_end(config)[0] == {**committed, 1: min(2, end[1]), 3: min(2, end[3])}
+    rows = {int(line.split()[0]): line.split() for line in by_offset.stdout.splitlines()[1:-1]}
+    assert sorted(rows) == [1, 3] and rows[1][1:3] == [str(committed[1]), str(min(2, end[1]))]
+
+    for when in (["--to-timestamp", "2026-11-23T08:00:00Z"], ["--by-duration", "2h"]):
+        old = run_cli("replay", "--config", str(path), *when)
+        assert old.returncode == 1
+        assert old.stderr.strip().splitlines() == [
+            "replicator: error: this Kafka broker cannot look up offsets by timestamp (ListOffsets v1, Kafka 0.10.1+; "
+            f"{run.ctx.caps.describe()}); use --to-offset or --to-earliest instead"]
+
+    earliest = run_cli("replay", "--config", str(path), "--to-earliest")
+    assert earliest.returncode == 0, earliest.stderr
+    assert committed_and_end(config)[0] == dict.fromkeys(end, 0)
+    behind = run_cli("status", "--config", str(path))
+    assert behind.returncode == 0, behind.stderr
+    assert f"total lag {sum(end.values())} record(s); dead letters: 0" in behind.stdout
+
+    with Running(config) as run:
+        run.start_applier()
+        eventually(lambda: fully_committed(config), 90, message="replay committed to the end")
+    assert _state(client, messaging_table(config)) == before
+    caught_up = run_cli("status", "--config", str(path))
+    assert "total lag 0 record(s)" in caught_up.stdout
+    assert len(caught_up.stdout.splitlines()) == 2 + stack.kafka_partitions + 1
+
+
+@pytest.mark.modern_kafka
+def test_replay_to_a_timestamp_on_a_modern_broker(stack, uid, tmp_path, modern):
+    r, client = clean_redis(stack), ddb(stack)
+    config = messaging_config(stack, uid)
+    path = config_file(stack, uid, tmp_path)
+    with Running(config) as run:
+        run.start_applier().start_listener()
+        Workload(r, owners=4, seed=3).seed(opponents=3)
+        assert_converged(r, client, config)
+        eventually(lambda: fully_committed(config), 30, message="everything committed")
+    before, (_committed, end) = _state(client, messaging_table(config)), committed_and_end(config)
+    result = run_cli("replay", "--config", str(path), "--by-duration", "1h")
+    assert result.returncode == 0, result.stderr
+    assert committed_and_end(config)[0] == dict.fromkeys(end, 0)  # every record is younger than an hour
+    future = run_cli("replay", "--config", str(path), "--to-timestamp", "2999-01-01T00:00:00Z")
+    assert future.returncode == 0 and committed_and_end(config)[0] == end
+    with Running(config) as run:
+        run.start_applier()
+        eventually(lambda: fully_committed(config), 60, message="caught up")
+    assert _state(client, messaging_table(config)) == before
