@@ -1,0 +1,146 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "replicator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "replicator.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "replicator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "replicator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "replicator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "replicator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: redis-dynamodb-replicator
+{{- end -}}
+
+{{- define "replicator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "replicator.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "replicator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/*
+The container every component runs: the same image, config and secrets; "args" and "instance" vary.
+Call with (dict "root" $ "args" (list "apply") "redisUrl" <string> "redisUrlSecret" <dict> "nodeName" <string>
+"probes" <bool> "resources" <dict>).
+*/}}
+{{- define "replicator.container" -}}
+{{- $root := .root -}}
+- name: replicator
+  image: {{ include "replicator.image" $root | quote }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  args:
+    {{- range .args }}
+    - {{ . | quote }}
+    {{- end }}
+    - --config
+    - /etc/replicator/config.yaml
+    - --log-level
+    - {{ $root.Values.logLevel | quote }}
+  env:
+    - name: REPLICATOR_METRICS_PORT
+      value: {{ $root.Values.metrics.port | quote }}
+    {{- $secret := .redisUrlSecret | default dict }}
+    {{- if $secret.name }}
+    - name: REPLICATOR_REDIS_URL
+      valueFrom:
+        secretKeyRef: {name: {{ $secret.name | quote }}, key: {{ $secret.key | default "url" | quote }}}
+    {{- else if .redisUrl }}
+    - name: REPLICATOR_REDIS_URL
+      value: {{ .redisUrl | quote }}
+    {{- end }}
+    {{- if .nodeName }}
+    - name: REPLICATOR_REDIS_NODE_NAME
+      value: {{ .nodeName | quote }}
+    {{- end }}
+    {{- with $root.Values.kafka.saslPasswordSecret }}
+    {{- if .name }}
+    - name: REPLICATOR_KAFKA_SASL_PASSWORD
+      valueFrom:
+        secretKeyRef: {name: {{ .name | quote }}, key: {{ .key | quote }}}
+    {{- end }}
+    {{- end }}
+    {{- range $name, $value := $root.Values.kafka.env }}
+    - name: {{ $name }}
+      value: {{ $value | quote }}
+    {{- end }}
+    {{- with $root.Values.dynamodb.credentialsSecret }}
+    {{- if .name }}
+    - name: REPLICATOR_DYNAMODB_ACCESS_KEY_ID
+      valueFrom:
+        secretKeyRef: {name: {{ .name | quote }}, key: {{ .accessKeyIdKey | quote }}}
+    - name: REPLICATOR_DYNAMODB_SECRET_ACCESS_KEY
+      valueFrom:
+        secretKeyRef: {name: {{ .name | quote }}, key: {{ .secretAccessKeyKey | quote }}}
+    {{- end }}
+    {{- end }}
+    {{- with $root.Values.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  ports:
+    - name: metrics
+      containerPort: {{ $root.Values.metrics.port }}
+      protocol: TCP
+  {{- if .probes }}
+  livenessProbe:
+    httpGet: {path: /healthz, port: metrics}
+    periodSeconds: 10
+    timeoutSeconds: 5
+    failureThreshold: 6
+  readinessProbe:
+    httpGet: {path: /readyz, port: metrics}
+    periodSeconds: 5
+    timeoutSeconds: 5
+    failureThreshold: 3
+  {{- end }}
+  resources:
+    {{- toYaml .resources | nindent 4 }}
+  securityContext:
+    {{- toYaml $root.Values.securityContext | nindent 4 }}
+  volumeMounts:
+    - {name: config, mountPath: /etc/replicator, readOnly: true}
+    - {name: tmp, mountPath: /tmp}
+{{- end -}}
+
+{{- define "replicator.volumes" -}}
+- name: config
+  configMap:
+    name: {{ include "replicator.fullname" . }}
+- name: tmp
+  emptyDir: {sizeLimit: 64Mi}
+{{- end -}}
+
+{{- define "replicator.podSpecCommon" -}}
+serviceAccountName: {{ include "replicator.serviceAccountName" . }}
+automountServiceAccountToken: {{ .Values.serviceAccount.automountServiceAccountToken }}
+terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}

@@ -1,0 +1,155 @@
+"""The Helm chart, rendered and linted with the real Helm SDK and validated against the Kubernetes schemas.
+
+No cluster is needed: rendering is offline. The kinds Kubernetes does not define (ServiceMonitor, PrometheusRule)
+are checked for what matters here: that their alert expressions use metrics the code exports.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+
+from replicator import metrics  # noqa: F401  (registers the metrics the chart must reference)
+from replicator.config import Config, parse_config
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "redis-dynamodb-replicator"
+PRODUCTION = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
+KUBERNETES = "1.30.0"
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
+VALUES = pytest.mark.parametrize("values", [{}, PRODUCTION], ids=["default", "production"])
+
+
+def render(values: dict) -> list[dict]:
+    rendered = helm_python.Chart.load(CHART).render(values, name="rep", namespace="cdc", is_install=True)
+    docs = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith(".yaml"):
+            docs.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return docs
+
+
+def of_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def exported_metric_names() -> set[str]:
+    names = set()
+    for family in REGISTRY.collect():
+        if not family.name.startswith("replicator_"):
+            continue
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(family.type, [""])
+        names.update(family.name + suffix for suffix in suffixes)
+    return names
+
+
+@VALUES
+def test_lint_is_clean_in_strict_mode(values):
+    report = helm_python.lint(CHART, values, strict=True, kube_version=f"v{KUBERNETES}")
+    assert report["errors"] == [] and report["messages"] == [], report
+
+
+@VALUES
+def test_every_manifest_is_valid_for_kubernetes(values):
+    docs = render(values)
+    for doc in docs:
+        if doc["kind"] in CUSTOM_KINDS:
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+            continue
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    assert {d["kind"] for d in docs} >= {"ConfigMap", "Deployment", "Service", "ServiceAccount"}
+
+
+@VALUES
+def test_the_config_map_holds_a_config_the_replicator_accepts(values):
+    (config_map,) = [d for d in of_kind(render(values), "ConfigMap") if "config.yaml" in d["data"]]
+    config = parse_config(yaml.safe_load(config_map["data"]["config.yaml"]))
+    assert config.kafka.partitions == (values or yaml.safe_load((CHART / "values.yaml").read_text()))["config"][
+        "kafka"]["partitions"]
+
+
+@VALUES
+def test_env_vars_given_to_containers_are_config_overrides_the_replicator_knows(values):
+    known = {f"REPLICATOR_{section}_{name}".upper() for section, field in Config.model_fields.items()
+             if hasattr(field.annotation, "model_fields") for name in field.annotation.model_fields}
+    for doc in of_kind(render(values), "Deployment") + of_kind(render(values), "Job"):
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            assert {e["name"] for e in container["env"]} <= known
+
+
+def test_production_layout_listeners_appliers_snapshot_and_safety():
+    docs = render(PRODUCTION)
+    deployments = {d["metadata"]["name"]: d for d in of_kind(docs, "Deployment")}
+    listeners = [d for name, d in deployments.items() if "-listener-" in name]
+    assert sorted(d["metadata"]["labels"]["replicator/redis-node"] for d in listeners) == [
+        "primary-0", "primary-1", "primary-2"]  # one per Redis primary
+    assert all(d["spec"]["replicas"] == 1 for d in listeners)
+    applier = deployments["rep-redis-dynamodb-replicator-applier"]
+    assert applier["spec"]["replicas"] == 12
+
+    for doc in [*listeners, applier]:
+        pod = doc["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert pod["terminationGracePeriodSeconds"] == 120
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert pod["serviceAccountName"] == "rep-redis-dynamodb-replicator"
+    env = {e["name"]: e for e in listeners[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REPLICATOR_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "messaging-redis",
+                                                                       "key": "url-primary-0"}
+    assert env["REPLICATOR_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "messaging-msk"
+    assert "REPLICATOR_DYNAMODB_ACCESS_KEY_ID" not in env  # IRSA instead of keys
+
+    (account,) = of_kind(docs, "ServiceAccount")
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/messaging-replicator")
+    (job,) = of_kind(docs, "Job")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install"
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][0] == "snapshot"
+    (budget,) = of_kind(docs, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 2
+    assert budget["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "applier"
+    (monitor,) = of_kind(docs, "ServiceMonitor")
+    (service,) = of_kind(docs, "Service")
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"] == "metrics"
+
+
+def test_defaults_stay_minimal():
+    kinds = sorted(d["kind"] for d in render({}))
+    assert kinds == ["ConfigMap", "Deployment", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]
+
+
+def test_alerts_and_the_dashboard_use_metrics_the_code_exports():
+    docs = render(PRODUCTION)
+    (rule,) = of_kind(docs, "PrometheusRule")
+    alerts = {r["alert"]: r["expr"] for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert set(alerts) >= {"ReplicatorConsumerLagHigh", "ReplicatorEndToEndLatencyHigh", "ReplicatorDeadLetters",
+                           "ReplicatorNotificationGap", "ReplicatorCapturedButNotApplied"}
+    (dashboard_map,) = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["labels"].get("grafana_dashboard")]
+    dashboard = json.loads(dashboard_map["data"]["redis-dynamodb-replicator.json"])
+    panels = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exported = exported_metric_names()
+    for expr in [*alerts.values(), *panels]:
+        used = set(re.findall(r"\breplicator_[a-z_]+", expr))
+        assert used and used <= exported, f"{expr!r} uses {sorted(used - exported)}, not exported"
+
+
+def test_more_appliers_than_partitions_is_refused_with_the_fix():
+    with pytest.raises(helm_python.HelmError, match=r"applier.replicas \(13\) is more than config.kafka.partitions "
+                                                   r"\(12\).*lower applier.replicas or add partitions"):
+        render({"applier": {"replicas": 13}})
+
+
+def test_the_image_runs_as_the_user_the_chart_expects():
+    dockerfile = (CHART.parents[1] / "Dockerfile").read_text()
+    pod = yaml.safe_load((CHART / "values.yaml").read_text())["podSecurityContext"]
+    assert f"USER {pod['runAsUser']}:{pod['runAsGroup']}" in dockerfile
+    assert 'ENTRYPOINT ["replicator"]' in dockerfile
+    assert f"EXPOSE {yaml.safe_load((CHART / 'values.yaml').read_text())['metrics']['port']}" in dockerfile
