@@ -8,6 +8,7 @@ and stops every process it started.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -19,10 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import REGISTRY
 
-from replicator import logs, pipeline
+from replicator import health, logs, pipeline
 from replicator.config import parse_config
+from replicator.errors import LocalStackError
 from replicator.localstack import LocalStack, dynamodb_client, free_port, wait_until
 from replicator.mapping import canonical_number
 
@@ -143,6 +145,10 @@ def _sample(name: str, labels: dict[str, str] | None = None) -> float:
     return REGISTRY.get_sample_value(name, labels or {}) or 0.0
 
 
+def _has_samples(name: str) -> bool:
+    return any(sample.name == name for family in REGISTRY.collect() for sample in family.samples)
+
+
 def _sum_samples(name: str) -> float:
     total = 0.0
     for family in REGISTRY.collect():
@@ -184,9 +190,11 @@ def run_demo(owners: int = 20, seconds: float = 5.0, out: Any = None) -> int:
         say(f"  redis {stack.redis_url} | kafka {stack.kafka_bootstrap} | dynamodb {stack.dynamodb_endpoint} "
             f"({time.monotonic() - started:.1f}s)")
         config = parse_config({**MESSAGING_RULES, **stack.config_overrides(),
-                               "kafka": {**stack.config_overrides()["kafka"], "topic": "demo.changes"}})
-        metrics_port = free_port()
-        start_http_server(metrics_port, addr="127.0.0.1")
+                               "kafka": {**stack.config_overrides()["kafka"], "topic": "demo.changes"},
+                               "metrics": {"lag_interval_s": 0.5}})
+        ready = health.Health()
+        endpoints = health.Endpoints(ready, free_port(), host="127.0.0.1")
+        metrics_port = endpoints.port
         ctx = pipeline.context(config)
         r = redis.Redis.from_url(stack.redis_url)
         ddb = dynamodb_client(stack.dynamodb_endpoint)
@@ -198,6 +206,8 @@ def run_demo(owners: int = 20, seconds: float = 5.0, out: Any = None) -> int:
         applier = pipeline.applier(ctx)
         listener = pipeline.listener(ctx)
         threads = [_run_in_thread("applier", applier.run, stop), _run_in_thread("listener", listener.run, stop)]
+        ready.when("subscribed", listener.subscribed.is_set, "listener not subscribed")
+        ready.when("assigned", applier.assigned.is_set, "applier owns no partition")
         wait_until(listener.subscribed.is_set, 30, "listener subscription")
         report = pipeline.snapshot_loader(ctx).run()
         say(f"snapshot: {report.keys_scanned} keys published in {report.seconds:.2f}s; live changes for "
@@ -221,6 +231,11 @@ def run_demo(owners: int = 20, seconds: float = 5.0, out: Any = None) -> int:
         except Exception as exc:
             say(f"NOT CONVERGED: {exc}")
             equal = False
+        with contextlib.suppress(LocalStackError):  # the report shows the lag either way
+            wait_until(lambda: _has_samples("replicator_consumer_lag") and _sum_samples("replicator_consumer_lag") == 0,
+                       10, "consumer lag 0")
+        scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        readiness = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=5).read().decode()
         stop.set()
         for t in threads:
             t.join(30)
@@ -228,7 +243,7 @@ def run_demo(owners: int = 20, seconds: float = 5.0, out: Any = None) -> int:
         view = dynamodb_view(ddb)
         live_owner = max(workload.owners, key=lambda o: r.zcard(f"opponents:{o}"))
         from_dynamodb, from_redis = lsi_newest_first(ddb, live_owner), zrevrange(r, live_owner)
-        scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        endpoints.close()
         say("")
         say("== report ==")
         say(f"keys in Redis                  {r.dbsize()}")
@@ -248,10 +263,12 @@ def run_demo(owners: int = 20, seconds: float = 5.0, out: Any = None) -> int:
             f"{'identical' if from_dynamodb == from_redis else 'DIFFERENT'}")
         for (opponent, ts), redis_entry in zip(from_dynamodb[:5], from_redis[:5], strict=False):
             say(f"  {opponent:10} {ts:>16}   | redis: {redis_entry[0]:10} {redis_entry[1]:>16}")
+        say(f"readiness (http://127.0.0.1:{metrics_port}/readyz): {readiness.strip()}")
         say(f"metrics (http://127.0.0.1:{metrics_port}/metrics):")
         for line in scraped.splitlines():
             if line.startswith(("replicator_events_", "replicator_end_to_end_latency_seconds_count",
-                                "replicator_apply_batch_seconds_count", "replicator_dlq")) and "_created" not in line:
+                                "replicator_apply_batch_seconds_count", "replicator_dlq", "replicator_consumer_lag",
+                                "replicator_notifications_gaps")) and "_created" not in line:
                 say(f"  {line}")
         say(f"stopping the local stack ({time.monotonic() - started:.0f}s in all)")
     ok = equal and from_dynamodb == from_redis
