@@ -208,19 +208,24 @@ def ensure_topic(config: KafkaConfig, caps: BrokerCapabilities, topic: str, part
 def topic_partition_count(config: KafkaConfig, topic: str, timeout: float = 10.0) -> int:
     """Partitions of ``topic`` that have a leader, from a Metadata v0 request.
 
-    The request auto-creates the topic where the broker allows it.
+    The request auto-creates the topic where the broker allows it. A retryable BrokerError when no bootstrap
+    server answers, so that "Kafka is down" is never mistaken for "the topic does not exist".
     """
     name = topic.encode()
     body = struct.pack(">ih", 1, len(name)) + name
+    errors = []
     for server in config.bootstrap_servers.split(","):
         host, _, port = server.strip().rpartition(":")
         try:
             reply = _request(host.strip("[]"), int(port), config, API_METADATA, body, timeout)
-        except OSError:
+        except OSError as exc:
+            errors.append(f"{server.strip()}: {exc.strerror or exc}")
             continue
         if reply is not None:
             return _parse_metadata_v0(reply).get(topic, 0)
-    return 0
+        errors.append(f"{server.strip()}: no metadata reply")
+    raise BrokerError(f"cannot reach any Kafka bootstrap server ({'; '.join(errors[-3:])}); "
+                      "check kafka.bootstrap_servers / REPLICATOR_KAFKA_BOOTSTRAP_SERVERS", retryable=True)
 
 
 def topic_partitions(config: KafkaConfig, topic: str) -> list[Any]:
@@ -278,9 +283,12 @@ def _parse_metadata_v0(reply: bytes) -> dict[str, int]:
 def _create_topic(config: KafkaConfig, caps: BrokerCapabilities, topic: str, partitions: int) -> None:
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(**client_kwargs(config, caps))
+    try:
+        admin = KafkaAdminClient(**client_kwargs(config, caps))
+    except KafkaError as exc:
+        raise BrokerError(f"cannot reach Kafka to create topic {topic!r}: {exc}", retryable=True) from None
     try:
         if topic in admin.list_topics():
             return

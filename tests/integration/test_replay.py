@@ -29,15 +29,15 @@ def _state(client, table):
     )
 
 
-def test_replaying_the_topic_from_offset_zero_leaves_dynamodb_unchanged(stack, uid):
+def _replicated(stack, uid, owners, seed, opponents, steps):
+    """Run listener and applier over a workload until DynamoDB equals Redis and every offset is committed."""
     r, client = clean_redis(stack), ddb(stack)
     config = messaging_config(stack, uid)
-    table = messaging_table(config)
     with Running(config) as run:
         run.start_applier().start_listener()
-        workload = Workload(r, owners=10, seed=11)
-        workload.seed(opponents=6)
-        for _ in range(400):
+        workload = Workload(r, owners=owners, seed=seed)
+        workload.seed(opponents=opponents)
+        for _ in range(steps):
             workload.step()
         # Keys with a short TTL expire later and produce more events: let them, then let the applier drain.
         # (Sessions live for 10 minutes or more: they will not expire during the test.)
@@ -45,6 +45,12 @@ def test_replaying_the_topic_from_offset_zero_leaves_dynamodb_unchanged(stack, u
                    message="no key left to expire soon")
         assert_converged(r, client, config)
         eventually(lambda: fully_committed(config), 30, message="everything applied and committed")
+    return client, config, run
+
+
+def test_replaying_the_topic_from_offset_zero_leaves_dynamodb_unchanged(stack, uid):
+    client, config, run = _replicated(stack, uid, owners=10, seed=11, opponents=6, steps=400)
+    table = messaging_table(config)
     before = _state(client, table)
     assert fully_committed(config), "offsets must be committed up to the end once everything is applied"
     end = committed_and_end(config)[1]
@@ -64,18 +70,11 @@ def test_replaying_the_topic_from_offset_zero_leaves_dynamodb_unchanged(stack, u
 
 
 def test_replay_command_moves_a_stopped_group_and_the_reapplied_state_is_unchanged(stack, uid, tmp_path):
-    r, client = clean_redis(stack), ddb(stack)
-    config = messaging_config(stack, uid)
+    client, config, run = _replicated(stack, uid, owners=8, seed=5, opponents=4, steps=100)
     path = config_file(stack, uid, tmp_path)
-    with Running(config) as run:
-        run.start_applier().start_listener()
-        workload = Workload(r, owners=8, seed=5)
-        workload.seed(opponents=4)
-        for _ in range(100):
-            workload.step()
-        assert_converged(r, client, config)
-        eventually(lambda: fully_committed(config), 30, message="everything committed")
-
+    with Running(config) as applying:
+        applying.start_applier()
+        eventually(applying.applier.assigned.is_set, 30, message="the applier joined the group")
         # While an applier is a member of the group its commits would undo the move: refused, nothing moved.
         refused = run_cli("replay", "--config", str(path), "--to-earliest")
         assert refused.returncode == 1
@@ -121,14 +120,8 @@ def test_replay_command_moves_a_stopped_group_and_the_reapplied_state_is_unchang
 
 @pytest.mark.modern_kafka
 def test_replay_to_a_timestamp_on_a_modern_broker(stack, uid, tmp_path, modern):
-    r, client = clean_redis(stack), ddb(stack)
-    config = messaging_config(stack, uid)
+    client, config, _run = _replicated(stack, uid, owners=4, seed=3, opponents=3, steps=20)
     path = config_file(stack, uid, tmp_path)
-    with Running(config) as run:
-        run.start_applier().start_listener()
-        Workload(r, owners=4, seed=3).seed(opponents=3)
-        assert_converged(r, client, config)
-        eventually(lambda: fully_committed(config), 30, message="everything committed")
     before, (_committed, end) = _state(client, messaging_table(config)), committed_and_end(config)
     result = run_cli("replay", "--config", str(path), "--by-duration", "1h")
     assert result.returncode == 0, result.stderr

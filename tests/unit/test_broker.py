@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from replicator.broker import (
     LEGACY_0_9,
     _parse_metadata_v0,
@@ -43,3 +45,13 @@ def test_metadata_v0_partition_counts_need_a_leader_for_every_partition():
              + struct.pack(">h", 0) + string("ready") + struct.pack(">i", 2) + partition(0, 0) + partition(1, 0)
              + struct.pack(">h", 5) + string("electing") + struct.pack(">i", 1) + partition(0, -1))
     assert _parse_metadata_v0(reply) == {"ready": 2, "electing": 0}
+
+
+def test_kafka_down_is_not_mistaken_for_a_missing_topic():
+    from replicator.broker import topic_partition_count
+    from replicator.config import KafkaConfig
+    from replicator.errors import BrokerError
+
+    with pytest.raises(BrokerError, match=r"cannot reach any Kafka bootstrap server \(127.0.0.1:1: ") as raised:
+        topic_partition_count(KafkaConfig(bootstrap_servers="127.0.0.1:1"), "t", timeout=1)
+    assert raised.value.retryable  # long-running commands wait for it, not ready, instead of exiting
