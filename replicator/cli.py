@@ -1,4 +1,4 @@
-"""``replicator`` command line: listen, apply, snapshot, dlq, replay, status, demo.
+"""``replicator`` command line: listen, apply, snapshot, dlq, replay, status, verify, plan, demo.
 
 Every command reads ``--config FILE`` (YAML) with ``REPLICATOR_<SECTION>_<FIELD>`` env overrides, logs JSON to
 stderr, and stops cleanly on SIGTERM/SIGINT (stop reading, finish and commit the batch in flight, flush the producer).
@@ -171,6 +171,57 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from prometheus_client import REGISTRY, write_to_textfile
+
+    from replicator import verify
+    from replicator.batching import batches
+    from replicator.capture.reader import KeyCapture
+    from replicator.events import Origin
+
+    config = _config(args)
+    ctx = pipeline.context(config)
+    client, node, db = pipeline.redis_client(config)
+    verifier = verify.Verifier(client, pipeline.dynamodb(ctx), ctx.rules, config.dynamodb.state_table,
+                               config.capture.max_inline_members, node, db)
+    options = verify.VerifyOptions(
+        sample=args.sample, owner=args.owner.encode() if args.owner else None, settle_s=args.settle_seconds,
+        rechecks=args.rechecks, workers=args.workers, max_keys_per_second=args.max_keys_per_second,
+        examples=args.examples)
+    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    progress = verify.Progress(args.sample or client.dbsize()) if show else None
+    report = verifier.run(options, _stop_on_signals(), progress)
+    if progress:
+        progress.close()
+    if args.repair and report.drifted_keys:
+        publisher = pipeline.publisher(ctx)
+        try:
+            capture = KeyCapture(client, ctx.rules, publisher, node, db, config.capture)
+            report.repaired = sum(capture.capture(batch, Origin.REPAIR)
+                                  for batch in batches(report.drifted_keys, 500))
+        finally:
+            publisher.close()  # flushes: every repair event is acknowledged by Kafka before we say so
+    if args.metrics_file:
+        write_to_textfile(args.metrics_file, REGISTRY)
+    print(verify.report_json(report) if args.json else report.format())
+    return 1 if report.has_drift else 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from replicator import plan
+
+    config = _config(args)
+    client, _node, _db = pipeline.redis_client(config)
+    planner = plan.Planner(client, pipeline.context(config).rules, config.capture.max_inline_members)
+    rate, owners = args.write_rate, None
+    if args.measure_seconds:
+        measured, owners = planner.measure(args.measure_seconds)
+        rate = rate if rate is not None else measured
+    result = planner.plan(args.sample, args.backfill_hours, rate, owners)
+    print(plan.plan_json(result) if args.json else result.format())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from replicator.demo import run_demo
 
@@ -229,6 +280,43 @@ def build_parser() -> argparse.ArgumentParser:
     status_.add_argument("--group", help="consumer group (default: kafka.group_id)")
     status_.add_argument("--topic", help="topic (default: kafka.topic)")
     status_.set_defaults(fn=cmd_status, quiet=True)
+    check = sub.add_parser(
+        "verify", help="compare Redis with DynamoDB through the rules; exit 1 on drift",
+        description="Compare every captured Redis key (or a sample, or one owner's) with the DynamoDB items the rules "
+                    "map it to, and report drift by kind. Tolerates live writes: differing keys are re-read before "
+                    "they count. Exit 0 without drift, 1 with drift, 2 on a usage or config error.")
+    check.add_argument("--config", "-c", required=True)
+    scope = check.add_mutually_exclusive_group()
+    scope.add_argument("--sample", type=int, metavar="N", help="N random keys instead of all")
+    scope.add_argument("--owner", metavar="ID", help="only this owner's keys")
+    check.add_argument("--repair", action="store_true",
+                       help="re-publish drifted keys as REPAIR events through Kafka (the appliers fix DynamoDB)")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument("--workers", type=int, default=4, help="parallel readers (default 4)")
+    check.add_argument("--max-keys-per-second", type=float, metavar="R", help="rate limit on both stores")
+    check.add_argument("--settle-seconds", type=float, default=2.0,
+                       help="wait before re-reading a differing key (default 2)")
+    check.add_argument("--rechecks", type=int, default=3, help="re-reads of a differing key (default 3)")
+    check.add_argument("--examples", type=int, default=5, help="examples shown per kind (default 5)")
+    check.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="progress line on stderr (default: when stderr is a terminal)")
+    check.add_argument("--metrics-file", metavar="PATH",
+                       help="write replicator_verify_drift_keys (Prometheus text format) for a textfile collector")
+    check.set_defaults(fn=cmd_verify, quiet=True)
+    planning = sub.add_parser(
+        "plan", help="predict DynamoDB items, sizes and capacity from a sample of Redis",
+        description="Sample the keyspace, map it through the rules and predict items, item sizes, the WCU for the "
+                    "backfill and for the live write rate, and owners that would exceed one partition's limits.")
+    planning.add_argument("--config", "-c", required=True)
+    planning.add_argument("--sample", type=int, default=100_000,
+                          help="keys to read (default 100000); a smaller keyspace is read whole: exact counts")
+    planning.add_argument("--backfill-hours", type=float, default=24.0, help="time for the backfill (default 24)")
+    planning.add_argument("--write-rate", type=float, metavar="R", help="Redis writes per second at peak")
+    planning.add_argument("--measure-seconds", type=float, metavar="S",
+                          help="measure the write rate (INFO commandstats) and per-owner rates (keyspace "
+                               "notifications) for S seconds")
+    planning.add_argument("--json", action="store_true")
+    planning.set_defaults(fn=cmd_plan, quiet=True)
     demo = sub.add_parser("demo", help="run the whole pipeline on an embedded local stack and report")
     demo.add_argument("--owners", type=int, default=20)
     demo.add_argument("--seconds", type=float, default=5.0)

@@ -108,9 +108,17 @@ class Template:
     def render(self, values: Mapping[str, bytes]) -> bytes:
         return b"".join(values[name] if is_var else name.encode() for is_var, name in self.parts)
 
-    def glob(self) -> bytes:
-        """The Redis glob (PSUBSCRIBE, SCAN MATCH) that selects at least every key this template matches."""
-        return b"".join(b"*" if is_var else _GLOB_SPECIAL.sub(rb"\\\1", name.encode()) for is_var, name in self.parts)
+    def glob(self, values: Mapping[str, bytes] | None = None) -> bytes:
+        """The Redis glob (PSUBSCRIBE, SCAN MATCH) that selects at least every key this template matches.
+
+        Placeholders given in ``values`` are fixed to them (``opponents:{owner}`` with owner=42 → ``opponents:42``).
+        """
+        values = values or {}
+        return b"".join(
+            _GLOB_SPECIAL.sub(rb"\\\1", values[name]) if is_var and name in values else b"*" if is_var
+            else _GLOB_SPECIAL.sub(rb"\\\1", name.encode())
+            for is_var, name in self.parts
+        )
 
 
 @dataclass(frozen=True)

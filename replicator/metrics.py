@@ -37,6 +37,10 @@ DLQ_EVENTS = Counter("replicator_dlq_events_total", "Records sent to the dead-le
 CONSUMER_LAG = Gauge("replicator_consumer_lag", "Log end offset minus committed offset.", ["topic", "partition"])
 SNAPSHOT_KEYS = Counter("replicator_snapshot_keys_total", "Keys read by the snapshot loader.")
 SNAPSHOT_PROGRESS = Gauge("replicator_snapshot_progress_ratio", "Snapshot keys done / keys estimated.")
+SHADOW_READS = Counter(
+    "replicator_shadow_reads_total", "Shadow reads (Redis answer compared with DynamoDB's), by result.",
+    ["query", "result"],
+)
 VERIFY_DRIFT_KEYS = Gauge("replicator_verify_drift_keys", "Keys that differ between Redis and DynamoDB.", ["kind"])
 
 

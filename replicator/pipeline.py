@@ -30,13 +30,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Context:
+    """A config with its compiled rules; the broker is probed on first use (plan and verify never need it)."""
+
     config: Config
     rules: RuleSet
-    caps: broker.BrokerCapabilities
+    _caps: broker.BrokerCapabilities | None = None
+
+    @property
+    def caps(self) -> broker.BrokerCapabilities:
+        if self._caps is None:
+            self._caps = broker.detect(self.config.kafka)
+        return self._caps
 
 
 def context(config: Config) -> Context:
-    return Context(config, compile_rules(config), broker.detect(config.kafka))
+    return Context(config, compile_rules(config))
 
 
 def redis_client(config: Config) -> tuple[redis.Redis, str, int]:

@@ -29,7 +29,7 @@ from replicator.apply.dead_letters import DeadLetters
 from replicator.apply.dynamodb import DynamoWriter, is_poison
 from replicator.config import ApplyConfig
 from replicator.errors import MappingError, SerializationError, SinkError
-from replicator.events import ChangeEvent, EventCodec, Op
+from replicator.events import ChangeEvent, EventCodec, Op, Origin
 from replicator.mapping import EMPTY_STATE, ItemWrite, KeyState, Plan, Rule, RuleSet, plan_writes
 
 log = logging.getLogger(__name__)
@@ -408,7 +408,9 @@ class Applier:
         for w in work:
             if not w.rule.is_collection:
                 continue
-            cached = self._cache.get(w.record.partition, w.rule.name, w.event.key)
+            # A repair exists because DynamoDB may differ from what this applier believes it wrote: read it.
+            repair = w.event.origin is Origin.REPAIR
+            cached = None if repair else self._cache.get(w.record.partition, w.rule.name, w.event.key)
             if cached is None:
                 missing.append(w)
             else:

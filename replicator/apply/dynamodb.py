@@ -17,6 +17,8 @@ from replicator.config import DynamoDBConfig, TombstoneConfig
 from replicator.errors import SinkError
 from replicator.mapping import (
     EMPTY_STATE,
+    Attrs,
+    ItemKey,
     ItemWrite,
     KeyState,
     Rule,
@@ -189,42 +191,54 @@ class DynamoWriter:
         try:
             head = self._client.get_item(TableName=self.state_table, Key=requests.head_key(rule.name, key),
                                          ConsistentRead=True).get("Item")
+            version = int(head["v"]["N"]) if head else EMPTY_STATE.version
+            return KeyState(version, live_items(self._client, rule, key, variables))
         except Exception as exc:
             raise translate(exc, where) from None
-        version = int(head["v"]["N"]) if head else EMPTY_STATE.version
-        pk_attr = rule.partition_key
-        pk_typed = render_attr(rule, pk_attr, {**variables, "key": key}, key)
-        names = {"#pk": pk_attr, "#v": rule.version_attr, "#d": rule.deleted_attr}
-        projection = []
-        for i, attr in enumerate((*rule.key_attrs, *rule.data_attrs)):
-            names[f"#p{i}"] = attr
-            projection.append(f"#p{i}")
-        params: dict[str, Any] = {
-            "TableName": rule.table,
-            "KeyConditionExpression": "#pk = :pk",
-            "FilterExpression": "attribute_exists(#v) AND attribute_not_exists(#d)",
-            "ProjectionExpression": ", ".join(projection),
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": {":pk": to_attribute_value(pk_typed)},
-            "ConsistentRead": True,
-        }
-        items = {}
-        try:
-            while True:
-                page = self._client.query(**params)
-                for raw in page.get("Items", []):
-                    item_key = tuple(sorted((a, from_attribute_value(raw[a])) for a in rule.key_attrs))
-                    if not rule.owns(item_key, variables):
-                        continue
-                    items[item_key] = tuple(
-                        (a, from_attribute_value(raw[a])) for a in rule.data_attrs if a in raw
-                    )
-                if "LastEvaluatedKey" not in page:
-                    break
-                params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        except Exception as exc:
-            raise translate(exc, where) from None
-        return KeyState(version, items)
+
+
+def live_filter(rule: Rule) -> tuple[str, dict[str, str]]:
+    """A filter expression (and its names) keeping the items that hold ``rule``'s live data (see live_items)."""
+    names = {"#v": rule.version_attr, "#d": rule.deleted_attr}
+    data = []
+    for i, attr in enumerate(rule.data_attrs):
+        names[f"#a{i}"] = attr
+        data.append(f"attribute_exists(#a{i})")
+    return f"attribute_not_exists(#d) AND ({' OR '.join(['attribute_exists(#v)', *data])})", names
+
+
+def live_items(client: Any, rule: Rule, key: bytes, variables: Mapping[str, bytes]) -> dict[ItemKey, Attrs]:
+    """The items of a collection key that hold this rule's live data (strongly consistent query of its partition).
+
+    Live means not tombstoned and holding the group's version *or any of its data attributes*: an item written
+    around the replicator (by hand, by an old migration script) is live data too, so the verifier reports it and a
+    repair tombstones it.
+    """
+    pk_typed = render_attr(rule, rule.partition_key, {**variables, "key": key}, key)
+    live, names = live_filter(rule)
+    projection = []
+    for i, attr in enumerate((*rule.key_attrs, *rule.data_attrs)):
+        names[f"#p{i}"] = attr
+        projection.append(f"#p{i}")
+    params: dict[str, Any] = {
+        "TableName": rule.table,
+        "KeyConditionExpression": "#pk = :pk",
+        "FilterExpression": live,
+        "ProjectionExpression": ", ".join(projection),
+        "ExpressionAttributeNames": {**names, "#pk": rule.partition_key},
+        "ExpressionAttributeValues": {":pk": to_attribute_value(pk_typed)},
+        "ConsistentRead": True,
+    }
+    items = {}
+    while True:
+        page = client.query(**params)
+        for raw in page.get("Items", []):
+            item_key = tuple(sorted((a, from_attribute_value(raw[a])) for a in rule.key_attrs))
+            if rule.owns(item_key, variables):
+                items[item_key] = tuple((a, from_attribute_value(raw[a])) for a in rule.data_attrs if a in raw)
+        if "LastEvaluatedKey" not in page:
+            return items
+        params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def _describe(write: ItemWrite) -> str:
