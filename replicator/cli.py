@@ -176,6 +176,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     from replicator import verify
     from replicator.batching import batches
+    from replicator.capture.cluster import dbsize
     from replicator.capture.reader import KeyCapture
     from replicator.events import Origin
 
@@ -189,7 +190,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         rechecks=args.rechecks, workers=args.workers, max_keys_per_second=args.max_keys_per_second,
         examples=args.examples)
     show = args.progress if args.progress is not None else sys.stderr.isatty()
-    progress = verify.Progress(args.sample or client.dbsize()) if show else None
+    progress = verify.Progress(args.sample or dbsize(client)) if show else None
     report = verifier.run(options, _stop_on_signals(), progress)
     if progress:
         progress.close()

@@ -19,6 +19,7 @@ import atexit
 import contextlib
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -77,6 +78,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _free_cluster_port() -> int:
+    """A free port P <= 55535 whose cluster bus port P + 10000 is free too (redis-server's rule)."""
+    for _ in range(200):
+        port = random.randint(20000, 55000)
+        with socket.socket() as a, socket.socket() as b:
+            try:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+            return port
+    raise LocalStackError("no free port pair for a Redis Cluster node")
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
@@ -147,6 +162,8 @@ class LocalStack:
     _processes: list[_Process] = field(default_factory=list)
     _containers: list[Any] = field(default_factory=list)
     _workdir: Path | None = None
+    _cluster_url: str = ""
+    cluster_ports: list[int] = field(default_factory=list)
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -182,6 +199,7 @@ class LocalStack:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+        self._cluster_url = ""
 
     # ----------------------------------------------------------------------------------------------------------------
 
@@ -366,6 +384,48 @@ class LocalStack:
                            "Kafka after restart")
 
     # ----------------------------------------------------------------------------------------------------------------
+
+    def redis_cluster(self, primaries: int = 3) -> str:
+        """A Redis Cluster of ``primaries`` primaries (no replicas) on loopback; started on first call. Returns a
+        seed node's URL. ``REDIS_CLUSTER_URL`` names an existing cluster instead."""
+        if self.environ.get("REDIS_CLUSTER_URL"):
+            return self.environ["REDIS_CLUSTER_URL"]
+        if self._cluster_url:
+            return self._cluster_url
+        binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if binary is None or cli is None:
+            raise LocalStackError("redis-server/redis-cli not found; install redis-server or set REDIS_CLUSTER_URL")
+        assert self._workdir is not None
+        import redis
+
+        ports: list[int] = []
+        while len(ports) < primaries:
+            port = _free_cluster_port()
+            if port not in ports:
+                ports.append(port)
+        for port in ports:
+            data = self._workdir / f"cluster-{port}"
+            data.mkdir()
+            process = self._spawn(f"redis-cluster-{port}", [
+                binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data), "--save", "",
+                "--appendonly", "no", "--daemonize", "no", "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "3000"])
+            self._wait(process, lambda port=port: redis.Redis(port=port, socket_timeout=1).ping(), 20,
+                       f"cluster node on port {port}")
+        created = subprocess.run([cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+                                  "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True,
+                                 timeout=60)
+        if created.returncode != 0:
+            raise LocalStackError(f"redis-cli --cluster create failed: {created.stdout[-500:]} {created.stderr}")
+
+        def ready() -> bool:
+            return all(redis.Redis(port=p, socket_timeout=1).execute_command("CLUSTER INFO")["cluster_state"] == "ok"
+                       for p in ports)
+
+        wait_until(ready, 30, "redis cluster state ok")
+        self._cluster_url = f"redis://127.0.0.1:{ports[0]}/0"
+        self.cluster_ports = ports
+        return self._cluster_url
 
     def config_overrides(self) -> dict[str, Any]:
         """Config sections pointing the replicator at this stack."""

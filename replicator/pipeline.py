@@ -10,12 +10,14 @@ from urllib.parse import urlsplit
 
 import redis
 from kafka import KafkaConsumer
+from redis.cluster import RedisCluster
 
 from replicator import broker
 from replicator.apply.applier import Applier
 from replicator.apply.dead_letters import DeadLetters
 from replicator.apply.dynamodb import DynamoWriter, make_client
 from replicator.apply.tables import check_tables, create_tables
+from replicator.capture.cluster import cluster_client, is_cluster
 from replicator.capture.listener import Listener
 from replicator.capture.notifications import ensure_notifications
 from replicator.capture.reconcile import live_source_keys
@@ -47,8 +49,8 @@ def context(config: Config) -> Context:
     return Context(config, compile_rules(config))
 
 
-def redis_client(config: Config) -> tuple[redis.Redis, str, int]:
-    """A binary-safe client, this node's name (host:port) and the db number."""
+def redis_client(config: Config) -> tuple[Any, str, int]:
+    """A binary-safe client (a RedisCluster when the server runs in cluster mode), the node's name, the db number."""
     url = config.redis.url
     client = redis.Redis.from_url(url, decode_responses=False, socket_keepalive=True, health_check_interval=30)
     try:
@@ -59,6 +61,9 @@ def redis_client(config: Config) -> tuple[redis.Redis, str, int]:
     parts = urlsplit(url)
     node = config.redis.node_name or f"{parts.hostname}:{parts.port or 6379}"
     db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
+    if is_cluster(client):
+        client.close()
+        return cluster_client(url), config.redis.node_name or f"cluster:{node}", 0
     return client, node, db
 
 
@@ -69,6 +74,12 @@ def publisher(ctx: Context) -> EventPublisher:
 
 def listener(ctx: Context) -> Listener:
     client, node, db = redis_client(ctx.config)
+    if isinstance(client, RedisCluster):
+        client.close()
+        raise SourceError(
+            f"Redis at {mask_url(ctx.config.redis.url)} is a Redis Cluster: keyspace notifications are node-local, "
+            "so one listener would miss the other primaries' changes. Capture from a cluster is not supported yet; "
+            "plan, verify and snapshot do support it")
     ensure_notifications(client, ctx.rules, ctx.config.redis.configure_notifications)
     live_keys = None
     if ctx.config.capture.resnapshot_on_gap:

@@ -23,7 +23,8 @@ from typing import Any
 import redis
 
 from replicator.batching import batches
-from replicator.capture.reader import StateReader, to_event
+from replicator.capture.cluster import dbsize, state_reader
+from replicator.capture.reader import to_event
 from replicator.events import Origin
 from replicator.mapping import ItemKey, RuleSet, TypedValue, desired_items
 
@@ -141,11 +142,11 @@ class Planner:
     def __init__(self, client: redis.Redis, rules: RuleSet, max_inline_members: int = 10_000) -> None:
         self._redis = client
         self._rules = rules
-        self._reader = StateReader(client, max_inline_members)
+        self._reader = state_reader(client, max_inline_members)
 
     def keys(self, sample: int) -> tuple[list[bytes], bool]:
         """(keys, exact): every captured key when the keyspace is no bigger than ``sample``, else a random sample."""
-        if self._redis.dbsize() <= sample:
+        if dbsize(self._redis) <= sample:
             keys = [k for g in self._rules.globs() for k in self._redis.scan_iter(match=g, count=1000)]
             return [k for k in dict.fromkeys(keys) if self._rules.match(k) is not None], True
         seen: dict[bytes, None] = {}
@@ -186,7 +187,7 @@ class Planner:
     def plan(self, sample: int = 100_000, backfill_hours: float = 24.0, write_rate: float | None = None,
              owner_rates: dict[bytes, float] | None = None) -> MigrationPlan:
         keys, exact = self.keys(sample)
-        total_keys = self._redis.dbsize()
+        total_keys = dbsize(self._redis)
         scale = 1.0 if exact or not keys else total_keys / len(keys)
         items: dict[tuple[str, ItemKey], dict[str, TypedValue]] = {}
         owner_bytes: Counter[tuple[str, bytes]] = Counter()

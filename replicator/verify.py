@@ -31,7 +31,8 @@ from replicator import metrics
 from replicator.apply.dynamodb import live_filter, live_items, translate
 from replicator.apply.requests import head_key
 from replicator.batching import batches
-from replicator.capture.reader import StateReader, to_event
+from replicator.capture.cluster import state_reader
+from replicator.capture.reader import to_event
 from replicator.capture.reconcile import live_source_keys, source_key
 from replicator.drift import Difference, DriftKind, compare_items
 from replicator.errors import MappingError
@@ -130,7 +131,7 @@ class Verifier:
         self._ddb = dynamodb
         self._rules = rules
         self._state_table = state_table
-        self._reader = StateReader(client, max_inline_members)
+        self._reader = state_reader(client, max_inline_members)
         self._node, self._db = node, db
 
     # -- one pass ------------------------------------------------------------------------------------------------

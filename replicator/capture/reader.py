@@ -194,7 +194,9 @@ class KeyCapture:
     def __init__(self, client: redis.Redis, rules: RuleSet, publisher: EventPublisher, node: str, db: int,
                  config: CaptureConfig | None = None) -> None:
         config = config or CaptureConfig()
-        self._reader = StateReader(client, config.max_inline_members)
+        from replicator.capture.cluster import state_reader  # cluster.py builds on this module
+
+        self._reader = state_reader(client, config.max_inline_members)
         self._chunk_bytes = config.chunk_bytes
         self._rules = rules
         self._publisher = publisher

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import redis
 
 from replicator import metrics
+from replicator.capture.cluster import dbsize
 from replicator.capture.reader import KeyCapture
 from replicator.config import CaptureConfig
 from replicator.events import Origin
@@ -38,7 +39,7 @@ def scan_and_capture(client: redis.Redis, rules: RuleSet, capture: KeyCapture, b
 
     Shared by the snapshot command and the listener's re-snapshot after a gap.
     """
-    estimate = max(1, client.dbsize())
+    estimate = max(1, dbsize(client))
     scanned = published = 0
     for glob in rules.globs():
         batch: list[bytes] = []
