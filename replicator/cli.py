@@ -229,6 +229,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(owners=args.owners, seconds=args.seconds)
 
 
+def _group_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", required=True)
+    parser.add_argument("--group", help="consumer group (default: kafka.group_id)")
+    parser.add_argument("--topic", help="topic (default: kafka.topic)")
+
+
 def _partition_list(text: str) -> list[int]:
     try:
         return sorted({int(p) for p in text.split(",") if p.strip()})
@@ -263,9 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Move a consumer group's committed offsets; the appliers re-apply from there when started. "
                     "Safe: writes are versioned, so re-applied old events change nothing newer. The group must "
                     "have no active members.")
-    replay.add_argument("--config", "-c", required=True)
-    replay.add_argument("--group", help="consumer group (default: kafka.group_id)")
-    replay.add_argument("--topic", help="topic (default: kafka.topic)")
+    _group_arguments(replay)
     replay.add_argument("--partitions", type=_partition_list, help="comma-separated partition numbers (default: all)")
     replay.add_argument("--dry-run", action="store_true", help="print the moves, commit nothing")
     where = replay.add_mutually_exclusive_group(required=True)
@@ -277,9 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--by-duration", metavar="DURATION", help="this long ago, e.g. 2h, 90m, 7d; Kafka 0.10.1+")
     replay.set_defaults(fn=cmd_replay, quiet=True)
     status_ = sub.add_parser("status", help="lag per partition, last event times, members and DLQ size of the group")
-    status_.add_argument("--config", "-c", required=True)
-    status_.add_argument("--group", help="consumer group (default: kafka.group_id)")
-    status_.add_argument("--topic", help="topic (default: kafka.topic)")
+    _group_arguments(status_)
     status_.set_defaults(fn=cmd_status, quiet=True)
     check = sub.add_parser(
         "verify", help="compare Redis with DynamoDB through the rules; exit 1 on drift",

@@ -10,7 +10,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from replicator import broker, pipeline
 from replicator.config import Config, parse_config
-from replicator.demo import MESSAGING_RULES
+from replicator.demo import MESSAGING_RULES, Workload
 from replicator.localstack import LocalStack, dynamodb_client
 
 
@@ -325,3 +326,26 @@ def metric_sum(samples: dict[str, float], name: str, **labels: str) -> float:
         if base == name and all(w in rest for w in wanted):
             total += value
     return total
+
+
+@contextmanager
+def writing(stack: LocalStack, owners: int = 20, seed: int = 21) -> Iterator[list[int]]:
+    """Live writes (the demo workload) from another connection until the block ends; yields [steps so far]."""
+    stop = threading.Event()
+    count = [0]
+
+    def run() -> None:
+        workload = Workload(redis.Redis.from_url(stack.redis_url), owners=owners, seed=seed)
+        workload._clock = 1_800_000_000_000 + seed * 10_000_000
+        while not stop.is_set():
+            workload.step()
+            count[0] += 1
+            stop.wait(0.001)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield count
+    finally:
+        stop.set()
+        thread.join(10)

@@ -6,9 +6,7 @@ SIGSTOP. Only DynamoDB throttling is injected at the botocore level, because Dyn
 
 from __future__ import annotations
 
-import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 
@@ -27,32 +25,8 @@ from tests.support import (
     messaging_config,
     metric_sum,
     scrape,
+    writing,
 )
-
-
-@contextmanager
-def writing(stack, owners=20, seed=21):
-    """Live writes from another connection until the block ends."""
-    import redis
-
-    stop = threading.Event()
-    count = [0]
-
-    def run():
-        workload = Workload(redis.Redis.from_url(stack.redis_url), owners=owners, seed=seed)
-        workload._clock = 1_800_000_000_000 + seed * 10_000_000
-        while not stop.is_set():
-            workload.step()
-            count[0] += 1
-            time.sleep(0.001)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield count
-    finally:
-        stop.set()
-        thread.join(10)
 
 
 def _scrape(port, name):

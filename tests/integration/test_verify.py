@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 
 from replicator import metrics, pipeline
 from replicator.demo import Workload
@@ -20,6 +19,7 @@ from tests.support import (
     messaging_config,
     messaging_table,
     run_cli,
+    writing,
 )
 
 
@@ -96,23 +96,10 @@ def test_live_writes_are_not_drift(stack, uid):
         workload = Workload(r, owners=15, seed=9)
         workload.seed(opponents=5)
         assert_converged(r, client, config)
-        stop, steps = threading.Event(), [0]
-
-        def write():
-            while not stop.is_set():
-                workload.step()
-                steps[0] += 1
-                stop.wait(0.002)
-
-        writer = threading.Thread(target=write, daemon=True)
-        writer.start()
-        try:
+        with writing(stack, owners=15, seed=9) as steps:
             eventually(lambda: steps[0] > 200, 30, message="writes under way")
             verifier = _verifier(run.ctx, stack)
             reports = [verifier.run(VerifyOptions(settle_s=1.0, rechecks=5)) for _ in range(2)]
-        finally:
-            stop.set()
-            writer.join(10)
         assert steps[0] > 300
         for report in reports:
             assert report.keys_checked > 15 and not report.has_drift, report.format()
