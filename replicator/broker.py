@@ -228,6 +228,20 @@ def topic_partition_count(config: KafkaConfig, topic: str, timeout: float = 10.0
                       "check kafka.bootstrap_servers / REPLICATOR_KAFKA_BOOTSTRAP_SERVERS", retryable=True)
 
 
+def existing_topic_partitions(config: KafkaConfig, topic: str, timeout: float = 10.0) -> int | None:
+    """Partitions of ``topic``, or None when it does not exist, without auto-creating it (Metadata v0, all topics)."""
+    for server in config.bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            reply = _request(host.strip("[]"), int(port), config, API_METADATA, struct.pack(">i", 0), timeout)
+        except OSError:
+            continue
+        if reply is not None:
+            return _parse_metadata_v0(reply).get(topic)
+    raise BrokerError(f"cannot reach any Kafka bootstrap server ({config.bootstrap_servers}); "
+                      "check kafka.bootstrap_servers / REPLICATOR_KAFKA_BOOTSTRAP_SERVERS", retryable=True)
+
+
 def topic_partitions(config: KafkaConfig, topic: str) -> list[Any]:
     """The topic's partitions as kafka-python TopicPartitions; BrokerError when the topic does not exist.
 

@@ -223,6 +223,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preflight(args: argparse.Namespace) -> int:
+    from replicator import preflight
+    from replicator.apply.dynamodb import make_client
+
+    config = _config(args)
+    rules = pipeline.context(config).rules
+    client, node, _db = pipeline.redis_client(config)
+    findings = preflight.redis_findings(client, rules, args.write_rate, node)
+    findings += preflight.kafka_findings(config, args.appliers)
+    findings += preflight.table_findings(make_client(config.dynamodb), rules, config.dynamodb.create_tables)
+    print(preflight.format_findings(findings if args.all else [f for f in findings if f.level != "ok"]))
+    return 1 if any(f.level == "blocker" for f in findings) else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from replicator.demo import run_demo
 
@@ -320,6 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
                                "notifications) for S seconds")
     planning.add_argument("--json", action="store_true")
     planning.set_defaults(fn=cmd_plan, quiet=True)
+    checks = sub.add_parser(
+        "preflight", help="check Redis, Kafka and DynamoDB settings before a migration; exit 1 on blockers",
+        description="Check notify-keyspace-events, the pubsub output buffer, maxmemory-policy (on every primary), "
+                    "the topic's partitions and the tables' key schemas and LSIs. One line per finding: what, why, "
+                    "how to fix. Exit 1 when a blocker is found.")
+    checks.add_argument("--config", "-c", required=True)
+    checks.add_argument("--write-rate", type=float, metavar="R", help="peak Redis writes/s, to size the pubsub buffer")
+    checks.add_argument("--appliers", type=int, metavar="N", help="applier replicas you plan to run")
+    checks.add_argument("--all", action="store_true", help="also print the checks that passed")
+    checks.set_defaults(fn=cmd_preflight, quiet=True)
     demo = sub.add_parser("demo", help="run the whole pipeline on an embedded local stack and report")
     demo.add_argument("--owners", type=int, default=20)
     demo.add_argument("--seconds", type=float, default=5.0)

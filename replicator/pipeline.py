@@ -12,7 +12,7 @@ import redis
 from kafka import KafkaConsumer
 from redis.cluster import RedisCluster
 
-from replicator import broker
+from replicator import broker, preflight
 from replicator.apply.applier import Applier
 from replicator.apply.dead_letters import DeadLetters
 from replicator.apply.dynamodb import DynamoWriter, make_client
@@ -81,6 +81,9 @@ def listener(ctx: Context) -> Listener:
             "so one listener would miss the other primaries' changes. Capture from a cluster is not supported yet; "
             "plan, verify and snapshot do support it")
     ensure_notifications(client, ctx.rules, ctx.config.redis.configure_notifications)
+    for finding in preflight.redis_findings(client, ctx.rules, None, node):  # what `replicator preflight` says
+        if finding.level != "ok":
+            log.warning("preflight", extra={"kv": {"finding": finding.line()}})
     live_keys = None
     if ctx.config.capture.resnapshot_on_gap:
         # Reading DynamoDB from the listener is what lets a gap's deletions be found (see capture/reconcile.py).
