@@ -229,7 +229,13 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
     config = _config(args)
     rules = pipeline.context(config).rules
-    client, node, _db = pipeline.redis_client(config)
+    client, node, db = pipeline.redis_client(config)
+    if args.acl:
+        from redis.cluster import RedisCluster
+
+        acl = preflight.minimal_acl(rules, db, isinstance(client, RedisCluster), config.redis.configure_notifications)
+        print(f"ACL SETUSER {config.redis.username or 'replicator'} on >PASSWORD {acl}")
+        return 0
     findings = preflight.redis_findings(client, rules, args.write_rate, node)
     findings += preflight.kafka_findings(config, args.appliers)
     findings += preflight.table_findings(make_client(config.dynamodb), rules, config.dynamodb.create_tables)
@@ -343,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     checks.add_argument("--write-rate", type=float, metavar="R", help="peak Redis writes/s, to size the pubsub buffer")
     checks.add_argument("--appliers", type=int, metavar="N", help="applier replicas you plan to run")
     checks.add_argument("--all", action="store_true", help="also print the checks that passed")
+    checks.add_argument("--acl", action="store_true",
+                        help="print the least-privilege ACL SETUSER for the replicator's Redis user, and exit")
     checks.set_defaults(fn=cmd_preflight, quiet=True)
     demo = sub.add_parser("demo", help="run the whole pipeline on an embedded local stack and report")
     demo.add_argument("--owners", type=int, default=20)

@@ -39,6 +39,14 @@ class RedisConfig(_Frozen):
     configure_notifications: bool = False
     #: Name of this node in events (defaults to host:port from the URL).
     node_name: str | None = None
+    #: ACL user and password (AUTH); override the URL's. Prefer REPLICATOR_REDIS_PASSWORD to a password in the URL.
+    username: str | None = None
+    password: SecretStr | None = None
+    #: TLS (with a rediss:// URL): CA bundle to verify the server, and a client certificate for mutual TLS.
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_verify: bool = True
 
     @field_validator("url")
     @classmethod
@@ -206,6 +214,23 @@ class Config(_Frozen):
     def table_name(self, logical: str) -> str:
         table = self.tables[logical]
         return table.name or logical
+
+    def redis_kwargs(self) -> dict[str, Any]:
+        """Connection options for redis-py beyond the URL (credentials and TLS)."""
+        r = self.redis
+        kwargs: dict[str, Any] = {}
+        if r.username:
+            kwargs["username"] = r.username
+        if r.password:
+            kwargs["password"] = r.password.get_secret_value()
+        if urlsplit(r.url).scheme == "rediss":
+            kwargs["ssl_cert_reqs"] = "required" if r.tls_verify else "none"
+            if r.tls_ca_file:
+                kwargs["ssl_ca_certs"] = r.tls_ca_file
+            if r.tls_cert_file:
+                kwargs["ssl_certfile"] = r.tls_cert_file
+                kwargs["ssl_keyfile"] = r.tls_key_file
+        return kwargs
 
     def masked(self) -> dict[str, Any]:
         """A dump safe for logs: passwords masked, URL credentials removed."""

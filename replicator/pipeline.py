@@ -52,7 +52,9 @@ def context(config: Config) -> Context:
 def redis_client(config: Config) -> tuple[Any, str, int]:
     """A binary-safe client (a RedisCluster when the server runs in cluster mode), the node's name, the db number."""
     url = config.redis.url
-    client = redis.Redis.from_url(url, decode_responses=False, socket_keepalive=True, health_check_interval=30)
+    options = config.redis_kwargs()
+    client = redis.Redis.from_url(url, decode_responses=False, socket_keepalive=True, health_check_interval=30,
+                                  **options)
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -63,7 +65,7 @@ def redis_client(config: Config) -> tuple[Any, str, int]:
     db = int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
     if is_cluster(client):
         client.close()
-        return cluster_client(url), config.redis.node_name or f"cluster:{node}", 0
+        return cluster_client(url, **options), config.redis.node_name or f"cluster:{node}", 0
     return client, node, db
 
 

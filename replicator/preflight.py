@@ -138,6 +138,23 @@ def check_table(spec: TableSpec, described: dict[str, Any] | None, create_tables
     return Finding("ok", f"table {spec.name}: key schema and {len(spec.lsi)} LSI(s) as the rules expect")
 
 
+def minimal_acl(rules: RuleSet, db: int = 0, cluster: bool = False, configure_notifications: bool = False) -> str:
+    """The ACL rules (after ``ACL SETUSER <user> on >password``) the replicator needs: read-only keys, its own
+    keyspace channels, scripts for the atomic reader, and the few admin reads of start-up and preflight.
+
+    PSUBSCRIBE patterns are checked literally against the user's channel patterns, so the channels are the exact
+    patterns the listener subscribes to.
+    """
+    channels = " ".join(f"&__keyspace@{db}__:{glob.decode()}" for glob in rules.globs())
+    commands = ["-@all", "+@read", "+@connection", "+eval", "+evalsha", "+script|load", "+script|exists", "+time",
+                "+psubscribe", "+punsubscribe", "+info", "+config|get", "+memory|usage"]
+    if configure_notifications:
+        commands.append("+config|set")
+    if cluster:
+        commands += ["+cluster|slots", "+cluster|shards", "+cluster|nodes", "+readonly"]
+    return f"~* resetchannels {channels} {' '.join(commands)}"
+
+
 def _schema(keys: dict[str, tuple[str, str]]) -> str:
     return ", ".join(f"{kind} {name} ({t})" for kind, (name, t) in sorted(keys.items()))
 

@@ -32,8 +32,8 @@ def is_cluster(client: redis.Redis) -> bool:
         return False
 
 
-def cluster_client(url: str) -> RedisCluster:
-    return RedisCluster.from_url(url, decode_responses=False, socket_keepalive=True)
+def cluster_client(url: str, **options: Any) -> RedisCluster:
+    return RedisCluster.from_url(url, decode_responses=False, socket_keepalive=True, **options)
 
 
 def dbsize(client: redis.Redis | RedisCluster) -> int:
