@@ -125,6 +125,8 @@ class CaptureConfig(_Frozen):
     resnapshot_on_gap: bool = True
     #: Reconnect backoff after a lost subscription, doubling from the first value up to the second.
     reconnect_backoff_s: tuple[float, float] = (0.2, 10.0)
+    #: Redis Cluster: how often the primaries are listed again (failover, resharding, added primaries).
+    topology_refresh_s: float = Field(default=10.0, ge=0.1, le=3600)
 
 
 class ApplyConfig(_Frozen):

@@ -17,7 +17,8 @@ from replicator.apply.applier import Applier
 from replicator.apply.dead_letters import DeadLetters
 from replicator.apply.dynamodb import DynamoWriter, make_client
 from replicator.apply.tables import check_tables, create_tables
-from replicator.capture.cluster import cluster_client, is_cluster
+from replicator.capture.cluster import cluster_client, is_cluster, primaries
+from replicator.capture.cluster_listener import ClusterListener
 from replicator.capture.listener import Listener
 from replicator.capture.notifications import ensure_notifications
 from replicator.capture.reconcile import live_source_keys
@@ -74,18 +75,14 @@ def publisher(ctx: Context) -> EventPublisher:
     return EventPublisher(ctx.config.kafka, ctx.caps)
 
 
-def listener(ctx: Context) -> Listener:
+def listener(ctx: Context) -> Listener | ClusterListener:
     client, node, db = redis_client(ctx.config)
-    if isinstance(client, RedisCluster):
-        client.close()
-        raise SourceError(
-            f"Redis at {mask_url(ctx.config.redis.url)} is a Redis Cluster: keyspace notifications are node-local, "
-            "so one listener would miss the other primaries' changes. Capture from a cluster is not supported yet; "
-            "plan, verify and snapshot do support it")
-    ensure_notifications(client, ctx.rules, ctx.config.redis.configure_notifications)
-    for finding in preflight.redis_findings(client, ctx.rules, None, node):  # what `replicator preflight` says
-        if finding.level != "ok":
-            log.warning("preflight", extra={"kv": {"finding": finding.line()}})
+    nodes = primaries(client) if isinstance(client, RedisCluster) else [(node, client)]
+    for name, conn in nodes:  # notification settings are per node
+        ensure_notifications(conn, ctx.rules, ctx.config.redis.configure_notifications)
+        for finding in preflight.redis_findings(conn, ctx.rules, None, name):  # what `replicator preflight` says
+            if finding.level != "ok":
+                log.warning("preflight", extra={"kv": {"finding": finding.line()}})
     live_keys = None
     if ctx.config.capture.resnapshot_on_gap:
         # Reading DynamoDB from the listener is what lets a gap's deletions be found (see capture/reconcile.py).
@@ -95,6 +92,15 @@ def listener(ctx: Context) -> Listener:
         def live_keys() -> Iterable[bytes]:
             return live_source_keys(ddb, ctx.rules, state_table)
 
+    if isinstance(client, RedisCluster):
+        options = ctx.config.redis_kwargs()
+
+        def node_client(host: str, port: int) -> redis.Redis:
+            return redis.Redis(host=host, port=port, decode_responses=False, socket_keepalive=True,
+                               health_check_interval=30, ssl=urlsplit(ctx.config.redis.url).scheme == "rediss",
+                               **options)
+
+        return ClusterListener(client, ctx.rules, publisher(ctx), ctx.config.capture, node_client, live_keys)
     return Listener(client, ctx.rules, publisher(ctx), ctx.config.capture, node, db, live_keys=live_keys)
 
 

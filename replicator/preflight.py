@@ -151,7 +151,7 @@ def minimal_acl(rules: RuleSet, db: int = 0, cluster: bool = False, configure_no
     if configure_notifications:
         commands.append("+config|set")
     if cluster:
-        commands += ["+cluster|slots", "+cluster|shards", "+cluster|nodes", "+readonly"]
+        commands += ["+cluster|slots", "+cluster|shards", "+cluster|nodes", "+readonly", "+asking"]
     return f"~* resetchannels {channels} {' '.join(commands)}"
 
 

@@ -42,3 +42,9 @@ def modern(stack):
     if caps.legacy:
         pytest.skip("needs a broker >= 0.11 (set KAFKA_BOOTSTRAP_SERVERS, or run where Docker answers)")
     return caps
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(stack):
+    """A 3-primary Redis Cluster (redis-server processes), started once when a test first asks; its seed URL."""
+    return stack.redis_cluster()

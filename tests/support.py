@@ -329,13 +329,13 @@ def metric_sum(samples: dict[str, float], name: str, **labels: str) -> float:
 
 
 @contextmanager
-def writing(stack: LocalStack, owners: int = 20, seed: int = 21) -> Iterator[list[int]]:
+def writing(stack: LocalStack, owners: int = 20, seed: int = 21, client: Any = None) -> Iterator[list[int]]:
     """Live writes (the demo workload) from another connection until the block ends; yields [steps so far]."""
     stop = threading.Event()
     count = [0]
 
     def run() -> None:
-        workload = Workload(redis.Redis.from_url(stack.redis_url), owners=owners, seed=seed)
+        workload = Workload(client or redis.Redis.from_url(stack.redis_url), owners=owners, seed=seed)
         workload._clock = 1_800_000_000_000 + seed * 10_000_000
         while not stop.is_set():
             workload.step()

@@ -15,13 +15,16 @@ from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
-from replicator.capture.reader import RawState, StateReader
+from replicator.capture.reader import READ_STATE, RawState, StateReader, _parse
 
 log = logging.getLogger(__name__)
 
 #: Reads of one primary's keys retried after a topology change before giving up.
-ATTEMPTS = 5
+ATTEMPTS = 8
+#: Errors that mean "the slot map moved": refresh it and read again.
+_TOPOLOGY_ERRORS = (MovedError, ClusterDownError, TryAgainError)
 
 
 def is_cluster(client: redis.Redis) -> bool:
@@ -75,7 +78,13 @@ class ClusterStateReader:
             try:
                 return self._reader(node).read(keys)
             except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError) as exc:
-                if isinstance(exc, redis.ResponseError) and not str(exc).startswith(("MOVED", "ASK", "CLUSTERDOWN")):
+                if isinstance(exc, AskError):
+                    # A slot is being migrated: keys already moved are read on the target, one by one.
+                    try:
+                        return [self._read_one(key) for key in keys]
+                    except (AskError, *_TOPOLOGY_ERRORS) as again:
+                        exc = again
+                if isinstance(exc, redis.ResponseError) and not isinstance(exc, (AskError, *_TOPOLOGY_ERRORS)):
                     raise
                 log.info("cluster topology changed; refreshing the slot map", extra={"kv": {
                     "node": node.name, "error": str(exc)[:200], "attempt": attempt + 1}})
@@ -83,6 +92,26 @@ class ClusterStateReader:
                 time.sleep(0.2 * (attempt + 1))
                 self._cluster.nodes_manager.initialize()
         return self._reader(self._cluster.get_node_from_key(keys[0])).read(keys)
+
+    def _read_one(self, key: bytes) -> RawState:
+        """One key during a migration: on its owner, or after ASKING on the node the owner points to."""
+        node = self._cluster.get_node_from_key(key)
+        try:
+            return self._reader(node).read([key])[0]
+        except AskError as exc:
+            host, port = exc.host, int(exc.port)
+        target_node = self._cluster.get_node(host=host, port=port)
+        if target_node is None:  # a node the map does not know yet
+            raise MovedError(f"0 {host}:{port}")
+        target = self._cluster.get_redis_connection(target_node)
+        pipe = target.pipeline(transaction=False)
+        pipe.execute_command("ASKING")
+        # EVAL, not the cached script: ASKING applies to the very next command only.
+        pipe.execute_command("EVAL", READ_STATE, 1, key, self._max_inline)
+        _ok, reply = pipe.execute()
+        if reply[4] is None and len(reply) > 5:  # too big to read inline while it moves: read it once it has
+            raise TryAgainError("the key is migrating")
+        return _parse(key, reply)
 
     def _reader(self, node: Any) -> StateReader:
         reader = self._readers.get(node.name)

@@ -7,6 +7,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import redis
 
@@ -38,12 +39,17 @@ class Listener:
     """
 
     def __init__(self, client: redis.Redis, rules: RuleSet, publisher: EventPublisher, config: CaptureConfig,
-                 node: str, db: int = 0, live_keys: Callable[[], Iterable[bytes]] | None = None) -> None:
+                 node: str, db: int = 0, live_keys: Callable[[], Iterable[bytes]] | None = None,
+                 read_client: Any = None, owns_publisher: bool = True) -> None:
+        """``client`` is the node subscribed to and re-snapshotted; keys are read through ``read_client`` (a
+        cluster client routes each key to its current owner) when given. ``owns_publisher``: close it at the end."""
         self._client = client
         self._rules = rules
         self._publisher = publisher
+        self._owns_publisher = owns_publisher
         self._config = config
-        self._capture = KeyCapture(client, rules, publisher, node, db, config)
+        self._capture = KeyCapture(read_client if read_client is not None else client, rules, publisher, node, db,
+                                   config)
         self.node = node
         self.db = db
         self._prefix = b"__keyspace@%d__:" % db
@@ -90,7 +96,8 @@ class Listener:
         finally:
             if self._resnapshot:
                 self._resnapshot.join()
-            self._publisher.close()
+            if self._owns_publisher:
+                self._publisher.close()
 
     def _gap(self, reason: str) -> None:
         metrics.NOTIFICATION_GAPS.labels(node=self.node, reason=reason).inc()
