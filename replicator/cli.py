@@ -104,19 +104,27 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
+    from replicator.capture.cluster import dbsize
+    from replicator.progress import Progress
+
     config = _config(args)
     stop = _stop_on_signals()
     ready = health.Health()
     ready.set("snapshot", None)
     endpoints = health.serve(ready, config.metrics.port)
     try:
-        loader = pipeline.snapshot_loader(pipeline.context(config))
-        report = loader.run(stop)
+        ctx = pipeline.context(config)
+        show = args.progress if args.progress is not None else sys.stderr.isatty()
+        progress = Progress("snapshot", dbsize(pipeline.redis_client(config)[0])) if show else None
+        loader = pipeline.snapshot_loader(ctx, args.max_keys_per_second, progress)
+        report = loader.run(stop, resume=args.resume)
+        if progress:
+            progress.close()
     finally:
         if endpoints is not None:
             endpoints.close()
     print(f"snapshot: {report.keys_scanned} keys scanned, {report.events_published} events published "
-          f"in {report.seconds:.1f}s")
+          f"in {report.seconds:.1f}s" + (" (interrupted: run again with --resume)" if stop.is_set() else ""))
     return 0
 
 
@@ -179,6 +187,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from replicator.capture.cluster import dbsize
     from replicator.capture.reader import KeyCapture
     from replicator.events import Origin
+    from replicator.progress import Progress
 
     config = _config(args)
     ctx = pipeline.context(config)
@@ -190,7 +199,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         rechecks=args.rechecks, workers=args.workers, max_keys_per_second=args.max_keys_per_second,
         examples=args.examples)
     show = args.progress if args.progress is not None else sys.stderr.isatty()
-    progress = verify.Progress(args.sample or dbsize(client)) if show else None
+    progress = Progress("verify", args.sample or dbsize(client)) if show else None
     report = verifier.run(options, _stop_on_signals(), progress)
     if progress:
         progress.close()
@@ -272,11 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, text in (
         ("listen", cmd_listen, "capture keyspace notifications and publish change events"),
         ("apply", cmd_apply, "consume change events and write them to DynamoDB"),
-        ("snapshot", cmd_snapshot, "backfill existing keys through the same path"),
+        ("snapshot", cmd_snapshot, "backfill existing keys through the same path (every primary of a cluster)"),
     ):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--config", "-c", required=True, help="YAML config file (env: REPLICATOR_<SECTION>_<FIELD>)")
         p.set_defaults(fn=fn)
+        if name == "snapshot":
+            p.add_argument("--resume", action="store_true",
+                           help="continue an interrupted snapshot from each node's checkpoint")
+            p.add_argument("--max-keys-per-second", type=float, metavar="R", help="rate limit over all nodes")
+            p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                           help="progress line on stderr (default: when stderr is a terminal)")
     dlq = sub.add_parser("dlq", help="list or re-drive the dead-letter topic",
                          description="list the dead-letter topic, or re-publish its records after a fix")
     dlq.add_argument("action", choices=["list", "redrive"])

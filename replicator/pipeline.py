@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +26,7 @@ from replicator.config import Config, mask_url
 from replicator.errors import SourceError
 from replicator.mapping import RuleSet, compile_rules
 from replicator.publish.producer import EventPublisher
+from replicator.snapshot.checkpoints import Checkpoints
 from replicator.snapshot.loader import SnapshotLoader
 
 log = logging.getLogger(__name__)
@@ -104,9 +105,14 @@ def listener(ctx: Context) -> Listener | ClusterListener:
     return Listener(client, ctx.rules, publisher(ctx), ctx.config.capture, node, db, live_keys=live_keys)
 
 
-def snapshot_loader(ctx: Context) -> SnapshotLoader:
+def snapshot_loader(ctx: Context, max_keys_per_second: float | None = None,
+                    progress: Callable[[int, str], None] | None = None, checkpoint_every: int = 10_000,
+                    ) -> SnapshotLoader:
     client, node, db = redis_client(ctx.config)
-    return SnapshotLoader(client, ctx.rules, publisher(ctx), node, db, ctx.config.capture)
+    checkpoints = Checkpoints(dynamodb(ctx), ctx.config.dynamodb.state_table)
+    return SnapshotLoader(client, ctx.rules, publisher(ctx), node, db, ctx.config.capture, checkpoints=checkpoints,
+                          max_keys_per_second=max_keys_per_second, checkpoint_every=checkpoint_every,
+                          progress=progress)
 
 
 def dynamodb(ctx: Context) -> Any:

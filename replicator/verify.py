@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 import redis
 
@@ -48,6 +47,7 @@ from replicator.mapping import (
     render_attr,
     to_attribute_value,
 )
+from replicator.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +180,10 @@ class Verifier:
     # -- a whole run ---------------------------------------------------------------------------------------------
 
     def run(self, options: VerifyOptions, stop: threading.Event | None = None,
-            progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+            progress: Callable[[int, str], None] | None = None) -> VerifyReport:
         started = time.monotonic()
         report = VerifyReport()
-        limiter = _RateLimiter(options.max_keys_per_second)
+        limiter = RateLimiter(options.max_keys_per_second)
         candidates: list[KeyCheck] = []
         lock = threading.Lock()
 
@@ -198,7 +198,7 @@ class Verifier:
                     elif c.differences:
                         candidates.append(c)
                 if progress:
-                    progress(report.keys_checked, len(candidates))
+                    progress(report.keys_checked, f"{len(candidates)} differing so far")
 
         with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="verify") as pool:
             pending: list[Any] = []
@@ -317,50 +317,6 @@ def _unique(keys: Iterable[bytes]) -> Iterator[bytes]:
         if key not in seen:
             seen.add(key)
             yield key
-
-
-class _RateLimiter:
-    """At most ``rate`` keys per second on average (None: unlimited). Thread-safe."""
-
-    def __init__(self, rate: float | None) -> None:
-        self._rate = rate
-        self._lock = threading.Lock()
-        self._next = time.monotonic()
-
-    def take(self, n: int) -> None:
-        if not self._rate:
-            return
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + n / self._rate
-        if start > now:
-            time.sleep(start - now)
-
-
-class Progress:
-    """One self-overwriting line on a terminal: keys done / estimate, rate, ETA, candidates so far."""
-
-    def __init__(self, estimate: int, out: TextIO = sys.stderr, every_s: float = 0.5) -> None:
-        self._estimate = max(1, estimate)
-        self._out = out
-        self._started = self._last = time.monotonic()
-        self._every = every_s
-
-    def __call__(self, done: int, candidates: int) -> None:
-        now = time.monotonic()
-        if now - self._last < self._every:
-            return
-        self._last = now
-        rate = done / max(1e-9, now - self._started)
-        left = max(0, self._estimate - done) / rate if rate else 0
-        self._out.write(f"\rverify: {done:,} / ~{self._estimate:,} keys ({min(1.0, done / self._estimate):.0%}), "
-                        f"{rate:,.0f} keys/s, ETA {left:,.0f}s, {candidates} differing so far   ")
-        self._out.flush()
-
-    def close(self) -> None:
-        self._out.write("\n")
-        self._out.flush()
 
 
 def report_json(report: VerifyReport) -> str:

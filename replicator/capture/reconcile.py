@@ -25,8 +25,9 @@ def live_source_keys(client: Any, rules: RuleSet, state_table: str) -> Iterator[
         ProjectionExpression="k",
     ):
         for item in page["Items"]:
-            _rule, _, key = bytes(item["k"]["B"]).partition(b"\x00")
-            yield key
+            rule, _, key = bytes(item["k"]["B"]).partition(b"\x00")
+            if rule:  # an empty rule name is one of the replicator's own items (snapshot checkpoints)
+                yield key
     singles = [r for r in rules.rules if not r.is_collection]
     if rules.mirror is not None:
         singles.append(rules.mirror)
