@@ -61,6 +61,7 @@ class ClusterListener:
         self._live_keys = live_keys
         self._nodes: dict[str, _Node] = {}
         self._wake = threading.Event()
+        self._started = False  # after the first listing, a new primary is a topology change
         self.subscribed = _AllSubscribed(self)
 
     @property
@@ -109,6 +110,7 @@ class ClusterListener:
         for name, (host, port) in current.items():
             if name not in self._nodes and not stop.is_set():
                 self._start(name, self._node_client(host, port))
+        self._started = True
 
     def _start(self, name: str, client: Any) -> None:
         live_keys = None
@@ -119,7 +121,8 @@ class ClusterListener:
                 return (k for k in source() if self._cluster.get_node_from_key(k).name == name)
 
         listener = Listener(client, self._rules, self._publisher, self._config, name, 0, live_keys=live_keys,
-                            read_client=self._cluster, owns_publisher=False)
+                            read_client=self._cluster, owns_publisher=False,
+                            first_gap="topology" if self._started else "start")
         node_stop = threading.Event()
 
         def body() -> None:

@@ -40,7 +40,7 @@ class Listener:
 
     def __init__(self, client: redis.Redis, rules: RuleSet, publisher: EventPublisher, config: CaptureConfig,
                  node: str, db: int = 0, live_keys: Callable[[], Iterable[bytes]] | None = None,
-                 read_client: Any = None, owns_publisher: bool = True) -> None:
+                 read_client: Any = None, owns_publisher: bool = True, first_gap: str = "start") -> None:
         """``client`` is the node subscribed to and re-snapshotted; keys are read through ``read_client`` (a
         cluster client routes each key to its current owner) when given. ``owns_publisher``: close it at the end."""
         self._client = client
@@ -57,6 +57,7 @@ class Listener:
         #: Keys DynamoDB holds live data for; re-read after a re-snapshot to find deletions made during a gap.
         self._live_keys = live_keys
         self._resnapshot = _Resnapshot(self) if config.resnapshot_on_gap else None
+        self._first_gap = first_gap
 
     @property
     def resnapshots_completed(self) -> int:
@@ -70,7 +71,7 @@ class Listener:
 
         A lost subscription is retried with backoff until ``stop``; every (re)subscription is a gap.
         """
-        reason = "start"
+        reason = self._first_gap
         first, cap = self._config.reconnect_backoff_s
         delay = first
         if self._resnapshot:
