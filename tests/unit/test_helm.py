@@ -87,8 +87,7 @@ def test_production_layout_listeners_appliers_snapshot_and_safety():
     docs = render(PRODUCTION)
     deployments = {d["metadata"]["name"]: d for d in of_kind(docs, "Deployment")}
     listeners = [d for name, d in deployments.items() if "-listener-" in name]
-    assert sorted(d["metadata"]["labels"]["replicator/redis-node"] for d in listeners) == [
-        "primary-0", "primary-1", "primary-2"]  # one per Redis primary
+    assert [d["metadata"]["labels"]["replicator/redis-node"] for d in listeners] == ["cluster"]
     assert all(d["spec"]["replicas"] == 1 for d in listeners)
     applier = deployments["rep-redis-dynamodb-replicator-applier"]
     assert applier["spec"]["replicas"] == 12
@@ -103,8 +102,7 @@ def test_production_layout_listeners_appliers_snapshot_and_safety():
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert pod["serviceAccountName"] == "rep-redis-dynamodb-replicator"
     env = {e["name"]: e for e in listeners[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["REPLICATOR_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "messaging-redis",
-                                                                       "key": "url-primary-0"}
+    assert env["REPLICATOR_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "messaging-redis", "key": "url"}
     assert env["REPLICATOR_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "messaging-msk"
     assert "REPLICATOR_DYNAMODB_ACCESS_KEY_ID" not in env  # IRSA instead of keys
 
@@ -119,6 +117,16 @@ def test_production_layout_listeners_appliers_snapshot_and_safety():
     (monitor,) = of_kind(docs, "ServiceMonitor")
     (service,) = of_kind(docs, "Service")
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"] == "metrics"
+
+
+def test_one_listener_deployment_per_instance():
+    values = {"listener": {"instances": [{"name": "a", "url": "redis://a:6379/0"},
+                                         {"name": "b", "urlSecret": {"name": "redis-b", "key": "url"}}]}}
+    listeners = [d for d in of_kind(render(values), "Deployment") if "-listener-" in d["metadata"]["name"]]
+    envs = [{e["name"]: e for e in d["spec"]["template"]["spec"]["containers"][0]["env"]} for d in listeners]
+    assert [e["REPLICATOR_REDIS_NODE_NAME"]["value"] for e in envs] == ["a", "b"]
+    assert envs[0]["REPLICATOR_REDIS_URL"]["value"] == "redis://a:6379/0"
+    assert envs[1]["REPLICATOR_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "redis-b"
 
 
 def test_defaults_stay_minimal():
