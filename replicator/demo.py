@@ -205,7 +205,9 @@ def run_demo(owners: int = 20, seconds: float = 5.0, out: Any = None) -> int:
         stop = threading.Event()
         applier = pipeline.applier(ctx)
         listener = pipeline.listener(ctx)
-        threads = [_run_in_thread("applier", applier.run, stop), _run_in_thread("listener", listener.run, stop)]
+        stop_listener = threading.Event()
+        threads = [_run_in_thread("applier", applier.run, stop),
+                   _run_in_thread("listener", listener.run, stop_listener)]
         ready.when("subscribed", listener.subscribed.is_set, "listener not subscribed")
         ready.when("assigned", applier.assigned.is_set, "applier owns no partition")
         wait_until(listener.subscribed.is_set, 30, "listener subscription")
@@ -231,14 +233,18 @@ def run_demo(owners: int = 20, seconds: float = 5.0, out: Any = None) -> int:
         except Exception as exc:
             say(f"NOT CONVERGED: {exc}")
             equal = False
-        with contextlib.suppress(LocalStackError):  # the report shows the lag either way
-            wait_until(lambda: _has_samples("replicator_consumer_lag") and _sum_samples("replicator_consumer_lag") == 0,
-                       10, "consumer lag 0")
-        scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
         readiness = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=5).read().decode()
+        # Stop capturing first (it flushes what it still holds), let the applier drain, then stop it.
+        stop_listener.set()
+        threads[1].join(30)
+        with contextlib.suppress(LocalStackError):  # the report shows the figures either way
+            wait_until(lambda: _sum_samples("replicator_events_applied_total")
+                       >= _sample("replicator_events_published_total")
+                       and _has_samples("replicator_consumer_lag") and _sum_samples("replicator_consumer_lag") == 0,
+                       10, "applier drained")
+        scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
         stop.set()
-        for t in threads:
-            t.join(30)
+        threads[0].join(30)
 
         view = dynamodb_view(ddb)
         live_owner = max(workload.owners, key=lambda o: r.zcard(f"opponents:{o}"))
