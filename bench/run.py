@@ -1,0 +1,365 @@
+"""Benchmarks: each stage's throughput as a ratio of a raw baseline measured in the same run, on the same services.
+
+    .venv/bin/python bench/run.py [--repeat 3] [--events 20000] [--keys 100000] [--rate 5000] [--seconds 60]
+
+Starts the embedded local stack (redis-server, Kafka 0.9, DynamoDB Local), then for every figure prints
+min / median / max over ``--repeat`` runs and writes everything to ``bench/results/<utc time>.json`` so results can
+be compared across commits. The figures:
+
+- capture: events/s from Redis writes to Avro events acknowledged by Kafka (the listener), vs a plain kafka-python
+  producer sending pre-encoded messages of the same size, and vs a bare subscriber counting the notifications;
+- apply: items/s from the topic into DynamoDB (the applier), vs raw boto3 BatchWriteItem of the same items;
+- snapshot: keys/s of a mixed-type keyspace (the snapshot loader), vs a bare SCAN + pipelined read loop;
+- end to end: p50/p99 latency at a fixed offered write rate, and the process RSS at start and end.
+
+Throughput is never asserted in tests; this is where it is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import redis  # noqa: E402
+from kafka import KafkaProducer  # noqa: E402
+from prometheus_client import REGISTRY  # noqa: E402
+
+from replicator import broker, pipeline  # noqa: E402
+from replicator.capture.reader import StateReader  # noqa: E402
+from replicator.config import Config, parse_config  # noqa: E402
+from replicator.localstack import LocalStack, dynamodb_client, wait_until  # noqa: E402
+from replicator.logs import setup as setup_logs  # noqa: E402
+
+VALUE = b"x" * 100  # every benchmark key holds a 100-byte string unless it says otherwise
+
+
+def _config(stack: LocalStack, name: str, **sections: Any) -> Config:
+    """Mirror-rule only (one item per key), tables and topic unique to this measurement."""
+    overrides = stack.config_overrides()
+    data: dict[str, Any] = {
+        **overrides,
+        "default": {"table": f"bench_{name}"},
+        "kafka": {**overrides["kafka"], "topic": f"bench.{name}", "group_id": f"bench-{name}"},
+        "dynamodb": {**overrides["dynamodb"], "state_table": f"bench_state_{name}"},
+        "capture": {"resnapshot_on_gap": False, "coalesce_ms": 5},
+    }
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values}
+    return parse_config(data)
+
+
+def _counter(name: str) -> float:
+    return sum(s.value for f in REGISTRY.collect() for s in f.samples if s.name == name)
+
+
+def _write_keys(client: redis.Redis, prefix: str, n: int, value: bytes = VALUE) -> None:
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        pipe.set(f"{prefix}:{i}", value)
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+
+
+# -- capture -----------------------------------------------------------------------------------------------------
+
+
+def capture_rate(stack: LocalStack, n: int) -> float:
+    r = redis.Redis.from_url(stack.redis_url)
+    config = _config(stack, f"cap{uuid.uuid4().hex[:6]}")
+    ctx = pipeline.context(config)
+    listener = pipeline.listener(ctx)
+    stop = threading.Event()
+    thread = threading.Thread(target=listener.run, args=(stop,), daemon=True)
+    thread.start()
+    wait_until(listener.subscribed.is_set, 30, "listener subscribed")
+    before = _counter("replicator_events_published_total")
+    started = time.perf_counter()
+    _write_keys(r, f"cap{uuid.uuid4().hex[:6]}", n)
+    wait_until(lambda: _counter("replicator_events_published_total") - before >= n, 300, "events acknowledged",
+               interval=0.01)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    thread.join(60)
+    return n / elapsed
+
+
+def raw_producer_rate(stack: LocalStack, n: int, size: int) -> float:
+    config = _config(stack, f"raw{uuid.uuid4().hex[:6]}")
+    caps = broker.detect(config.kafka)
+    broker.ensure_topic(config.kafka, caps, config.kafka.topic, config.kafka.partitions)
+    producer = KafkaProducer(**broker.client_kwargs(config.kafka, caps), acks="all", linger_ms=5,
+                             max_in_flight_requests_per_connection=1)
+    payload = b"p" * size
+    started = time.perf_counter()
+    for i in range(n):
+        producer.send(config.kafka.topic, key=str(i % 1000).encode(), value=payload)
+    producer.flush()
+    elapsed = time.perf_counter() - started
+    producer.close()
+    return n / elapsed
+
+
+def bare_subscriber_rate(stack: LocalStack, n: int) -> float:
+    r = redis.Redis.from_url(stack.redis_url)
+    r.config_set("notify-keyspace-events", "KEA")
+    prefix = f"sub{uuid.uuid4().hex[:6]}"
+    pubsub = r.pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe(f"__keyspace@0__:{prefix}:*")
+    wait_until(lambda: pubsub.get_message(timeout=0.1) is None, 5, "subscribed")
+    received = [0]
+
+    def count() -> None:
+        while received[0] < n:
+            if pubsub.get_message(timeout=1.0) is not None:
+                received[0] += 1
+
+    thread = threading.Thread(target=count, daemon=True)
+    started = time.perf_counter()
+    thread.start()
+    _write_keys(redis.Redis.from_url(stack.redis_url), prefix, n)
+    thread.join(300)
+    elapsed = time.perf_counter() - started
+    pubsub.close()
+    return received[0] / elapsed
+
+
+def encoded_event_size(stack: LocalStack) -> int:
+    from replicator.events import ChangeEvent, EventCodec, KeyType, Op, Origin
+
+    event = ChangeEvent(b"cap123456:12345", KeyType.STRING, Op.UPSERT, Origin.LIVE, 1, 1, b"cap123456:12345", VALUE,
+                        event_id=ChangeEvent.new_id())
+    return len(EventCodec().encode(event))
+
+
+# -- apply -------------------------------------------------------------------------------------------------------
+
+
+def apply_rate(stack: LocalStack, n: int) -> float:
+    name = f"app{uuid.uuid4().hex[:6]}"
+    r = redis.Redis.from_url(stack.redis_url)
+    r.flushall()  # the snapshot below publishes every key: only these
+    config = _config(stack, name)
+    ctx = pipeline.context(config)
+    _write_keys(r, name, n)
+    pipeline.snapshot_loader(ctx).run()  # n events in the topic, nothing applied yet
+    applier = pipeline.applier(ctx)
+    stop = threading.Event()
+    before = _counter("replicator_events_applied_total")
+    started = time.perf_counter()
+    thread = threading.Thread(target=applier.run, args=(stop,), daemon=True)
+    thread.start()
+    wait_until(lambda: _counter("replicator_events_applied_total") - before >= n, 600, "events applied",
+               interval=0.05)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    thread.join(60)
+    return n / elapsed
+
+
+def raw_batch_write_rate(stack: LocalStack, n: int) -> float:
+    client = dynamodb_client(stack.dynamodb_endpoint)
+    table = f"bench_raw_{uuid.uuid4().hex[:6]}"
+    client.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                        KeySchema=[{"AttributeName": "key", "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": "key", "AttributeType": "B"}])
+    wait_until(lambda: client.describe_table(TableName=table)["Table"]["TableStatus"] == "ACTIVE", 30, "table")
+    items = [{"key": {"B": f"raw:{i}".encode()}, "type": {"S": "string"}, "value": {"B": VALUE},
+              "_v_mirror": {"N": "1795000000000000"}} for i in range(n)]
+    started = time.perf_counter()
+    for i in range(0, n, 25):
+        pending = {table: [{"PutRequest": {"Item": item}} for item in items[i:i + 25]]}
+        while pending:
+            pending = client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+    return n / (time.perf_counter() - started)
+
+
+# -- snapshot ----------------------------------------------------------------------------------------------------
+
+
+def _mixed_keyspace(client: redis.Redis, prefix: str, n: int) -> None:
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        kind = i % 3
+        if kind == 0:
+            pipe.set(f"{prefix}:s:{i}", VALUE)
+        elif kind == 1:
+            pipe.hset(f"{prefix}:h:{i}", mapping={"a": "1", "b": VALUE})
+        else:
+            pipe.zadd(f"{prefix}:z:{i}", {"m1": 1, "m2": 2, "m3": 3})
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+
+
+def snapshot_rate(stack: LocalStack) -> float:
+    config = _config(stack, f"snap{uuid.uuid4().hex[:6]}")
+    report = pipeline.snapshot_loader(pipeline.context(config)).run()
+    return report.keys_scanned / report.seconds
+
+
+def bare_scan_rate(stack: LocalStack, n: int) -> float:
+    client = redis.Redis.from_url(stack.redis_url)
+    reader = StateReader(client)
+    started = time.perf_counter()
+    done = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            done += len(reader.read(batch))
+            batch = []
+    done += len(reader.read(batch))
+    return done / (time.perf_counter() - started)
+
+
+# -- end to end --------------------------------------------------------------------------------------------------
+
+
+def end_to_end(stack: LocalStack, rate: float, seconds: float) -> dict[str, float]:
+    name = f"e2e{uuid.uuid4().hex[:6]}"
+    r = redis.Redis.from_url(stack.redis_url)
+    config = _config(stack, name)
+    ctx = pipeline.context(config)
+    applier, listener = pipeline.applier(ctx), pipeline.listener(ctx)
+    stop, stop_listener = threading.Event(), threading.Event()
+    threads = [threading.Thread(target=applier.run, args=(stop,), daemon=True),
+               threading.Thread(target=listener.run, args=(stop_listener,), daemon=True)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: listener.subscribed.is_set() and applier.assigned.is_set(), 60, "pipeline ready")
+    before = _histogram()
+    published, applied = _counter("replicator_events_published_total"), _counter("replicator_events_applied_total")
+    rss_start = _rss_mb()
+    written = 0
+    started = time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        due = int(elapsed * rate)
+        pipe = r.pipeline(transaction=False)
+        for i in range(written, due):
+            pipe.set(f"{name}:{i % 50_000}", VALUE)
+        pipe.execute()
+        written = due
+        time.sleep(0.005)
+    stop_listener.set()
+    threads[1].join(60)
+    wait_until(lambda: _counter("replicator_events_applied_total") - applied
+               >= _counter("replicator_events_published_total") - published, 120, "events applied", 0.05)
+    after = _histogram()
+    stop.set()
+    threads[0].join(60)
+    buckets = {le: after["buckets"][le] - before["buckets"].get(le, 0) for le in after["buckets"]}
+    return {"p50_s": _quantile(buckets, 0.5), "p99_s": _quantile(buckets, 0.99), "writes": written,
+            "rss_start_mb": rss_start, "rss_end_mb": _rss_mb()}
+
+
+def _histogram() -> dict[str, Any]:
+    buckets: dict[float, float] = {}
+    count = 0.0
+    for family in REGISTRY.collect():
+        for s in family.samples:
+            if s.name == "replicator_end_to_end_latency_seconds_bucket":
+                buckets[float(s.labels["le"])] = s.value
+            elif s.name == "replicator_end_to_end_latency_seconds_count":
+                count = s.value
+    return {"buckets": buckets, "count": count}
+
+
+def _quantile(buckets: dict[float, float], q: float) -> float:
+    """Upper bound of the bucket holding the q-quantile (the histogram's resolution: an honest 'at most')."""
+    total = buckets.get(float("inf"), 0)
+    for le in sorted(buckets):
+        if buckets[le] >= q * total:
+            return le
+    return float("inf")
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# -- report ------------------------------------------------------------------------------------------------------
+
+
+def _repeat(fn: Callable[[], float], times: int) -> dict[str, float]:
+    values = [fn() for _ in range(times)]
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--events", type=int, default=20_000, help="events per capture/apply measurement")
+    parser.add_argument("--keys", type=int, default=100_000, help="keys of the snapshot keyspace")
+    parser.add_argument("--rate", type=float, default=5000, help="offered writes/s for the latency run")
+    parser.add_argument("--seconds", type=float, default=60, help="length of the latency run")
+    parser.add_argument("--json", type=Path, help="where to write the results (default bench/results/<time>.json)")
+    args = parser.parse_args(argv)
+    setup_logs("ERROR")
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    results: dict[str, Any] = {"when": datetime.now(timezone.utc).isoformat(), "args": vars(args) | {"json": None}}
+
+    with LocalStack(kafka_partitions=4) as stack:
+        r = redis.Redis.from_url(stack.redis_url)
+        r.config_set("notify-keyspace-events", "KEA")
+        size = encoded_event_size(stack)
+        print(f"stack up; {args.repeat} run(s) per figure; events of {size} bytes", flush=True)
+        figures = {
+            "capture_events_per_s": _repeat(lambda: capture_rate(stack, args.events), args.repeat),
+            "raw_producer_msgs_per_s": _repeat(lambda: raw_producer_rate(stack, args.events, size), args.repeat),
+            "bare_subscriber_notifications_per_s": _repeat(lambda: bare_subscriber_rate(stack, args.events),
+                                                           args.repeat),
+            "apply_items_per_s": _repeat(lambda: apply_rate(stack, args.events), args.repeat),
+            "raw_batch_write_items_per_s": _repeat(lambda: raw_batch_write_rate(stack, args.events), args.repeat),
+        }
+        r.flushall()
+        _mixed_keyspace(r, "snap", args.keys)
+        figures["snapshot_keys_per_s"] = _repeat(lambda: snapshot_rate(stack), args.repeat)
+        figures["bare_scan_read_keys_per_s"] = _repeat(lambda: bare_scan_rate(stack, args.keys), args.repeat)
+        r.flushall()
+        latency = end_to_end(stack, args.rate, args.seconds)
+
+    ratios = {
+        "capture / raw producer": figures["capture_events_per_s"]["median"]
+        / figures["raw_producer_msgs_per_s"]["median"],
+        "capture / bare subscriber": figures["capture_events_per_s"]["median"]
+        / figures["bare_subscriber_notifications_per_s"]["median"],
+        "apply / raw BatchWriteItem": figures["apply_items_per_s"]["median"]
+        / figures["raw_batch_write_items_per_s"]["median"],
+        "snapshot / bare SCAN+read": figures["snapshot_keys_per_s"]["median"]
+        / figures["bare_scan_read_keys_per_s"]["median"],
+    }
+    results.update(figures=figures, ratios=ratios, end_to_end=latency)
+    print(f"\n{'figure':40} {'min':>12} {'median':>12} {'max':>12}")
+    for name, f in figures.items():
+        print(f"{name:40} {f['min']:>12,.0f} {f['median']:>12,.0f} {f['max']:>12,.0f}")
+    print()
+    for name, ratio in ratios.items():
+        print(f"{name:40} {ratio:>12.2f}")
+    print(f"\nend to end at {args.rate:,.0f} writes/s for {args.seconds:.0f}s: p50 <= {latency['p50_s']}s, "
+          f"p99 <= {latency['p99_s']}s; RSS {latency['rss_start_mb']:.0f} -> {latency['rss_end_mb']:.0f} MiB")
+    out = args.json or ROOT / "bench" / "results" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
