@@ -150,7 +150,10 @@ def dead_letter_records(config: Config) -> list[Any]:
 
 
 def fully_committed(config: Config, group: str | None = None) -> bool:
-    """Every partition's committed offset is its end offset (an empty, never-committed partition counts as done)."""
+    """Every partition's committed offset is its end offset (an empty, never-committed partition counts as done).
+
+    Only meaningful once the events waited for are in the topic: an event still on its way is not counted.
+    """
     committed, end = committed_and_end(config, group)
     return all((committed[p] or 0) == end[p] for p in end)
 
