@@ -105,12 +105,13 @@ def probe(config: KafkaConfig, timeout: float = 10.0) -> BrokerCapabilities:
             except OSError as exc:
                 errors.append(f"{server}: {exc.strerror or exc}")
         if time.monotonic() >= deadline:
-            raise BrokerError(
-                f"cannot reach any Kafka bootstrap server ({'; '.join(errors[-3:])}); "
-                "check kafka.bootstrap_servers / REPLICATOR_KAFKA_BOOTSTRAP_SERVERS",
-                retryable=True,
-            )
+            raise _unreachable(errors)
         time.sleep(0.5)
+
+
+def _unreachable(errors: list[str]) -> BrokerError:
+    return BrokerError(f"cannot reach any Kafka bootstrap server ({'; '.join(errors[-3:])}); "
+                       "check kafka.bootstrap_servers / REPLICATOR_KAFKA_BOOTSTRAP_SERVERS", retryable=True)
 
 
 def _probe_one(host: str, port: int, config: KafkaConfig, timeout: float) -> BrokerCapabilities:
@@ -206,13 +207,22 @@ def ensure_topic(config: KafkaConfig, caps: BrokerCapabilities, topic: str, part
 
 
 def topic_partition_count(config: KafkaConfig, topic: str, timeout: float = 10.0) -> int:
-    """Partitions of ``topic`` that have a leader, from a Metadata v0 request.
+    """Partitions of ``topic`` that have a leader, from a Metadata v0 request naming it.
 
     The request auto-creates the topic where the broker allows it. A retryable BrokerError when no bootstrap
     server answers, so that "Kafka is down" is never mistaken for "the topic does not exist".
     """
     name = topic.encode()
-    body = struct.pack(">ih", 1, len(name)) + name
+    return _metadata(config, struct.pack(">ih", 1, len(name)) + name, timeout).get(topic, 0)
+
+
+def existing_topic_partitions(config: KafkaConfig, topic: str, timeout: float = 10.0) -> int | None:
+    """Partitions of ``topic``, or None when it does not exist, without auto-creating it (Metadata v0, all topics)."""
+    return _metadata(config, struct.pack(">i", 0), timeout).get(topic)
+
+
+def _metadata(config: KafkaConfig, body: bytes, timeout: float) -> dict[str, int]:
+    """One Metadata v0 request to the first bootstrap server that answers: partitions with a leader per topic."""
     errors = []
     for server in config.bootstrap_servers.split(","):
         host, _, port = server.strip().rpartition(":")
@@ -222,24 +232,9 @@ def topic_partition_count(config: KafkaConfig, topic: str, timeout: float = 10.0
             errors.append(f"{server.strip()}: {exc.strerror or exc}")
             continue
         if reply is not None:
-            return _parse_metadata_v0(reply).get(topic, 0)
+            return _parse_metadata_v0(reply)
         errors.append(f"{server.strip()}: no metadata reply")
-    raise BrokerError(f"cannot reach any Kafka bootstrap server ({'; '.join(errors[-3:])}); "
-                      "check kafka.bootstrap_servers / REPLICATOR_KAFKA_BOOTSTRAP_SERVERS", retryable=True)
-
-
-def existing_topic_partitions(config: KafkaConfig, topic: str, timeout: float = 10.0) -> int | None:
-    """Partitions of ``topic``, or None when it does not exist, without auto-creating it (Metadata v0, all topics)."""
-    for server in config.bootstrap_servers.split(","):
-        host, _, port = server.strip().rpartition(":")
-        try:
-            reply = _request(host.strip("[]"), int(port), config, API_METADATA, struct.pack(">i", 0), timeout)
-        except OSError:
-            continue
-        if reply is not None:
-            return _parse_metadata_v0(reply).get(topic)
-    raise BrokerError(f"cannot reach any Kafka bootstrap server ({config.bootstrap_servers}); "
-                      "check kafka.bootstrap_servers / REPLICATOR_KAFKA_BOOTSTRAP_SERVERS", retryable=True)
+    raise _unreachable(errors)
 
 
 def topic_partitions(config: KafkaConfig, topic: str) -> list[Any]:

@@ -15,7 +15,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from replicator.apply.dead_letters import dlq_topic
-from replicator.broker import BrokerCapabilities, client_kwargs, topic_partition_count, topic_partitions
+from replicator.broker import BrokerCapabilities, client_kwargs, existing_topic_partitions, topic_partitions
 from replicator.config import KafkaConfig
 from replicator.errors import ReplicatorError
 from replicator.events import EventCodec
@@ -70,7 +70,7 @@ def group_status(config: KafkaConfig, caps: BrokerCapabilities, group: str, topi
         ]
         dead = 0
         dlq = dlq_topic(topic)
-        if topic_partition_count(config, dlq):
+        if existing_topic_partitions(config, dlq):  # looked up without auto-creating it
             dlq_tps = topic_partitions(config, dlq)
             dlq_end, dlq_start = consumer.end_offsets(dlq_tps), consumer.beginning_offsets(dlq_tps)
             dead = sum(dlq_end[tp] - dlq_start[tp] for tp in dlq_tps)
