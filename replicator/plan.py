@@ -26,6 +26,7 @@ from replicator.batching import batches
 from replicator.capture.cluster import dbsize, state_reader
 from replicator.capture.reader import to_event
 from replicator.events import Origin
+from replicator.keyspace import captured_keys, sample_keys
 from replicator.mapping import ItemKey, RuleSet, TypedValue, desired_items
 
 #: DynamoDB limits a plan checks against.
@@ -147,16 +148,8 @@ class Planner:
     def keys(self, sample: int) -> tuple[list[bytes], bool]:
         """(keys, exact): every captured key when the keyspace is no bigger than ``sample``, else a random sample."""
         if dbsize(self._redis) <= sample:
-            keys = [k for g in self._rules.globs() for k in self._redis.scan_iter(match=g, count=1000)]
-            return [k for k in dict.fromkeys(keys) if self._rules.match(k) is not None], True
-        seen: dict[bytes, None] = {}
-        for _ in range(sample * 3):
-            key = self._redis.randomkey()
-            if key is not None and self._rules.match(key) is not None:
-                seen[key] = None
-            if len(seen) >= sample:
-                break
-        return list(seen), False
+            return list(dict.fromkeys(captured_keys(self._redis, self._rules))), True
+        return sample_keys(self._redis, self._rules, sample), False
 
     def measure(self, seconds: float) -> tuple[float, dict[bytes, float]]:
         """Writes/s from two INFO commandstats readings ``seconds`` apart, and keyspace events/s per owner.

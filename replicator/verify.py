@@ -36,6 +36,7 @@ from replicator.capture.reconcile import live_source_keys, source_key
 from replicator.drift import Difference, DriftKind, compare_items
 from replicator.errors import MappingError
 from replicator.events import Origin
+from replicator.keyspace import captured_keys, sample_keys
 from replicator.mapping import (
     EMPTY_STATE,
     Attrs,
@@ -245,35 +246,18 @@ class Verifier:
         if options.owner is not None:
             yield from _unique(self._owner_keys(options.owner))
         elif options.sample is not None:
-            yield from self._sample_keys(options.sample)
+            yield from sample_keys(self._redis, self._rules, options.sample)
         else:
             yield from self._all_keys()
 
     def _all_keys(self) -> Iterator[bytes]:
         """Every captured key in Redis, then every key DynamoDB holds live data for that Redis does not have."""
-        for glob in self._rules.globs():
-            for key in self._redis.scan_iter(match=glob, count=1000):
-                if self._rules.match(key) is not None:
-                    yield key
+        yield from captured_keys(self._redis, self._rules)
         for batch in batches(live_source_keys(self._ddb, self._rules, self._state_table), 500):
             pipe = self._redis.pipeline(transaction=False)
             for key in batch:
                 pipe.exists(key)
             yield from (key for key, exists in zip(batch, pipe.execute(), strict=True) if not exists)
-
-    def _sample_keys(self, n: int) -> Iterator[bytes]:
-        """Up to ``n`` distinct random captured keys (RANDOMKEY; a keyspace with few captured keys ends early)."""
-        seen: set[bytes] = set()
-        misses = 0
-        while len(seen) < n and misses < 10 * n + 100:
-            key = self._redis.randomkey()
-            if key is None:
-                return
-            if key in seen or self._rules.match(key) is None:
-                misses += 1
-                continue
-            seen.add(key)
-            yield key
 
     def _owner_keys(self, owner: bytes) -> Iterator[bytes]:
         """One owner's keys: SCAN with the owner fixed in each rule's pattern, plus the owner's keys in DynamoDB."""
