@@ -104,7 +104,6 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    from replicator.capture.cluster import dbsize
     from replicator.progress import Progress
 
     config = _config(args)
@@ -113,11 +112,10 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     ready.set("snapshot", None)
     endpoints = health.serve(ready, config.metrics.port)
     try:
-        ctx = pipeline.context(config)
+        loader = pipeline.snapshot_loader(pipeline.context(config), args.max_keys_per_second)
         show = args.progress if args.progress is not None else sys.stderr.isatty()
-        progress = Progress("snapshot", dbsize(pipeline.redis_client(config)[0])) if show else None
-        loader = pipeline.snapshot_loader(ctx, args.max_keys_per_second, progress)
-        report = loader.run(stop, resume=args.resume)
+        progress = Progress("snapshot", loader.keys_estimate()) if show else None
+        report = loader.run(stop, resume=args.resume, progress=progress)
         if progress:
             progress.close()
     finally:

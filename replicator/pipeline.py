@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -106,13 +106,11 @@ def listener(ctx: Context) -> Listener | ClusterListener:
 
 
 def snapshot_loader(ctx: Context, max_keys_per_second: float | None = None,
-                    progress: Callable[[int, str], None] | None = None, checkpoint_every: int = 10_000,
-                    ) -> SnapshotLoader:
+                    checkpoint_every: int = 10_000) -> SnapshotLoader:
     client, node, db = redis_client(ctx.config)
     checkpoints = Checkpoints(dynamodb(ctx), ctx.config.dynamodb.state_table)
     return SnapshotLoader(client, ctx.rules, publisher(ctx), node, db, ctx.config.capture, checkpoints=checkpoints,
-                          max_keys_per_second=max_keys_per_second, checkpoint_every=checkpoint_every,
-                          progress=progress)
+                          max_keys_per_second=max_keys_per_second, checkpoint_every=checkpoint_every)
 
 
 def dynamodb(ctx: Context) -> Any:

@@ -39,34 +39,52 @@ class SnapshotReport:
     seconds: float
 
 
+#: Where a node's scan starts without a checkpoint.
+BEGINNING = Position(0, 0)
+
+
+def scan_node(conn: redis.Redis, globs: tuple[bytes, ...], capture: KeyCapture, batch_size: int = 500,
+              scan_count: int = 1000, start: Position = BEGINNING,
+              should_stop: Callable[[], bool] = lambda: False, limiter: RateLimiter | None = None,
+              on_scan: Callable[[int, int, int], None] = lambda index, cursor, n: None) -> tuple[int, int]:
+    """SCAN one node for each glob from ``start`` and capture what it finds with origin SNAPSHOT.
+
+    ``on_scan(glob index, cursor, keys)`` runs after every SCAN call's keys are captured (cursor 0: that glob is
+    done). Stops after the SCAN call during which ``should_stop`` became true. Returns (keys scanned, events).
+    """
+    scanned = published = 0
+    for index in range(start.glob, len(globs)):
+        cursor = start.cursor if index == start.glob else 0
+        while True:
+            cursor, keys = conn.scan(cursor=cursor, match=globs[index], count=scan_count)
+            for batch in batches(keys, batch_size):
+                if limiter is not None:
+                    limiter.take(len(batch))
+                published += capture.capture(batch, Origin.SNAPSHOT)
+            scanned += len(keys)
+            on_scan(index, cursor, len(keys))
+            if cursor == 0:
+                break
+            if should_stop():
+                return scanned, published
+    return scanned, published
+
+
 def scan_and_capture(client: redis.Redis, rules: RuleSet, capture: KeyCapture, batch_size: int = 500,
                      scan_count: int = 1000, should_stop: Callable[[], bool] = lambda: False) -> tuple[int, int]:
-    """SCAN every rule's glob and capture the keys found with origin SNAPSHOT. Returns (keys scanned, events).
-
-    Shared by the snapshot command and the listener's re-snapshot after a gap.
-    """
+    """The listener's re-snapshot of its node after a gap: :func:`scan_node` with the snapshot metrics."""
     estimate = max(1, dbsize(client))
-    scanned = published = 0
-    for glob in rules.globs():
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=glob, count=scan_count):
-            batch.append(key)
-            if len(batch) >= batch_size:
-                published += capture.capture(batch, Origin.SNAPSHOT)
-                scanned += len(batch)
-                metrics.SNAPSHOT_KEYS.inc(len(batch))
-                metrics.SNAPSHOT_PROGRESS.set(min(1.0, scanned / estimate))
-                batch = []
-                if should_stop():
-                    return scanned, published
-        if batch:
-            published += capture.capture(batch, Origin.SNAPSHOT)
-            scanned += len(batch)
-            metrics.SNAPSHOT_KEYS.inc(len(batch))
-        if should_stop():
-            return scanned, published
-    metrics.SNAPSHOT_PROGRESS.set(1.0)
-    return scanned, published
+    done = [0]
+
+    def count(_index: int, _cursor: int, n: int) -> None:
+        done[0] += n
+        metrics.SNAPSHOT_KEYS.inc(n)
+        metrics.SNAPSHOT_PROGRESS.set(min(1.0, done[0] / estimate))
+
+    result = scan_node(client, rules.globs(), capture, batch_size, scan_count, should_stop=should_stop, on_scan=count)
+    if not should_stop():
+        metrics.SNAPSHOT_PROGRESS.set(1.0)
+    return result
 
 
 class SnapshotLoader:
@@ -78,8 +96,7 @@ class SnapshotLoader:
 
     def __init__(self, client: Any, rules: RuleSet, publisher: EventPublisher, node: str, db: int = 0,
                  config: CaptureConfig | None = None, scan_count: int = 1000, checkpoints: Checkpoints | None = None,
-                 max_keys_per_second: float | None = None, checkpoint_every: int = 10_000,
-                 progress: Callable[[int, str], None] | None = None) -> None:
+                 max_keys_per_second: float | None = None, checkpoint_every: int = 10_000) -> None:
         self._config = config or CaptureConfig()
         self._client = client
         self._rules = rules
@@ -89,24 +106,41 @@ class SnapshotLoader:
         self._checkpoints = checkpoints
         self._limiter = RateLimiter(max_keys_per_second)
         self._checkpoint_every = checkpoint_every
-        self._progress = progress
         self._lock = threading.Lock()
-        self._scanned = 0
+        self._estimate: int | None = None
 
     def nodes(self) -> list[tuple[str, Any]]:
         return primaries(self._client) if isinstance(self._client, RedisCluster) else [(self._node, self._client)]
 
-    def run(self, stop: threading.Event | None = None, resume: bool = False) -> SnapshotReport:
+    def keys_estimate(self) -> int:
+        """Keys in the database (DBSIZE over every primary), read once: the denominator of progress."""
+        if self._estimate is None:
+            self._estimate = max(1, dbsize(self._client))
+        return self._estimate
+
+    def run(self, stop: threading.Event | None = None, resume: bool = False,
+            progress: Callable[[int, str], None] | None = None) -> SnapshotReport:
         """Publish every captured key and wait for Kafka to acknowledge all of them."""
         stop = stop or threading.Event()
         started = time.monotonic()
         if self._checkpoints is not None and not resume:
             self._checkpoints.clear()
-        self._estimate = max(1, dbsize(self._client))
+        estimate = self.keys_estimate()
+        done = [0]
+
+        def count(n: int) -> None:
+            metrics.SNAPSHOT_KEYS.inc(n)
+            with self._lock:
+                done[0] += n
+                total = done[0]
+            metrics.SNAPSHOT_PROGRESS.set(min(1.0, total / estimate))
+            if progress is not None:
+                progress(total, "")
+
         nodes = self.nodes()
         try:
             with ThreadPoolExecutor(max_workers=len(nodes), thread_name_prefix="snapshot") as pool:
-                results = list(pool.map(lambda n: self._scan_node(n[0], n[1], stop, resume), nodes))
+                results = list(pool.map(lambda n: self._scan_node(n[0], n[1], stop, resume, count), nodes))
         finally:
             self._publisher.close()
         scanned, published = sum(r[0] for r in results), sum(r[1] for r in results)
@@ -119,39 +153,21 @@ class SnapshotLoader:
                                                 "nodes": len(nodes), "seconds": round(report.seconds, 2)}})
         return report
 
-    def _scan_node(self, name: str, conn: Any, stop: threading.Event, resume: bool) -> tuple[int, int]:
-        globs = self._rules.globs()
-        at = self._checkpoints.load(name) if self._checkpoints is not None and resume else None
-        at = at or Position(0, 0)
+    def _scan_node(self, name: str, conn: Any, stop: threading.Event, resume: bool,
+                   count: Callable[[int], None]) -> tuple[int, int]:
+        """One node, checkpointed every ``checkpoint_every`` keys, at each glob's end, and when stopped."""
+        start = self._checkpoints.load(name) if self._checkpoints is not None and resume else None
         capture = KeyCapture(self._client, self._rules, self._publisher, name, self._db, self._config)
-        scanned = published = since_save = 0
-        for index in range(at.glob, len(globs)):
-            cursor = at.cursor if index == at.glob else 0
-            while True:
-                cursor, keys = conn.scan(cursor=cursor, match=globs[index], count=self._scan_count)
-                for batch in batches(keys, self._config.batch_size):
-                    self._limiter.take(len(batch))
-                    published += capture.capture(batch, Origin.SNAPSHOT)
-                scanned += len(keys)
-                since_save += len(keys)
-                self._count(len(keys))
-                done_glob = cursor == 0
-                if self._checkpoints is not None and (since_save >= self._checkpoint_every or done_glob
-                                                      or stop.is_set()):
-                    self._publisher.flush()  # only what Kafka has may be skipped on resume
-                    self._checkpoints.save(name, Position(index + 1, 0) if done_glob else Position(index, cursor))
-                    since_save = 0
-                if done_glob:
-                    break
-                if stop.is_set():
-                    return scanned, published
-        return scanned, published
+        since_save = [0]
 
-    def _count(self, n: int) -> None:
-        metrics.SNAPSHOT_KEYS.inc(n)
-        with self._lock:
-            self._scanned += n
-            done = self._scanned
-        metrics.SNAPSHOT_PROGRESS.set(min(1.0, done / self._estimate))
-        if self._progress is not None:
-            self._progress(done, "")
+        def on_scan(index: int, cursor: int, n: int) -> None:
+            count(n)
+            since_save[0] += n
+            if self._checkpoints is not None and (since_save[0] >= self._checkpoint_every or cursor == 0
+                                                  or stop.is_set()):
+                self._publisher.flush()  # only what Kafka has may be skipped on resume
+                self._checkpoints.save(name, Position(index + 1, 0) if cursor == 0 else Position(index, cursor))
+                since_save[0] = 0
+
+        return scan_node(conn, self._rules.globs(), capture, self._config.batch_size, self._scan_count,
+                         start or BEGINNING, stop.is_set, self._limiter, on_scan)

@@ -16,10 +16,10 @@ from tests.support import Running, messaging_config, topic_records
 KEYS, SCAN_COUNT, EVERY = 3000, 50, 200
 
 
-def _loader(run, client, progress=None):
+def _loader(run, client):
     ctx = run.ctx
     return SnapshotLoader(client, ctx.rules, pipeline.publisher(ctx), "cluster", 0, ctx.config.capture,
-                          scan_count=SCAN_COUNT, checkpoint_every=EVERY, progress=progress,
+                          scan_count=SCAN_COUNT, checkpoint_every=EVERY,
                           checkpoints=Checkpoints(pipeline.dynamodb(ctx), ctx.config.dynamodb.state_table))
 
 
@@ -34,7 +34,7 @@ def test_an_interrupted_snapshot_resumes_where_each_primary_stopped(stack, uid, 
     with Running(config) as run:
         client, _node, _db = pipeline.redis_client(config)
         stop = threading.Event()
-        first = _loader(run, client, progress=lambda done, _note: done >= 1000 and stop.set()).run(stop)
+        first = _loader(run, client).run(stop, progress=lambda done, _note: done >= 1000 and stop.set())
         assert 1000 <= first.keys_scanned < KEYS  # interrupted part-way
         second = _loader(run, client).run(resume=True)
         assert second.keys_scanned < KEYS  # resumed, not started over
