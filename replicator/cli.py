@@ -8,11 +8,12 @@ Errors the user can fix print as one line: ``replicator: error: <what>: <why>; <
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -68,6 +69,26 @@ def _start(build: Callable[[], Any], ready: health.Health, stop: threading.Event
     return None
 
 
+@contextlib.contextmanager
+def _serving(ready: health.Health, port: int | None) -> Iterator[None]:
+    """/metrics, /healthz and /readyz on ``port`` (if set) while the block runs."""
+    endpoints = health.serve(ready, port)
+    try:
+        yield
+    finally:
+        if endpoints is not None:
+            endpoints.close()
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    return args.progress if args.progress is not None else sys.stderr.isatty()
+
+
+def _progress_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress line on stderr (default: when stderr is a terminal)")
+
+
 def _run_until_stopped(args: argparse.Namespace, build: Callable[[pipeline.Context], Any],
                        readiness: Callable[[Any, health.Health], None]) -> int:
     """A long-running command: serve the endpoints, build the stage, run it until SIGTERM/SIGINT."""
@@ -76,15 +97,11 @@ def _run_until_stopped(args: argparse.Namespace, build: Callable[[pipeline.Conte
     ready = health.Health()
     ready.set("dependencies", "starting")
     ready.when("running", lambda: not stop.is_set(), "shutting down")
-    endpoints = health.serve(ready, config.metrics.port)
-    try:
+    with _serving(ready, config.metrics.port):
         stage = _start(lambda: build(pipeline.context(config)), ready, stop)
         if stage is not None:
             readiness(stage, ready)
             stage.run(stop)
-    finally:
-        if endpoints is not None:
-            endpoints.close()
     return 0
 
 
@@ -110,17 +127,12 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     stop = _stop_on_signals()
     ready = health.Health()
     ready.set("snapshot", None)
-    endpoints = health.serve(ready, config.metrics.port)
-    try:
+    with _serving(ready, config.metrics.port):
         loader = pipeline.snapshot_loader(pipeline.context(config), args.max_keys_per_second)
-        show = args.progress if args.progress is not None else sys.stderr.isatty()
-        progress = Progress("snapshot", loader.keys_estimate()) if show else None
+        progress = Progress("snapshot", loader.keys_estimate()) if _show_progress(args) else None
         report = loader.run(stop, resume=args.resume, progress=progress)
         if progress:
             progress.close()
-    finally:
-        if endpoints is not None:
-            endpoints.close()
     print(f"snapshot: {report.keys_scanned} keys scanned, {report.events_published} events published "
           f"in {report.seconds:.1f}s" + (" (interrupted: run again with --resume)" if stop.is_set() else ""))
     return 0
@@ -196,8 +208,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         sample=args.sample, owner=args.owner.encode() if args.owner else None, settle_s=args.settle_seconds,
         rechecks=args.rechecks, workers=args.workers, max_keys_per_second=args.max_keys_per_second,
         examples=args.examples)
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
-    progress = Progress("verify", args.sample or dbsize(client)) if show else None
+    progress = Progress("verify", args.sample or dbsize(client)) if _show_progress(args) else None
     report = verifier.run(options, _stop_on_signals(), progress)
     if progress:
         progress.close()
@@ -288,8 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", action="store_true",
                            help="continue an interrupted snapshot from each node's checkpoint")
             p.add_argument("--max-keys-per-second", type=float, metavar="R", help="rate limit over all nodes")
-            p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                           help="progress line on stderr (default: when stderr is a terminal)")
+            _progress_argument(p)
     dlq = sub.add_parser("dlq", help="list or re-drive the dead-letter topic",
                          description="list the dead-letter topic, or re-publish its records after a fix")
     dlq.add_argument("action", choices=["list", "redrive"])
@@ -334,8 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="wait before re-reading a differing key (default 2)")
     check.add_argument("--rechecks", type=int, default=3, help="re-reads of a differing key (default 3)")
     check.add_argument("--examples", type=int, default=5, help="examples shown per kind (default 5)")
-    check.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                       help="progress line on stderr (default: when stderr is a terminal)")
+    _progress_argument(check)
     check.add_argument("--metrics-file", metavar="PATH",
                        help="write replicator_verify_drift_keys (Prometheus text format) for a textfile collector")
     check.set_defaults(fn=cmd_verify, quiet=True)

@@ -51,12 +51,15 @@ def context(config: Config) -> Context:
     return Context(config, compile_rules(config))
 
 
+#: Every Redis client the replicator opens: binary-safe, kept alive, checked when idle.
+_REDIS_OPTIONS: dict[str, Any] = {"decode_responses": False, "socket_keepalive": True, "health_check_interval": 30}
+
+
 def redis_client(config: Config) -> tuple[Any, str, int]:
     """A binary-safe client (a RedisCluster when the server runs in cluster mode), the node's name, the db number."""
     url = config.redis.url
     options = config.redis_kwargs()
-    client = redis.Redis.from_url(url, decode_responses=False, socket_keepalive=True, health_check_interval=30,
-                                  **options)
+    client = redis.Redis.from_url(url, **_REDIS_OPTIONS, **options)
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -97,9 +100,8 @@ def listener(ctx: Context) -> Listener | ClusterListener:
         options = ctx.config.redis_kwargs()
 
         def node_client(host: str, port: int) -> redis.Redis:
-            return redis.Redis(host=host, port=port, decode_responses=False, socket_keepalive=True,
-                               health_check_interval=30, ssl=urlsplit(ctx.config.redis.url).scheme == "rediss",
-                               **options)
+            return redis.Redis(host=host, port=port, ssl=urlsplit(ctx.config.redis.url).scheme == "rediss",
+                               **_REDIS_OPTIONS, **options)
 
         return ClusterListener(client, ctx.rules, publisher(ctx), ctx.config.capture, node_client, live_keys)
     return Listener(client, ctx.rules, publisher(ctx), ctx.config.capture, node, db, live_keys=live_keys)
