@@ -82,15 +82,21 @@ def capture_rate(stack: LocalStack, n: int) -> float:
     config = _config(stack, f"cap{uuid.uuid4().hex[:6]}")
     ctx = pipeline.context(config)
     listener = pipeline.listener(ctx)
+    return _stage_rate(listener, "replicator_events_published_total", n, 300, ready=listener.subscribed.is_set,
+                       act=lambda: _write_keys(r, f"cap{uuid.uuid4().hex[:6]}", n))
+
+
+def _stage_rate(stage: Any, counter: str, n: int, timeout: float, ready: Callable[[], bool] = lambda: True,
+                act: Callable[[], None] = lambda: None) -> float:
+    """Run ``stage`` in a thread; once ``ready``, start the clock, ``act``, and time ``counter`` growing by ``n``."""
     stop = threading.Event()
-    thread = threading.Thread(target=listener.run, args=(stop,), daemon=True)
+    before = _counter(counter)
+    thread = threading.Thread(target=stage.run, args=(stop,), daemon=True)
     thread.start()
-    wait_until(listener.subscribed.is_set, 30, "listener subscribed")
-    before = _counter("replicator_events_published_total")
+    wait_until(ready, 30, "stage ready")
     started = time.perf_counter()
-    _write_keys(r, f"cap{uuid.uuid4().hex[:6]}", n)
-    wait_until(lambda: _counter("replicator_events_published_total") - before >= n, 300, "events acknowledged",
-               interval=0.01)
+    act()
+    wait_until(lambda: _counter(counter) - before >= n, timeout, counter, interval=0.01)
     elapsed = time.perf_counter() - started
     stop.set()
     thread.join(60)
@@ -156,18 +162,7 @@ def apply_rate(stack: LocalStack, n: int) -> float:
     ctx = pipeline.context(config)
     _write_keys(r, name, n)
     pipeline.snapshot_loader(ctx).run()  # n events in the topic, nothing applied yet
-    applier = pipeline.applier(ctx)
-    stop = threading.Event()
-    before = _counter("replicator_events_applied_total")
-    started = time.perf_counter()
-    thread = threading.Thread(target=applier.run, args=(stop,), daemon=True)
-    thread.start()
-    wait_until(lambda: _counter("replicator_events_applied_total") - before >= n, 600, "events applied",
-               interval=0.05)
-    elapsed = time.perf_counter() - started
-    stop.set()
-    thread.join(60)
-    return n / elapsed
+    return _stage_rate(pipeline.applier(ctx), "replicator_events_applied_total", n, 600)
 
 
 def raw_batch_write_rate(stack: LocalStack, n: int) -> float:
