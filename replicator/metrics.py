@@ -5,7 +5,7 @@ Labels are low-cardinality (node, origin, table, result, reason, topic, partitio
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_CAPTURED = Counter("replicator_events_captured_total", "Key states read from Redis.", ["node", "origin"])
 NOTIFICATION_GAPS = Counter(
@@ -43,8 +43,3 @@ SHADOW_READS = Counter(
 )
 VERIFY_DRIFT_KEYS = Gauge("replicator_verify_drift_keys", "Keys that differ between Redis and DynamoDB.", ["kind"])
 
-
-def serve(port: int | None) -> None:
-    """Serve /metrics on ``port`` (0: a free port; None: not at all)."""
-    if port is not None:
-        start_http_server(port)
