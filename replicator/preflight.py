@@ -13,7 +13,7 @@ from typing import Any, Literal
 import redis
 
 from replicator.capture.cluster import primaries
-from replicator.capture.notifications import _ORDER, _expand, missing_flags, required_flags
+from replicator.capture.notifications import flags_to_set, missing_flags, required_flags
 from replicator.mapping import RuleSet, TableSpec
 
 Level = Literal["blocker", "warning", "ok"]
@@ -49,7 +49,7 @@ def check_notifications(node: str, current: str | None, rules: RuleSet) -> Findi
     missing = missing_flags(current, rules)
     if not missing:
         return Finding("ok", f"{node}: notify-keyspace-events {current!r} includes {need!r}")
-    wanted = "".join(sorted(_expand(current) | set(missing), key=_ORDER.index))
+    wanted = flags_to_set(current, rules)
     return Finding("blocker", f"{node}: notify-keyspace-events is {current!r}, missing {missing!r}",
                    "without these flags Redis never announces those changes and they are never replicated",
                    f"CONFIG SET notify-keyspace-events {wanted} (on ElastiCache it is a parameter-group setting, "

@@ -35,6 +35,11 @@ def missing_flags(current: str, rules: RuleSet) -> str:
     return "".join(f for f in required_flags(rules) if f not in _expand(current))
 
 
+def flags_to_set(current: str, rules: RuleSet) -> str:
+    """The ``notify-keyspace-events`` value that keeps what is set and adds what the rules miss."""
+    return "".join(sorted(_expand(current) | set(missing_flags(current, rules)), key=_ORDER.index))
+
+
 def ensure_notifications(client: redis.Redis, rules: RuleSet, configure: bool) -> str:
     """Check ``notify-keyspace-events``; set it when allowed, else fail naming the exact flags. Returns the setting."""
     try:
@@ -52,7 +57,7 @@ def ensure_notifications(client: redis.Redis, rules: RuleSet, configure: bool) -
     missing = missing_flags(current, rules)
     if not missing:
         return current
-    wanted = "".join(sorted(_expand(current) | set(missing), key=_ORDER.index))
+    wanted = flags_to_set(current, rules)
     if not configure:
         raise SourceError(
             f"Redis notify-keyspace-events is {current!r} but the rules need {required_flags(rules)!r} "
