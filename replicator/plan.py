@@ -17,7 +17,6 @@ import math
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import redis
@@ -28,6 +27,7 @@ from replicator.capture.reader import to_event
 from replicator.events import Origin
 from replicator.keyspace import captured_keys, sample_keys
 from replicator.mapping import ItemKey, RuleSet, TypedValue, desired_items
+from replicator.sizes import attribute_size
 
 #: DynamoDB limits a plan checks against.
 PARTITION_WCU = 1000
@@ -36,29 +36,6 @@ ITEM_LIMIT_BYTES = 400 * 1024
 LSI_COLLECTION_LIMIT_BYTES = 10 * 1024**3
 #: A version attribute holds µs since the epoch: 16 significant digits.
 VERSION_DIGITS = 16
-
-
-def attribute_size(name: str, value: TypedValue) -> int:
-    """Bytes DynamoDB counts for one attribute. Pure."""
-    kind, raw = value
-    size = len(name.encode())
-    if kind == "S":
-        return size + len(str(raw).encode())
-    if kind == "B":
-        return size + len(raw)
-    if kind == "N":
-        return size + number_size(str(raw))
-    if kind in ("BOOL", "NULL"):
-        return size + 1
-    if kind == "L":
-        return size + 3 + sum(attribute_size("", v) + 1 for v in raw)
-    return size + 3 + sum(attribute_size(k, v) + 1 for k, v in raw)
-
-
-def number_size(text: str) -> int:
-    digits = Decimal(text).normalize().as_tuple().digits if text not in ("0", "-0") else (0,)
-    significant = len(digits)
-    return math.ceil(significant / 2) + 1
 
 
 @dataclass

@@ -25,6 +25,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from replicator import metrics
+from replicator.apply import requests
 from replicator.apply.dead_letters import DeadLetters
 from replicator.apply.dynamodb import DynamoWriter, is_poison
 from replicator.config import ApplyConfig
@@ -65,8 +66,6 @@ class _Partial:
 
 #: How often the consumer heartbeats (pause + poll(0)) while a batch is being written.
 KEEPALIVE_S = 1.0
-#: Most writes in one TransactWriteItems (DynamoDB's limit).
-TRANSACTION_ITEMS = 100
 
 
 class StateCache:
@@ -343,12 +342,11 @@ class Applier:
                 self._dead_letter_work(w, "unmappable", str(exc))
                 continue
             writes.extend((w, iw) for iw in w.plan.writes)
-        results = self._write_all(work, writes)
+        results = self._write_all(writes)
         failed_keys = self._raise_retryable_or_dead_letter(results)
         # Items another writer had already moved past (a zombie applier during a rebalance): DynamoDB is not what
         # the plan says for them, so the key's state is reloaded next time instead of cached.
-        partly_stale = {id(item[0]) for item, result in results if result is False
-                        or (isinstance(result, list) and not all(result))}
+        partly_stale = {id(item[0]) for item, result in results if result is False}
         heads = [w for w in work if w.rule.is_collection and w.plan is not None and not w.plan.stale
                  and id(w) not in failed_keys]
         self._raise_retryable_or_dead_letter(self._parallel(self._put_head, heads))
@@ -425,24 +423,22 @@ class Applier:
             else:
                 w.previous = state
 
-    def _write_all(self, work: list[_KeyWork], writes: list[tuple[_KeyWork, ItemWrite]]) -> list[Any]:
+    def _write_all(self, writes: list[tuple[_KeyWork, ItemWrite]]) -> list[Any]:
+        """Every planned write; per write its outcome (True applied, False stale, or the exception)."""
         if self._config.write_mode != "transaction":
-            return self._parallel(lambda pair: self._write(*pair), writes)
-        # A key's plan touches distinct items, so its writes can share transactions; one write needs none.
-        units: list[tuple[_KeyWork, list[ItemWrite]]] = []
-        for w in work:
-            if w.plan is None or w.poison is not None:
-                continue
-            planned = list(w.plan.writes)
-            for i in range(0, len(planned), TRANSACTION_ITEMS):
-                units.append((w, planned[i : i + TRANSACTION_ITEMS]))
-        return self._parallel(self._write_unit, units)
-
-    def _write_unit(self, unit: tuple[_KeyWork, list[ItemWrite]]) -> Any:
-        _w, writes = unit
-        if len(writes) == 1:
-            return self._writer.write(writes[0])
-        return self._writer.write_transaction(writes)
+            return self._parallel(lambda pair: self._writer.write(pair[1]), writes)
+        # Writes of all keys share transactions (each still conditional): a round's items are distinct, so its
+        # transactions run in parallel without conflicting; an item two keys write goes again in the next round.
+        items = [iw for _w, iw in writes]
+        results: list[Any] = []
+        for transactions in requests.transactions(items):
+            for indexes, outcome in self._parallel(
+                    lambda ix: self._writer.write_transaction([items[i] for i in ix]), transactions):
+                if isinstance(outcome, Exception):
+                    results.extend((writes[i], outcome) for i in indexes)
+                else:
+                    results.extend((writes[i], o) for i, o in zip(indexes, outcome, strict=True))
+        return results
 
     def _dead_letter_work(self, w: _KeyWork, reason: str, error: str) -> None:
         for record in (*w.chunk_records, w.record):
@@ -452,9 +448,6 @@ class Applier:
         if (record.partition, record.offset) not in self._dead_lettered:
             self._dead_lettered.add((record.partition, record.offset))
             self._dead_letters.send(record, reason, error)
-
-    def _write(self, w: _KeyWork, write: ItemWrite) -> bool:
-        return self._writer.write(write)
 
     def _put_head(self, w: _KeyWork) -> None:
         self._writer.put_head(w.rule, w.event.key, w.event.version, deleted=w.event.op is Op.DELETE)

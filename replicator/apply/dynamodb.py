@@ -117,52 +117,65 @@ class DynamoWriter:
             self._expire_tombstone(write, where)
         return True
 
-    def write_transaction(self, writes: list[ItemWrite]) -> list[bool]:
-        """Apply up to 100 writes of distinct items in TransactWriteItems, each still conditional on its version.
+    def write_transaction(self, writes: list[ItemWrite]) -> list[bool | SinkError]:
+        """Apply up to 100 writes of distinct items (of any keys) in one TransactWriteItems, each still conditional
+        on its own version.
 
-        One stale item cancels the whole transaction, so cancelled transactions are re-sent without the items
-        whose condition failed (those are stale) until the rest is applied. Returns applied/stale per write.
+        One failing item cancels the whole transaction, so a cancelled one is re-sent without the items that made
+        it fail: stale ones (condition failed) and poison ones (rejected by validation, returned as a SinkError for
+        that write alone). Returns, per write: True (applied), False (stale) or the SinkError. Throttling and
+        conflicts raise a retryable SinkError for the whole transaction.
         """
-        outcome: dict[int, bool] = {}
-        pending = list(range(len(writes)))
-        expire_at = self._expire_at()
+        outcome: dict[int, bool | SinkError] = {}
+        self._transact(writes, list(range(len(writes))), outcome, self._expire_at())
+        return [outcome[i] for i in range(len(writes))]
+
+    def _transact(self, writes: list[ItemWrite], pending: list[int], outcome: dict[int, bool | SinkError],
+                  expire_at: int) -> None:
+        where = f"transaction on table {writes[pending[0]].table}"
         while pending:
-            items = []
-            for i in pending:
-                request = requests.update_request(writes[i], self._rules, expire_at)
-                items.append({"Update": request})
+            if len(pending) == 1:  # a transaction of one costs twice an UpdateItem
+                outcome[pending[0]] = self._write_or_poison(writes[pending[0]])
+                return
+            items = [{"Update": requests.update_request(writes[i], self._rules, expire_at)} for i in pending]
             try:
                 self._client.transact_write_items(TransactItems=items)
             except botocore.exceptions.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-                    raise translate(exc, f"transaction on table {writes[0].table}") from None
+                code = exc.response.get("Error", {}).get("Code")
+                if code == "ValidationException":
+                    # Some item is invalid (too big, say) and DynamoDB does not always say which: halve the
+                    # transaction until the invalid write is alone, then it is poison on its own.
+                    half = len(pending) // 2
+                    self._transact(writes, pending[:half], outcome, expire_at)
+                    self._transact(writes, pending[half:], outcome, expire_at)
+                    return
+                if code != "TransactionCanceledException":
+                    raise translate(exc, where) from None
                 reasons = exc.response.get("CancellationReasons", [])
-                codes = [r.get("Code", "None") for r in reasons]
-                stale = [i for i, code in zip(pending, codes, strict=False) if code == "ConditionalCheckFailed"]
-                other = {code for code in codes if code not in ("None", "ConditionalCheckFailed")}
-                if other or not stale:
-                    code = sorted(other)[0] if other else "TransactionCanceledException"
-                    error = SinkError(f"transaction on table {writes[0].table}: DynamoDB {code}",
-                                      retryable=code in ("ThrottlingError", "TransactionConflict",
-                                                         "ProvisionedThroughputExceeded", "None",
-                                                         "TransactionCanceledException"))
-                    error.code = "ValidationException" if code == "ValidationError" else code  # type: ignore[attr-defined]
-                    raise error from None
-                for i in stale:
-                    outcome[i] = False
-                    metrics.ITEM_WRITES.labels(table=writes[i].table, result="stale").inc()
+                failed = _cancellation_outcomes(pending, reasons, writes, where)
+                if not failed:
+                    codes = sorted({r.get("Code", "None") for r in reasons} - {"None"})
+                    raise SinkError(f"{where}: DynamoDB TransactionCanceledException: {', '.join(codes)}",
+                                    retryable=True) from None
+                outcome.update(failed)
                 pending = [i for i in pending if i not in outcome]
                 continue
             except Exception as exc:
-                raise translate(exc, f"transaction on table {writes[0].table}") from None
+                raise translate(exc, where) from None
             for i in pending:
                 outcome[i] = True
                 metrics.ITEM_WRITES.labels(table=writes[i].table, result="applied").inc()
-            pending = []
-        for i, write in enumerate(writes):
-            if outcome[i] and write.is_tombstone and not requests.expires_with_tombstone(write, self._rules):
-                self._expire_tombstone(write, f"table {write.table} item {_describe(write)}")
-        return [outcome[i] for i in range(len(writes))]
+                if writes[i].is_tombstone and not requests.expires_with_tombstone(writes[i], self._rules):
+                    self._expire_tombstone(writes[i], f"table {writes[i].table} item {_describe(writes[i])}")
+            return
+
+    def _write_or_poison(self, write: ItemWrite) -> bool | SinkError:
+        try:
+            return self.write(write)
+        except SinkError as exc:
+            if not is_poison(exc):
+                raise
+            return exc
 
     def _expire_tombstone(self, write: ItemWrite, where: str) -> None:
         try:
@@ -239,6 +252,38 @@ def live_items(client: Any, rule: Rule, key: bytes, variables: Mapping[str, byte
         if "LastEvaluatedKey" not in page:
             return items
         params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+#: Cancellation reasons that are the item's own fault: retrying cannot help, the event is poison.
+_POISON_REASONS = {"ValidationError": "ValidationException",
+                   "ItemCollectionSizeLimitExceeded": "ItemCollectionSizeLimitExceededException"}
+#: Cancellation reasons that pass: throttling and conflicts with other writers.
+_RETRYABLE_REASONS = {"ThrottlingError", "ProvisionedThroughputExceeded", "TransactionConflict", "RequestLimitExceeded"}
+
+
+def _cancellation_outcomes(pending: list[int], reasons: list[dict[str, str]], writes: list[ItemWrite],
+                           where: str) -> dict[int, bool | SinkError]:
+    """Stale (False) and poison (SinkError) writes named by a cancelled transaction's reasons, in ``pending`` order.
+
+    Raises a retryable SinkError when any reason is throttling or a conflict: the whole transaction is tried again.
+    """
+    codes = [r.get("Code", "None") for r in reasons]
+    retry = sorted({code for code in codes if code in _RETRYABLE_REASONS})
+    if retry:
+        if "ThrottlingError" in retry or "ProvisionedThroughputExceeded" in retry:
+            metrics.DYNAMODB_THROTTLES.inc()
+        raise SinkError(f"{where}: DynamoDB TransactionCanceledException: {', '.join(retry)}", retryable=True)
+    failed: dict[int, bool | SinkError] = {}
+    for i, code, reason in zip(pending, codes, reasons, strict=False):
+        if code == "ConditionalCheckFailed":
+            failed[i] = False
+            metrics.ITEM_WRITES.labels(table=writes[i].table, result="stale").inc()
+        elif code in _POISON_REASONS:
+            error = SinkError(f"table {writes[i].table} item {_describe(writes[i])}: DynamoDB {code}: "
+                              f"{reason.get('Message', '')}", retryable=False)
+            error.code = _POISON_REASONS[code]  # type: ignore[attr-defined]
+            failed[i] = error
+    return failed
 
 
 def _describe(write: ItemWrite) -> str:

@@ -7,11 +7,20 @@ re-applied: a version is a read instant, and the later event for it in the log i
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from replicator.mapping import ItemWrite, RuleSet, to_attribute_value, to_item
+from replicator.sizes import attribute_size
 
 _NEWER_OR_EQUAL = "attribute_not_exists(#v) OR #v <= :v"
+
+#: DynamoDB's limits for one TransactWriteItems: actions, and bytes of all items together.
+TRANSACTION_ITEMS = 100
+TRANSACTION_BYTES = 4 * 1024 * 1024
+#: Version, deletion marker, TTL and expression names a write adds to its data (an upper bound).
+_WRITE_OVERHEAD = 128
 
 
 def _names(names: dict[str, str], attr: str) -> str:
@@ -107,3 +116,38 @@ def head_request(state_table: str, rule_name: str, key: bytes, version: int, del
         "ExpressionAttributeNames": names,
         "ExpressionAttributeValues": values,
     }
+
+
+def write_size(write: ItemWrite) -> int:
+    """Bytes ``write`` counts towards a transaction's size limit: its item key and attributes, plus overhead."""
+    size = _WRITE_OVERHEAD + sum(attribute_size(attr, typed) for attr, typed in write.key)
+    return size + sum(attribute_size(attr, typed) for attr, typed in write.attributes or ())
+
+
+def transactions(writes: Sequence[ItemWrite], max_items: int = TRANSACTION_ITEMS,
+                 max_bytes: int = TRANSACTION_BYTES) -> list[list[list[int]]]:
+    """Pack ``writes`` (of any keys) into rounds of transactions, as indexes into ``writes``.
+
+    Within a round every item is distinct: a transaction may not touch one item twice, and two transactions
+    running at once on one item cancel each other (TransactionConflict). So a round's transactions can run in
+    parallel, and an item written by several keys (two rules filling one item) is written again in the next round.
+    """
+    rounds: list[list[list[int]]] = []
+    sizes: list[int] = []  # of each round's last transaction
+    seen: Counter[tuple[str, Any]] = Counter()
+    for i, write in enumerate(writes):
+        item = (write.table, write.key)
+        number = seen[item]
+        seen[item] += 1
+        if number == len(rounds):
+            rounds.append([[]])
+            sizes.append(0)
+        size = write_size(write)
+        current = rounds[number][-1]
+        if current and (len(current) >= max_items or sizes[number] + size > max_bytes):
+            current = []
+            rounds[number].append(current)
+            sizes[number] = 0
+        current.append(i)
+        sizes[number] += size
+    return rounds

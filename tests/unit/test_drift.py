@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from replicator.drift import DriftKind, compare_items
-from replicator.plan import attribute_size, number_size
+from replicator.sizes import attribute_size, number_size
 
 K1 = (("owner_id", ("S", "o")), ("opponent_id", ("S", "a")))
 K2 = (("owner_id", ("S", "o")), ("opponent_id", ("S", "b")))

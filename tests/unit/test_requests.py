@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from replicator.apply.requests import expire_tombstone_request, head_request, update_request
-from replicator.mapping import EMPTY_STATE, plan_writes
+from replicator.apply.requests import (
+    TRANSACTION_BYTES,
+    expire_tombstone_request,
+    head_request,
+    transactions,
+    update_request,
+    write_size,
+)
+from replicator.mapping import EMPTY_STATE, ItemWrite, plan_writes
 from tests.unit.rules import messaging, zset_event
 
 
@@ -53,3 +60,29 @@ def test_a_deleted_collection_head_expires_with_its_tombstones():
     assert live["UpdateExpression"] == "SET #v = :v REMOVE #ttl"
     assert deleted["UpdateExpression"] == "SET #v = :v, #ttl = :exp"
     assert live["Key"] == {"k": {"B": b"opponents\x00opponents:alice"}}
+
+
+def _item_write(owner: str, opponent: str, size: int = 10) -> ItemWrite:
+    (rule,) = [r for r in messaging().rules if r.name == "opponents"]
+    key = (("opponent_id", ("S", opponent)), ("owner_id", ("S", owner)))
+    return ItemWrite(rule.table, key, rule, 1, (("timestamp", ("N", "1")), ("blob", ("B", b"x" * size))))
+
+
+def test_transactions_pack_writes_of_many_keys_up_to_the_item_limit():
+    writes = [_item_write(f"o{i}", "x") for i in range(250)]
+    (only_round,) = transactions(writes)
+    assert [len(t) for t in only_round] == [100, 100, 50]
+    assert sorted(i for t in only_round for i in t) == list(range(250))
+
+
+def test_an_item_written_twice_goes_to_the_next_round():
+    # Two keys filling one item: one transaction may not touch it twice, two parallel ones would conflict.
+    writes = [_item_write("a", "x"), _item_write("b", "x"), _item_write("a", "x"), _item_write("a", "x")]
+    assert transactions(writes) == [[[0, 1]], [[2]], [[3]]]
+
+
+def test_transactions_stay_under_the_size_limit():
+    writes = [_item_write(f"o{i}", "x", size=300_000) for i in range(30)]
+    rounds = transactions(writes)
+    assert all(sum(write_size(writes[i]) for i in t) <= TRANSACTION_BYTES for t in rounds[0])
+    assert len(rounds[0]) == 3
