@@ -17,7 +17,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
-from replicator.capture.reader import READ_STATE, RawState, StateReader, _parse
+from replicator.capture.reader import READ_STATES, RawState, StateReader, _parse
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +107,17 @@ class ClusterStateReader:
         pipe = target.pipeline(transaction=False)
         pipe.execute_command("ASKING")
         # EVAL, not the cached script: ASKING applies to the very next command only.
-        pipe.execute_command("EVAL", READ_STATE, 1, key, self._max_inline)
-        _ok, reply = pipe.execute()
-        if reply[4] is None and len(reply) > 5:  # too big to read inline while it moves: read it once it has
+        pipe.execute_command("EVAL", READ_STATES, 1, key, self._max_inline)
+        _ok, (reply,) = pipe.execute()
+        if reply[4] is None and reply[5] > self._max_inline:  # too big to read inline while it moves: once it has
             raise TryAgainError("the key is migrating")
         return _parse(key, reply)
 
     def _reader(self, node: Any) -> StateReader:
         reader = self._readers.get(node.name)
         if reader is None:
-            reader = StateReader(self._cluster.get_redis_connection(node), self._max_inline)
+            # One key per script call: the keys of a call must share a slot.
+            reader = StateReader(self._cluster.get_redis_connection(node), self._max_inline, keys_per_call=1)
             self._readers[node.name] = reader
         return reader
 

@@ -20,26 +20,38 @@ from replicator.events import ChangeEvent, Chunk, KeyType, Op, Origin, Value
 from replicator.mapping import RuleSet
 from replicator.publish.producer import EventPublisher
 
-READ_STATE = """
-local t = redis.call('TYPE', KEYS[1])['ok']
-local now = redis.call('TIME')
-local pttl = redis.call('PTTL', KEYS[1])
-local n = 0
-if t == 'hash' then n = redis.call('HLEN', KEYS[1])
-elseif t == 'list' then n = redis.call('LLEN', KEYS[1])
-elseif t == 'set' then n = redis.call('SCARD', KEYS[1])
-elseif t == 'zset' then n = redis.call('ZCARD', KEYS[1])
+READ_STATES = """
+local budget = tonumber(ARGV[1])
+local spent = 0
+local out = {}
+for i, key in ipairs(KEYS) do
+  local t = redis.call('TYPE', key)['ok']
+  local n = 0
+  if t == 'hash' then n = redis.call('HLEN', key)
+  elseif t == 'list' then n = redis.call('LLEN', key)
+  elseif t == 'set' then n = redis.call('SCARD', key)
+  elseif t == 'zset' then n = redis.call('ZCARD', key)
+  end
+  if n <= budget then
+    if i > 1 and spent + n > budget then return out end
+    spent = spent + n + 1
+  end
+  local now = redis.call('TIME')
+  local pttl = redis.call('PTTL', key)
+  local v = false
+  if n > budget then v = false
+  elseif t == 'string' then v = redis.call('GET', key)
+  elseif t == 'hash' then v = redis.call('HGETALL', key)
+  elseif t == 'list' then v = redis.call('LRANGE', key, 0, -1)
+  elseif t == 'set' then v = redis.call('SMEMBERS', key)
+  elseif t == 'zset' then v = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  end
+  out[i] = {t, now[1], now[2], pttl, v, n}
 end
-if n > tonumber(ARGV[1]) then return {t, now[1], now[2], pttl, false, n} end
-local v = false
-if t == 'string' then v = redis.call('GET', KEYS[1])
-elseif t == 'hash' then v = redis.call('HGETALL', KEYS[1])
-elseif t == 'list' then v = redis.call('LRANGE', KEYS[1], 0, -1)
-elseif t == 'set' then v = redis.call('SMEMBERS', KEYS[1])
-elseif t == 'zset' then v = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-end
-return {t, now[1], now[2], pttl, v, n}
+return out
 """
+#: Keys per script call on a single server (a cluster node takes one: the keys of one call must share a slot).
+KEYS_PER_CALL = 100
 #: Members per page when a big collection is read with ZSCAN/HSCAN/SSCAN/LRANGE.
 PAGE = 1000
 
@@ -54,7 +66,7 @@ _TYPES = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RawState:
     key: bytes
     type: KeyType
@@ -71,23 +83,35 @@ class StateReader:
     lands during the paging sends a notification, and the read that follows it has a newer version and wins.
     """
 
-    def __init__(self, client: redis.Redis, max_inline_members: int = 10_000) -> None:
+    def __init__(self, client: redis.Redis, max_inline_members: int = 10_000, keys_per_call: int = KEYS_PER_CALL,
+                 ) -> None:
         self._client = client
-        self._script = client.register_script(READ_STATE)
+        self._script = client.register_script(READ_STATES)
         self._max_inline = max_inline_members
+        self._per_call = keys_per_call
 
     def read(self, keys: Sequence[bytes]) -> list[RawState]:
-        if not keys:
-            return []
-        pipe = self._client.pipeline(transaction=False)
-        for key in keys:
-            self._script(keys=[key], args=[self._max_inline], client=pipe)
-        states = []
-        for key, reply in zip(keys, pipe.execute(), strict=True):
-            if reply[4] is None and len(reply) > 5 and reply[5] > self._max_inline:
-                reply = [*reply[:4], self._read_paged(key, reply[0], reply[5])]
-            states.append(_parse(key, reply))
-        return states
+        """The states of ``keys``, in order.
+
+        Many keys per script call: a call costs Redis and the client far more than reading one small key. A call
+        stops early once it has read ``max_inline_members`` members (so no call blocks Redis longer than one big key
+        would); the keys it did not reach go in the next round.
+        """
+        states: list[RawState | None] = [None] * len(keys)
+        pending = list(range(len(keys)))
+        while pending:
+            calls = [pending[i:i + self._per_call] for i in range(0, len(pending), self._per_call)]
+            pipe = self._client.pipeline(transaction=False)
+            for call in calls:
+                self._script(keys=[keys[i] for i in call], args=[self._max_inline], client=pipe)
+            pending = []
+            for call, replies in zip(calls, pipe.execute(), strict=True):
+                for i, reply in zip(call, replies, strict=False):  # a call that stopped early is shorter
+                    if reply[4] is None and reply[5] > self._max_inline:
+                        reply = [*reply[:4], self._read_paged(keys[i], reply[0], reply[5])]
+                    states[i] = _parse(keys[i], reply)
+                pending += call[len(replies):]
+        return states  # type: ignore[return-value]  # every position is filled
 
     def _read_paged(self, key: bytes, raw_type: bytes, size: int) -> list[bytes] | None:
         """The flat reply shape of the inline read (HGETALL / ZRANGE WITHSCORES / SMEMBERS / LRANGE), page by page."""
@@ -132,6 +156,8 @@ def to_events(state: RawState, rules: RuleSet, origin: Origin, node: str, db: in
     event = to_event(state, rules, origin, node, db, captured_at_us)
     if event is None:
         return []
+    if type(event.value) is bytes and len(event.value) <= chunk_bytes:
+        return [event]
     pieces = split_value(event.value, chunk_bytes)
     if len(pieces) <= 1:
         return [event]
@@ -202,16 +228,22 @@ class KeyCapture:
         self._publisher = publisher
         self.node = node
         self.db = db
+        #: The labelled counters, looked up once: a lookup costs more than the increment.
+        self._captured = {o: metrics.EVENTS_CAPTURED.labels(node=node, origin=o.value) for o in Origin}
 
     def capture(self, keys: Sequence[bytes], origin: Origin) -> int:
         """Returns the number of events handed to the publisher (acknowledged later; see EventPublisher.flush)."""
         now_us = time.time_ns() // 1000
+        publish = self._publisher.publish
         published = 0
-        for state in self._reader.read(keys):
-            events = to_events(state, self._rules, origin, self.node, self.db, now_us, self._chunk_bytes)
-            for event in events:
-                self._publisher.publish(event)
-            if events:
-                metrics.EVENTS_CAPTURED.labels(node=self.node, origin=origin.value).inc()
-                published += 1
+        try:
+            for state in self._reader.read(keys):
+                events = to_events(state, self._rules, origin, self.node, self.db, now_us, self._chunk_bytes)
+                for event in events:
+                    publish(event)
+                if events:
+                    published += 1
+        finally:
+            if published:
+                self._captured[origin].inc(published)
         return published
