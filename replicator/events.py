@@ -14,7 +14,7 @@ import enum
 import io
 import json
 import random
-import uuid
+import struct
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -82,7 +82,13 @@ class ChangeEvent:
     def new_id() -> str:
         """A random (version 4) UUID. Not ``uuid4()``: it reads os.urandom for every event, which costs tens of µs
         on some VMs; ids need uniqueness, not secrecy (``random`` is seeded from urandom and reseeded after fork)."""
-        return str(uuid.UUID(int=random.getrandbits(128), version=4))
+        h = "%032x" % (random.getrandbits(128) & _UUID4_KEEP | _UUID4_SET)
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"  # uuid.UUID would cost as much as the rest of it
+
+
+#: The version (4) and variant (RFC 4122) bits of a random UUID.
+_UUID4_KEEP = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -211,18 +217,24 @@ class EventCodec:
         self.schema = schema or current_schema()
         self._header = SINGLE_OBJECT_MAGIC + self.schema.fingerprint
         self._writers = known_writer_schemas() if schema is None else {self.schema.fingerprint: self.schema}
+        from replicator import event_encoding  # it builds on this module's types
+
+        #: The direct writer when it knows this schema (always, for the current one), else fastavro's.
+        self._body = event_encoding.body if self.schema.fingerprint == event_encoding.FINGERPRINT else self._generic
 
     @property
     def fingerprint(self) -> bytes:
         return self.schema.fingerprint
 
     def encode(self, event: ChangeEvent) -> bytes:
-        out = io.BytesIO()
-        out.write(self._header)
         try:
-            fastavro.schemaless_writer(out, self.schema.parsed, to_record(event))
-        except (ValueError, TypeError) as exc:
+            return self._header + self._body(event)
+        except (ValueError, TypeError, AttributeError, struct.error) as exc:
             raise SerializationError(f"key {event.key!r}: cannot encode event: {exc}") from None
+
+    def _generic(self, event: ChangeEvent) -> bytes:
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, self.schema.parsed, to_record(event))
         return out.getvalue()
 
     def decode(self, data: bytes) -> ChangeEvent:

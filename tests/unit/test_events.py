@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import io
+import random
+import uuid
 from pathlib import Path
 
+import fastavro
 import pytest
 
+from replicator import event_encoding
 from replicator.errors import SerializationError
-from replicator.events import ChangeEvent, Chunk, EventCodec, KeyType, Op, Origin
+from replicator.events import (
+    ChangeEvent,
+    Chunk,
+    EventCodec,
+    KeyType,
+    Op,
+    Origin,
+    current_schema,
+    to_record,
+)
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "change_event_v1.bin"
 
@@ -56,3 +70,65 @@ def test_a_truncated_body_is_a_serialization_error():
     data = EventCodec().encode(EVENTS[1])
     with pytest.raises(SerializationError, match="corrupt Avro body"):
         EventCodec().decode(data[:-3])
+
+
+def _fastavro_body(event: ChangeEvent) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, current_schema().parsed, to_record(event))
+    return out.getvalue()
+
+
+def _random_events(n: int) -> list[ChangeEvent]:
+    rng = random.Random(7)
+
+    def blob() -> bytes:
+        return rng.randbytes(rng.choice([0, 1, 5, 127, 128, 4095, 4096, 20_000]))
+
+    def number() -> int:
+        return rng.choice([0, 1, 63, 64, 4095, 4096, -1, -64, -65, 2**62, -(2**63), 2**63 - 1, rng.getrandbits(52)])
+
+    values = {
+        KeyType.STRING: blob,
+        KeyType.HASH: lambda: tuple((blob(), blob()) for _ in range(rng.randrange(0, 5))),
+        KeyType.LIST: lambda: tuple(blob() for _ in range(rng.randrange(0, 5000, 7))),
+        KeyType.SET: lambda: tuple(blob() for _ in range(rng.randrange(0, 5))),
+        KeyType.ZSET: lambda: tuple((blob(), rng.choice([0.0, -1.5, 1e300, float("-inf"), rng.random()]))
+                                    for _ in range(rng.randrange(0, 5))),
+    }
+    events = []
+    for _ in range(n):
+        key_type = rng.choice([*values, KeyType.NONE])
+        events.append(ChangeEvent(
+            blob(), key_type, Op.DELETE if key_type is KeyType.NONE else Op.UPSERT, rng.choice(list(Origin)),
+            number(), number(), blob(), None if key_type is KeyType.NONE else values[key_type](),
+            rng.choice([None, number()]), rng.choice(["", "10.0.0.1:6379", "nœud-é"]), rng.randrange(0, 5000),
+            ChangeEvent.new_id(), rng.choice([None, Chunk(rng.randrange(5000), 5000)])))
+    return events
+
+
+def test_the_direct_writer_is_for_the_current_schema():
+    assert current_schema().fingerprint == event_encoding.FINGERPRINT, (
+        "schemas/change_event.avsc changed: update replicator/event_encoding.py (and its FINGERPRINT) to write it")
+
+
+@pytest.mark.parametrize("event", EVENTS + _random_events(300), ids=lambda e: e.type.value)
+def test_the_direct_writer_writes_what_fastavro_writes(event):
+    assert event_encoding.body(event) == _fastavro_body(event)
+    assert EventCodec().decode(EventCodec().encode(event)) == event
+
+
+@pytest.mark.parametrize("event", [
+    ChangeEvent(b"s", KeyType.STRING, Op.UPSERT, Origin.LIVE, 1, 1, b"s", "text, not bytes"),
+    ChangeEvent(b"z", KeyType.ZSET, Op.UPSERT, Origin.LIVE, 1, 1, b"z", ((b"m", "1"),)),
+    ChangeEvent(b"x", KeyType.STREAM, Op.UPSERT, Origin.LIVE, 1, 1, b"x", (b"entry",)),
+], ids=["str-value", "str-score", "stream"])
+def test_an_event_that_cannot_be_encoded_is_a_serialization_error_naming_its_key(event):
+    with pytest.raises(SerializationError, match=f"key {event.key!r}: cannot encode event"):
+        EventCodec().encode(event)
+
+
+def test_event_ids_are_distinct_random_uuids():
+    ids = [ChangeEvent.new_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(str(parsed := uuid.UUID(i)) == i and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+               for i in ids)
