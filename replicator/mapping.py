@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from replicator.errors import ConfigError, MappingError
@@ -94,7 +95,7 @@ class Template:
     def placeholders(self) -> tuple[str, ...]:
         return tuple(name for is_var, name in self.parts if is_var)
 
-    @property
+    @cached_property
     def single(self) -> str | None:
         """The placeholder name when the template is exactly one placeholder (``"{score}"``)."""
         if len(self.parts) == 1 and self.parts[0][0]:
@@ -106,6 +107,9 @@ class Template:
         return m.groupdict() if m else None
 
     def render(self, values: Mapping[str, bytes]) -> bytes:
+        single = self.single
+        if single is not None:  # the common "{owner}" / "{key}": no join (this runs for every captured event)
+            return values[single]
         return b"".join(values[name] if is_var else name.encode() for is_var, name in self.parts)
 
     def glob(self, values: Mapping[str, bytes] | None = None) -> bytes:
@@ -208,6 +212,8 @@ class RuleSet:
         return None
 
     def owner(self, rule: Rule, key: bytes, variables: Mapping[str, bytes]) -> bytes:
+        if rule.owner.single == "key":
+            return key
         return rule.owner.render({**variables, "key": key})
 
     def globs(self) -> tuple[bytes, ...]:
