@@ -126,26 +126,43 @@ class Listener:
         window = self._config.coalesce_ms / 1000
         batch_size = self._config.batch_size
         first_at = 0.0
+        prefix = len(self._prefix)
         while not stop.is_set():
             timeout = 0.1 if not pending else max(0.0, first_at + window - time.monotonic())
-            message = pubsub.get_message(timeout=timeout)
-            while message is not None:
-                if message["type"] == "pmessage":
-                    key = message["channel"][len(self._prefix):]
+            channel = _next_channel(pubsub, timeout)
+            while channel is not None:
+                if channel:
                     if not pending:
                         first_at = time.monotonic()
-                    pending[key] = None
+                    pending[channel[prefix:]] = None
                     if len(pending) >= batch_size:
                         break
-                message = pubsub.get_message(timeout=0)
+                channel = _next_channel(pubsub, 0)
             if pending and (len(pending) >= batch_size or time.monotonic() >= first_at + window):
                 self.capture(list(pending), Origin.LIVE)
                 pending.clear()
+            self._publisher.reap()  # keeps the acknowledged-events counter current, also when idle
         if pending:
             self.capture(list(pending), Origin.LIVE)
 
     def capture(self, keys: list[bytes], origin: Origin) -> int:
         return self._capture.capture(keys, origin)
+
+
+def _next_channel(pubsub: redis.client.PubSub, timeout: float) -> bytes | None:
+    """The channel of the next keyspace notification; b"" for another reply; None when none came within timeout.
+
+    Not ``get_message``: it builds a dict and records telemetry for every message, which costs more than reading the
+    notification. Replies other than notifications (subscription confirmations, health-check pongs) still go through
+    redis-py's handling, which keeps its subscription state.
+    """
+    response = pubsub.parse_response(block=False, timeout=timeout)
+    if response is None:
+        return None
+    if isinstance(response, list) and response[0] == b"pmessage":  # hiredis gives a list subclass
+        return response[2]
+    pubsub.handle_message(response)
+    return b""
 
 
 class _Resnapshot:
