@@ -1,6 +1,7 @@
 """Benchmarks: each stage's throughput as a ratio of a raw baseline measured in the same run, on the same services.
 
     .venv/bin/python bench/run.py [--repeat 3] [--events 20000] [--keys 100000] [--rate 5000] [--seconds 60]
+                                [--write-mode transaction]
 
 Starts the embedded local stack (redis-server, Kafka 0.9, DynamoDB Local), then for every figure prints
 min / median / max over ``--repeat`` runs and writes everything to ``bench/results/<utc time>.json`` so results can
@@ -8,9 +9,13 @@ be compared across commits. The figures:
 
 - capture: events/s from Redis writes to Avro events acknowledged by Kafka (the listener), vs a plain kafka-python
   producer sending pre-encoded messages of the same size, and vs a bare subscriber counting the notifications;
-- apply: items/s from the topic into DynamoDB (the applier), vs raw boto3 BatchWriteItem of the same items;
+- apply: items/s from the topic into DynamoDB (the applier, in each write mode), vs raw boto3 BatchWriteItem of the
+  same items from one thread, and vs raw conditional TransactWriteItems of them (100 per call, 16 threads);
 - snapshot: keys/s of a mixed-type keyspace (the snapshot loader), vs a bare SCAN + pipelined read loop;
-- end to end: p50/p99 latency at a fixed offered write rate, and the process RSS at start and end.
+- end to end: p50/p99 latency at a fixed offered write rate, with the listener and the applier in two processes
+  as deployed, and both processes' RSS at start and end.
+
+A warm-up pass runs first: the JVMs behind Kafka and DynamoDB Local compile their hot paths on the first requests.
 
 Throughput is never asserted in tests; this is where it is measured.
 """
@@ -20,12 +25,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,19 +44,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
-from kafka import KafkaProducer  # noqa: E402
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 from prometheus_client import REGISTRY  # noqa: E402
 
 from replicator import broker, pipeline  # noqa: E402
 from replicator.capture.reader import StateReader  # noqa: E402
 from replicator.config import Config, parse_config  # noqa: E402
-from replicator.localstack import LocalStack, dynamodb_client, wait_until  # noqa: E402
+from replicator.localstack import LocalStack, dynamodb_client, free_port, wait_until  # noqa: E402
 from replicator.logs import setup as setup_logs  # noqa: E402
 
 VALUE = b"x" * 100  # every benchmark key holds a 100-byte string unless it says otherwise
 
 
 def _config(stack: LocalStack, name: str, **sections: Any) -> Config:
+    return parse_config(_config_data(stack, name, **sections))
+
+
+def _config_data(stack: LocalStack, name: str, **sections: Any) -> dict[str, Any]:
     """Mirror-rule only (one item per key), tables and topic unique to this measurement."""
     overrides = stack.config_overrides()
     data: dict[str, Any] = {
@@ -58,20 +72,21 @@ def _config(stack: LocalStack, name: str, **sections: Any) -> Config:
     }
     for section, values in sections.items():
         data[section] = {**data.get(section, {}), **values}
-    return parse_config(data)
+    return data
 
 
 def _counter(name: str) -> float:
     return sum(s.value for f in REGISTRY.collect() for s in f.samples if s.name == name)
 
 
+#: SETs done by redis-server itself, a thousand per call: the writes cost the measured process nothing, as when
+#: the application writing to Redis is another process (which it is).
+_WRITE = "for i = ARGV[2], ARGV[3] do redis.call('SET', ARGV[1] .. ':' .. i, ARGV[4]) end"
+
+
 def _write_keys(client: redis.Redis, prefix: str, n: int, value: bytes = VALUE) -> None:
-    pipe = client.pipeline(transaction=False)
-    for i in range(n):
-        pipe.set(f"{prefix}:{i}", value)
-        if i % 1000 == 999:
-            pipe.execute()
-    pipe.execute()
+    for start in range(0, n, 1000):
+        client.eval(_WRITE, 0, prefix, start, min(n, start + 1000) - 1, value)
 
 
 # -- capture -----------------------------------------------------------------------------------------------------
@@ -172,11 +187,7 @@ def apply_rate(stack: LocalStack, n: int, write_mode: str = "item") -> float:
 
 def raw_batch_write_rate(stack: LocalStack, n: int) -> float:
     client = dynamodb_client(stack.dynamodb_endpoint)
-    table = f"bench_raw_{uuid.uuid4().hex[:6]}"
-    client.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
-                        KeySchema=[{"AttributeName": "key", "KeyType": "HASH"}],
-                        AttributeDefinitions=[{"AttributeName": "key", "AttributeType": "B"}])
-    wait_until(lambda: client.describe_table(TableName=table)["Table"]["TableStatus"] == "ACTIVE", 30, "table")
+    table = _raw_table(client)
     items = [{"key": {"B": f"raw:{i}".encode()}, "type": {"S": "string"}, "value": {"B": VALUE},
               "_v_mirror": {"N": "1795000000000000"}} for i in range(n)]
     started = time.perf_counter()
@@ -185,6 +196,35 @@ def raw_batch_write_rate(stack: LocalStack, n: int) -> float:
         while pending:
             pending = client.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
     return n / (time.perf_counter() - started)
+
+
+def raw_transaction_rate(stack: LocalStack, n: int, threads: int = 16) -> float:
+    """The same items as conditional updates (newer version wins, as the applier writes them), 100 per
+    TransactWriteItems, ``threads`` at a time: what DynamoDB can take of the writes the transaction mode sends."""
+    client = dynamodb_client(stack.dynamodb_endpoint)
+    table = _raw_table(client)
+    requests = [
+        {"Update": {"TableName": table, "Key": {"key": {"B": f"raw:{i}".encode()}},
+                    "UpdateExpression": "SET #t = :t, #val = :val, #v = :v",
+                    "ConditionExpression": "attribute_not_exists(#v) OR #v <= :v",
+                    "ExpressionAttributeNames": {"#t": "type", "#val": "value", "#v": "_v_mirror"},
+                    "ExpressionAttributeValues": {":t": {"S": "string"}, ":val": {"B": VALUE},
+                                                  ":v": {"N": "1795000000000000"}}}}
+        for i in range(n)
+    ]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda i: client.transact_write_items(TransactItems=requests[i:i + 100]), range(0, n, 100)))
+    return n / (time.perf_counter() - started)
+
+
+def _raw_table(client: Any) -> str:
+    table = f"bench_raw_{uuid.uuid4().hex[:6]}"
+    client.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                        KeySchema=[{"AttributeName": "key", "KeyType": "HASH"}],
+                        AttributeDefinitions=[{"AttributeName": "key", "AttributeType": "B"}])
+    wait_until(lambda: client.describe_table(TableName=table)["Table"]["TableStatus"] == "ACTIVE", 30, "table")
+    return table
 
 
 # -- snapshot ----------------------------------------------------------------------------------------------------
@@ -229,41 +269,77 @@ def bare_scan_rate(stack: LocalStack, n: int) -> float:
 # -- end to end --------------------------------------------------------------------------------------------------
 
 
-def end_to_end(stack: LocalStack, rate: float, seconds: float) -> dict[str, float]:
+def end_to_end(stack: LocalStack, rate: float, seconds: float, write_mode: str) -> dict[str, Any]:
+    """Latency from a Redis write to its item in DynamoDB at ``rate`` writes/s, with the listener and the applier
+    in two processes as they are deployed (this one applies: the latency histogram is its own)."""
     name = f"e2e{uuid.uuid4().hex[:6]}"
     r = redis.Redis.from_url(stack.redis_url)
-    config = _config(stack, name)
-    ctx = pipeline.context(config)
-    applier, listener = pipeline.applier(ctx), pipeline.listener(ctx)
-    stop, stop_listener = threading.Event(), threading.Event()
-    threads = [threading.Thread(target=applier.run, args=(stop,), daemon=True),
-               threading.Thread(target=listener.run, args=(stop_listener,), daemon=True)]
-    for t in threads:
-        t.start()
-    wait_until(lambda: listener.subscribed.is_set() and applier.assigned.is_set(), 60, "pipeline ready")
-    before = _histogram()
-    published, applied = _counter("replicator_events_published_total"), _counter("replicator_events_applied_total")
-    rss_start = _rss_mb()
-    written = 0
-    started = time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds:
-        due = int(elapsed * rate)
-        pipe = r.pipeline(transaction=False)
-        for i in range(written, due):
-            pipe.set(f"{name}:{i % 50_000}", VALUE)
-        pipe.execute()
-        written = due
-        time.sleep(0.005)
-    stop_listener.set()
-    threads[1].join(60)
-    wait_until(lambda: _counter("replicator_events_applied_total") - applied
-               >= _counter("replicator_events_published_total") - published, 120, "events applied", 0.05)
+    port = free_port()
+    data = _config_data(stack, name, apply={"write_mode": write_mode}, metrics={"port": port})
+    config = parse_config(data)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        json.dump(data, f)  # JSON is YAML
+    listener = subprocess.Popen([sys.executable, "-m", "replicator", "--log-level", "ERROR", "listen", "-c", f.name],
+                                cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)})
+    applier = pipeline.applier(pipeline.context(config))
+    stop = threading.Event()
+    thread = threading.Thread(target=applier.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: _ready(port) and applier.assigned.is_set(), 60, "pipeline ready")
+        before = _histogram()
+        applied = _counter("replicator_events_applied_total")
+        rss_start = {"applier": _rss_mb(os.getpid()), "listener": _rss_mb(listener.pid)}
+        written = 0
+        started = time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds:
+            due = int(elapsed * rate)
+            pipe = r.pipeline(transaction=False)
+            for i in range(written, due):
+                pipe.set(f"{name}:{i % 50_000}", VALUE)
+            pipe.execute()
+            written = due
+            time.sleep(0.005)
+        rss_end = {"applier": _rss_mb(os.getpid()), "listener": _rss_mb(listener.pid)}
+        listener.terminate()  # it publishes what it has read, then exits
+        listener.wait(60)
+        drained = time.perf_counter()
+        lag = _group_lag(config)
+        wait_until(lambda: lag() == 0, max(120.0, written / 500), "events applied", 0.05)
+        behind_s = time.perf_counter() - drained
+    finally:
+        if listener.poll() is None:
+            listener.kill()
+        stop.set()
+        thread.join(60)
+        os.unlink(f.name)
     after = _histogram()
-    stop.set()
-    threads[0].join(60)
     buckets = {le: after["buckets"][le] - before["buckets"].get(le, 0) for le in after["buckets"]}
-    return {"p50_s": _quantile(buckets, 0.5), "p99_s": _quantile(buckets, 0.99), "writes": written,
-            "rss_start_mb": rss_start, "rss_end_mb": _rss_mb()}
+    return {"write_mode": write_mode, "p50_s": _quantile(buckets, 0.5), "p99_s": _quantile(buckets, 0.99),
+            "writes": written, "events_applied": _counter("replicator_events_applied_total") - applied,
+            "drain_after_writes_stopped_s": behind_s, "rss_start_mb": rss_start, "rss_end_mb": rss_end}
+
+
+def _group_lag(config: Config) -> Callable[[], int]:
+    """Records in the topic that the applier's group has not committed yet."""
+    kafka = config.kafka
+    consumer = KafkaConsumer(**broker.client_kwargs(kafka, broker.detect(kafka)), group_id=kafka.group_id,
+                             enable_auto_commit=False)
+    partitions = [TopicPartition(kafka.topic, p) for p in consumer.partitions_for_topic(kafka.topic)]
+
+    def lag() -> int:
+        end = consumer.end_offsets(partitions)
+        return sum(end[tp] - (consumer.committed(tp) or 0) for tp in partitions)
+
+    return lag
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def _histogram() -> dict[str, Any]:
@@ -287,14 +363,22 @@ def _quantile(buckets: dict[float, float], q: float) -> float:
     return float("inf")
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
 
 # -- report ------------------------------------------------------------------------------------------------------
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def _repeat(fn: Callable[[], float], times: int) -> dict[str, float]:
@@ -309,51 +393,68 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=100_000, help="keys of the snapshot keyspace")
     parser.add_argument("--rate", type=float, default=5000, help="offered writes/s for the latency run")
     parser.add_argument("--seconds", type=float, default=60, help="length of the latency run")
+    parser.add_argument("--write-mode", choices=["item", "transaction"], default="transaction",
+                        help="the applier's write mode in the latency run")
     parser.add_argument("--json", type=Path, help="where to write the results (default bench/results/<time>.json)")
     args = parser.parse_args(argv)
     setup_logs("ERROR")
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    results: dict[str, Any] = {"when": datetime.now(timezone.utc).isoformat(), "args": vars(args) | {"json": None}}
+    results: dict[str, Any] = {"when": datetime.now(timezone.utc).isoformat(), "commit": _commit(),
+                               "args": vars(args) | {"json": None}}
 
     with LocalStack(kafka_partitions=4) as stack:
         r = redis.Redis.from_url(stack.redis_url)
         r.config_set("notify-keyspace-events", "KEA")
         size = encoded_event_size(stack)
-        print(f"stack up; {args.repeat} run(s) per figure; events of {size} bytes", flush=True)
+        print(f"stack up; {args.repeat} run(s) per figure; events of {size} bytes; warming up", flush=True)
+        # The JVMs (Kafka, DynamoDB Local) compile their hot paths during the first requests: not throughput.
+        capture_rate(stack, 5000)
+        apply_rate(stack, 2000, "transaction")
+        raw_batch_write_rate(stack, 5000)
         figures = {
             "capture_events_per_s": _repeat(lambda: capture_rate(stack, args.events), args.repeat),
             "raw_producer_msgs_per_s": _repeat(lambda: raw_producer_rate(stack, args.events, size), args.repeat),
             "bare_subscriber_notifications_per_s": _repeat(lambda: bare_subscriber_rate(stack, args.events),
                                                            args.repeat),
-            "apply_items_per_s": _repeat(lambda: apply_rate(stack, args.events), args.repeat),
+            "apply_item_mode_items_per_s": _repeat(lambda: apply_rate(stack, args.events, "item"), args.repeat),
+            "apply_transaction_mode_items_per_s": _repeat(lambda: apply_rate(stack, args.events, "transaction"),
+                                                          args.repeat),
             "raw_batch_write_items_per_s": _repeat(lambda: raw_batch_write_rate(stack, args.events), args.repeat),
+            "raw_conditional_transaction_items_per_s": _repeat(lambda: raw_transaction_rate(stack, args.events),
+                                                               args.repeat),
         }
         r.flushall()
         _mixed_keyspace(r, "snap", args.keys)
         figures["snapshot_keys_per_s"] = _repeat(lambda: snapshot_rate(stack), args.repeat)
         figures["bare_scan_read_keys_per_s"] = _repeat(lambda: bare_scan_rate(stack, args.keys), args.repeat)
         r.flushall()
-        latency = end_to_end(stack, args.rate, args.seconds)
+        latency = end_to_end(stack, args.rate, args.seconds, args.write_mode)
+
+    def ratio(stage: str, baseline: str) -> float:
+        return figures[stage]["median"] / figures[baseline]["median"]
 
     ratios = {
-        "capture / raw producer": figures["capture_events_per_s"]["median"]
-        / figures["raw_producer_msgs_per_s"]["median"],
-        "capture / bare subscriber": figures["capture_events_per_s"]["median"]
-        / figures["bare_subscriber_notifications_per_s"]["median"],
-        "apply / raw BatchWriteItem": figures["apply_items_per_s"]["median"]
-        / figures["raw_batch_write_items_per_s"]["median"],
-        "snapshot / bare SCAN+read": figures["snapshot_keys_per_s"]["median"]
-        / figures["bare_scan_read_keys_per_s"]["median"],
+        "capture / raw producer": ratio("capture_events_per_s", "raw_producer_msgs_per_s"),
+        "capture / bare subscriber": ratio("capture_events_per_s", "bare_subscriber_notifications_per_s"),
+        "apply (item) / raw BatchWriteItem": ratio("apply_item_mode_items_per_s", "raw_batch_write_items_per_s"),
+        "apply (transaction) / raw BatchWriteItem": ratio("apply_transaction_mode_items_per_s",
+                                                          "raw_batch_write_items_per_s"),
+        "apply (transaction) / raw transactions": ratio("apply_transaction_mode_items_per_s",
+                                                        "raw_conditional_transaction_items_per_s"),
+        "snapshot / bare SCAN+read": ratio("snapshot_keys_per_s", "bare_scan_read_keys_per_s"),
     }
     results.update(figures=figures, ratios=ratios, end_to_end=latency)
-    print(f"\n{'figure':40} {'min':>12} {'median':>12} {'max':>12}")
+    print(f"\n{'figure':42} {'min':>10} {'median':>10} {'max':>10}")
     for name, f in figures.items():
-        print(f"{name:40} {f['min']:>12,.0f} {f['median']:>12,.0f} {f['max']:>12,.0f}")
+        print(f"{name:42} {f['min']:>10,.0f} {f['median']:>10,.0f} {f['max']:>10,.0f}")
     print()
-    for name, ratio in ratios.items():
-        print(f"{name:40} {ratio:>12.2f}")
-    print(f"\nend to end at {args.rate:,.0f} writes/s for {args.seconds:.0f}s: p50 <= {latency['p50_s']}s, "
-          f"p99 <= {latency['p99_s']}s; RSS {latency['rss_start_mb']:.0f} -> {latency['rss_end_mb']:.0f} MiB")
+    for name, value in ratios.items():
+        print(f"{name:42} {value:>10.2f}")
+    rss = {p: f"{latency['rss_start_mb'][p]:.0f} -> {latency['rss_end_mb'][p]:.0f}" for p in ("listener", "applier")}
+    print(f"\nend to end at {args.rate:,.0f} writes/s for {args.seconds:.0f}s ({latency['write_mode']} mode): "
+          f"p50 <= {latency['p50_s']}s, p99 <= {latency['p99_s']}s; all applied "
+          f"{latency['drain_after_writes_stopped_s']:.1f}s after the writes stopped; "
+          f"RSS MiB listener {rss['listener']}, applier {rss['applier']}")
     out = args.json or ROOT / "bench" / "results" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
