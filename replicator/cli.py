@@ -215,7 +215,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.repair and report.drifted_keys:
         publisher = pipeline.publisher(ctx)
         try:
-            capture = KeyCapture(client, ctx.rules, publisher, node, db, config.capture)
+            # Every drifted key, whatever capture shard a listener of this config runs as.
+            capture = KeyCapture(client, ctx.rules, publisher, node, db,
+                                 config.capture.model_copy(update={"shard": 0, "shards": 1}))
             report.repaired = sum(capture.capture(batch, Origin.REPAIR)
                                   for batch in batches(report.drifted_keys, 500))
         finally:

@@ -127,6 +127,17 @@ class CaptureConfig(_Frozen):
     reconnect_backoff_s: tuple[float, float] = (0.2, 10.0)
     #: Redis Cluster: how often the primaries are listed again (failover, resharding, added primaries).
     topology_refresh_s: float = Field(default=10.0, ge=0.1, le=3600)
+    #: Capture by several processes: each reads and publishes only the owners of its ``shard`` (0 to shards - 1).
+    #: Run one listener per shard when a primary takes more writes than one listener can publish.
+    shards: int = Field(default=1, ge=1, le=1024)
+    shard: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> CaptureConfig:
+        if self.shard >= self.shards:
+            raise ValueError(f"shard is {self.shard} but must be below shards ({self.shards}): shards are numbered "
+                             "from 0")
+        return self
 
 
 class ApplyConfig(_Frozen):

@@ -211,6 +211,11 @@ class RuleSet:
                 return self.mirror, {}
         return None
 
+    def owner_of(self, key: bytes) -> bytes | None:
+        """The owner of ``key``, or None when no rule captures it."""
+        matched = self.match(key)
+        return None if matched is None else self.owner(matched[0], key, matched[1])
+
     def owner(self, rule: Rule, key: bytes, variables: Mapping[str, bytes]) -> bytes:
         if rule.owner.single == "key":
             return key

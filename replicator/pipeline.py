@@ -110,7 +110,9 @@ def listener(ctx: Context) -> Listener | ClusterListener:
 def snapshot_loader(ctx: Context, max_keys_per_second: float | None = None,
                     checkpoint_every: int = 10_000) -> SnapshotLoader:
     client, node, db = redis_client(ctx.config)
-    checkpoints = Checkpoints(dynamodb(ctx), ctx.config.dynamodb.state_table)
+    capture = ctx.config.capture
+    scope = f"shard {capture.shard} of {capture.shards}" if capture.shards > 1 else ""
+    checkpoints = Checkpoints(dynamodb(ctx), ctx.config.dynamodb.state_table, scope)
     return SnapshotLoader(client, ctx.rules, publisher(ctx), node, db, ctx.config.capture, checkpoints=checkpoints,
                           max_keys_per_second=max_keys_per_second, checkpoint_every=checkpoint_every)
 

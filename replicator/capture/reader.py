@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import redis
 
 from replicator import metrics
+from replicator.capture.shards import in_shard
 from replicator.config import CaptureConfig
 from replicator.events import ChangeEvent, Chunk, KeyType, Op, Origin, Value
 from replicator.mapping import RuleSet
@@ -215,7 +216,10 @@ def to_event(state: RawState, rules: RuleSet, origin: Origin, node: str, db: int
 
 
 class KeyCapture:
-    """Read keys atomically and publish their states: the one path shared by the listener, snapshot and repair."""
+    """Read keys atomically and publish their states: the one path shared by the listener, snapshot and repair.
+
+    With ``capture.shards`` > 1, keys whose owner is not in ``capture.shard`` are left to the other shards.
+    """
 
     def __init__(self, client: redis.Redis, rules: RuleSet, publisher: EventPublisher, node: str, db: int,
                  config: CaptureConfig | None = None) -> None:
@@ -224,6 +228,7 @@ class KeyCapture:
 
         self._reader = state_reader(client, config.max_inline_members)
         self._chunk_bytes = config.chunk_bytes
+        self._shard, self._shards = config.shard, config.shards
         self._rules = rules
         self._publisher = publisher
         self.node = node
@@ -233,6 +238,9 @@ class KeyCapture:
 
     def capture(self, keys: Sequence[bytes], origin: Origin) -> int:
         """Returns the number of events handed to the publisher (acknowledged later; see EventPublisher.flush)."""
+        if self._shards > 1:
+            owner_of = self._rules.owner_of
+            keys = [k for k in keys if (o := owner_of(k)) is not None and in_shard(o, self._shard, self._shards)]
         now_us = time.time_ns() // 1000
         publish = self._publisher.publish
         published = 0

@@ -21,26 +21,31 @@ class Position:
 
 
 class Checkpoints:
-    def __init__(self, client: Any, table: str) -> None:
+    """Positions of one snapshot: ``scope`` tells sharded snapshots (``capture.shard``) of the same nodes apart."""
+
+    def __init__(self, client: Any, table: str, scope: str = "") -> None:
         self._client = client
         self._table = table
+        self._prefix = PREFIX + (f"{scope}\x00".encode() if scope else b"")
 
     def load(self, node: str) -> Position | None:
-        item = self._client.get_item(TableName=self._table, Key={"k": {"B": PREFIX + node.encode()}},
+        item = self._client.get_item(TableName=self._table, Key={"k": {"B": self._prefix + node.encode()}},
                                      ConsistentRead=True).get("Item")
         return None if item is None else Position(int(item["glob"]["N"]), int(item["cursor"]["N"]))
 
     def save(self, node: str, position: Position) -> None:
         self._client.put_item(TableName=self._table, Item={
-            "k": {"B": PREFIX + node.encode()}, "glob": {"N": str(position.glob)},
+            "k": {"B": self._prefix + node.encode()}, "glob": {"N": str(position.glob)},
             "cursor": {"N": str(position.cursor)}})
 
     def clear(self) -> int:
-        """Forget every node's position (a snapshot not resuming starts over). Returns how many were removed."""
+        """Forget every node's position (a snapshot not resuming starts over). Returns how many were removed.
+
+        Unscoped, that includes every shard's; scoped, only this shard's."""
         removed = 0
         pages = self._client.get_paginator("scan").paginate(
             TableName=self._table, FilterExpression="begins_with(k, :p)",
-            ExpressionAttributeValues={":p": {"B": PREFIX}}, ProjectionExpression="k")
+            ExpressionAttributeValues={":p": {"B": self._prefix}}, ProjectionExpression="k")
         for page in pages:
             for item in page["Items"]:
                 self._client.delete_item(TableName=self._table, Key={"k": item["k"]})

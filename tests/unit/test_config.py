@@ -44,3 +44,8 @@ def test_secrets_never_appear_in_the_masked_dump():
 def test_dynamodb_local_access_key_must_be_alphanumeric():
     with pytest.raises(ConfigError, match=r"dynamodb\.access_key_id: .*alphanumeric"):
         load_config(None, environ={"REPLICATOR_DYNAMODB_ACCESS_KEY_ID": "not-alnum"})
+
+
+def test_a_capture_shard_outside_the_shard_count_is_rejected_naming_both():
+    with pytest.raises(ConfigError, match=r"capture: .*shard is 2 but must be below shards \(2\)"):
+        load_config(None, environ={"REPLICATOR_CAPTURE_SHARDS": "2", "REPLICATOR_CAPTURE_SHARD": "2"})
