@@ -1,31 +1,70 @@
-"""The Kafka edge of capture: ChangeEvent → Avro → one record keyed by owner."""
+"""The Kafka edge of capture: ChangeEvent → Avro → one record keyed by owner.
+
+Change events are produced with confluent-kafka (librdkafka): its ``produce`` costs a few µs of Python time where
+kafka-python's costs about 40, which made the Kafka client most of a listener's CPU. Everything else that talks to
+Kafka (the applier's consumer, admin calls, the dead-letter and replay producers: low volume) uses kafka-python.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from typing import Any
 
-from kafka import KafkaProducer
+from confluent_kafka import KafkaException, Producer
 
 from replicator import metrics
-from replicator.broker import BrokerCapabilities, client_kwargs
+from replicator.broker import BrokerCapabilities
 from replicator.config import KafkaConfig
 from replicator.errors import BrokerError
 from replicator.events import CONTENT_TYPE, ChangeEvent, EventCodec
 
 log = logging.getLogger(__name__)
 
-#: Sends in flight after which publish reaps the acknowledged ones.
-_REAP_AT = 1000
+#: Events produced between two servings of delivery reports (publish also serves them when the queue is full).
+_POLL_EVERY = 1000
+#: How long a record may wait for its acknowledgement, retries included (the producer's delivery timeout).
+DELIVERY_TIMEOUT_MS = 120_000
+
+
+def producer_settings(config: KafkaConfig, caps: BrokerCapabilities) -> dict[str, Any]:
+    """librdkafka settings for the change-event producer.
+
+    Ordering per owner: the idempotent producer keeps it with up to 5 requests in flight; without it (brokers before
+    0.11) retries could reorder batches, so one request in flight per connection. Partitioning is murmur2, as in the
+    Java client and kafka-python, so an owner's partition does not depend on which client wrote it.
+    """
+    settings: dict[str, Any] = {
+        "bootstrap.servers": config.bootstrap_servers,
+        "client.id": config.client_id,
+        "security.protocol": config.security_protocol.lower(),
+        "acks": "all",
+        "linger.ms": config.linger_ms,
+        "compression.type": config.compression_type,
+        "partitioner": "murmur2_random",
+        "message.timeout.ms": DELIVERY_TIMEOUT_MS,
+        "enable.idempotence": caps.idempotent_producer,
+        "max.in.flight.requests.per.connection": 5 if caps.idempotent_producer else 1,
+    }
+    if caps.legacy:  # no ApiVersions request before 0.10: librdkafka must be told what the broker speaks
+        settings["api.version.request"] = False
+        settings["broker.version.fallback"] = "0.9.0"
+    if config.security_protocol in ("SSL", "SASL_SSL"):
+        settings["ssl.ca.location"] = "probe"  # the system's CA bundle, as kafka-python uses
+    if config.sasl_mechanism:
+        settings["sasl.mechanism"] = config.sasl_mechanism
+        settings["sasl.username"] = config.sasl_username
+        if config.sasl_password:
+            settings["sasl.password"] = config.sasl_password.get_secret_value()
+    return settings
 
 
 class EventPublisher:
     """Sends events asynchronously; :meth:`flush` waits for every acknowledgement and raises if any send failed.
 
-    Ordering per owner: the idempotent producer keeps it with up to 5 in-flight requests; without it (brokers before
-    0.11) retries could reorder batches, so one request in flight per connection.
+    Acknowledgements are counted (``replicator_events_published_total``) when delivery reports are served: on
+    publish now and then, in :meth:`reap` (long-running callers call it when idle) and in :meth:`flush`.
+    Safe to share between threads.
     """
 
     def __init__(self, config: KafkaConfig, caps: BrokerCapabilities, codec: EventCodec | None = None,
@@ -33,23 +72,16 @@ class EventPublisher:
         self.topic = topic or config.topic
         self.codec = codec or EventCodec()
         self._caps = caps
-        kwargs: dict[str, Any] = {
-            **client_kwargs(config, caps),
-            "acks": "all",
-            "linger_ms": config.linger_ms,
-            "retries": 2**31 - 1,
-            "delivery_timeout_ms": 120_000,
-            "max_in_flight_requests_per_connection": 5 if caps.idempotent_producer else 1,
-            "enable_idempotence": caps.idempotent_producer,
-        }
-        if config.compression_type != "none":
-            kwargs["compression_type"] = config.compression_type
-        self._producer = KafkaProducer(**kwargs)
-        #: Sends not yet seen acknowledged, in send order. Reaped instead of a callback per send: two callbacks per
-        #: event cost the sending thread and the producer's I/O thread more than counting them in bulk.
-        self._inflight: deque[tuple[Any, bytes]] = deque()
-        self._reaping = threading.Lock()
+        self.settings = producer_settings(config, caps)
+        try:
+            self._producer = Producer(self.settings, logger=_LIBRDKAFKA_LOG)
+        except KafkaException as exc:
+            raise BrokerError(f"cannot create the Kafka producer: {exc}; check the kafka section of the config"
+                              ) from None
+        self._lock = threading.Lock()
+        self._acknowledged = 0
         self._failures: list[str] = []
+        self._since_poll = 0
 
     def publish(self, event: ChangeEvent) -> None:
         value = self.codec.encode(event)
@@ -60,49 +92,65 @@ class EventPublisher:
                 ("origin", event.origin.value.encode()),
                 ("version", str(event.version).encode()),
             ]
-        self._inflight.append((self._producer.send(self.topic, key=event.owner, value=value, headers=headers),
-                               event.key))
-        if len(self._inflight) >= _REAP_AT:
-            self.reap(wait=False)
+        while True:
+            try:
+                self._producer.produce(self.topic, value, event.owner, headers=headers, on_delivery=self._delivered)
+                break
+            except BufferError:  # the local queue is full: Kafka is slower than capture; wait for acknowledgements
+                self._producer.poll(0.1)
+        self._since_poll += 1
+        if self._since_poll >= _POLL_EVERY:
+            self._since_poll = 0
+            self.reap()
 
-    def reap(self, wait: bool = False) -> None:
-        """Count the sends Kafka acknowledged (``replicator_events_published_total``) and note the failed ones.
+    def _delivered(self, error: Any, message: Any) -> None:
+        with self._lock:
+            if error is None:
+                self._acknowledged += 1
+            else:
+                self._failures.append(f"owner {message.key()!r}: {error}")
 
-        Goes in send order up to the first send still in flight. Called by publish now and then, by :meth:`flush`,
-        and by long-running callers when idle so the counter stays current. ``wait=False``: skip when another
-        thread is reaping.
+    def reap(self) -> None:
+        """Serve delivery reports and count the acknowledged events.
+
+        Raises BrokerError once an event was not acknowledged within the delivery timeout: a listener must not run
+        on past a lost event (its restart is a gap, which the re-snapshot heals).
         """
-        if not self._reaping.acquire(blocking=wait):
-            return
-        try:
-            inflight = self._inflight
-            acknowledged = 0
-            while inflight and inflight[0][0].is_done:
-                future, key = inflight.popleft()
-                if future.exception is None:
-                    acknowledged += 1
-                else:
-                    metrics.PUBLISH_ERRORS.inc()
-                    exc = future.exception
-                    self._failures.append(f"key {key!r}: {type(exc).__name__}: {exc}")
-            if acknowledged:
-                metrics.EVENTS_PUBLISHED.inc(acknowledged)
-        finally:
-            self._reaping.release()
+        self._producer.poll(0)
+        self._settle()
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until every event sent so far is acknowledged. Raises BrokerError if any was not."""
-        self._producer.flush(timeout=timeout)
-        self.reap(wait=True)
-        with self._reaping:
+        waiting = self._producer.flush(-1 if timeout is None else timeout)
+        self._settle(f"{waiting} event(s) still unacknowledged after {timeout}s" if waiting else None)
+
+    def _settle(self, also: str | None = None) -> None:
+        with self._lock:
+            acknowledged, self._acknowledged = self._acknowledged, 0
             failures, self._failures = self._failures, []
+        if acknowledged:
+            metrics.EVENTS_PUBLISHED.inc(acknowledged)
+        if failures:
+            metrics.PUBLISH_ERRORS.inc(len(failures))
+        if also:
+            failures.append(also)
         if failures:
             raise BrokerError(
                 f"{len(failures)} event(s) were not acknowledged by Kafka topic {self.topic!r} (first: {failures[0]})"
             )
 
     def close(self, timeout: float = 30.0) -> None:
-        try:
-            self.flush(timeout)
-        finally:
-            self._producer.close(timeout=timeout)
+        self.flush(timeout)
+
+
+class _LibrdkafkaLog(logging.LoggerAdapter):
+    """librdkafka's own log lines, minus the deprecation notices for the settings legacy brokers need."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        text = str(msg) % args if args else str(msg)
+        if "is deprecated" in text and ("api.version.request" in text or "broker.version.fallback" in text):
+            return
+        self.logger.log(level, text, **kwargs)
+
+
+_LIBRDKAFKA_LOG = _LibrdkafkaLog(logging.getLogger("replicator.librdkafka"), {})

@@ -45,7 +45,7 @@ def test_modern_brokers_get_headers_and_the_idempotent_producer(stack, uid, mode
                          replication_factor=1)
     broker.ensure_topic(config, modern, config.topic)
     publisher = EventPublisher(config, modern)
-    assert publisher._producer.config["enable_idempotence"]
+    assert publisher.settings["enable.idempotence"] and publisher.settings["max.in.flight.requests.per.connection"] == 5
     publisher.publish(_event())
     publisher.close()
     from tests.support import messaging_config  # noqa: F401  (keeps the import graph of the suite uniform)

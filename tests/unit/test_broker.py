@@ -10,6 +10,8 @@ from replicator.broker import (
     capabilities_for_version,
     capabilities_from_api_versions,
 )
+from replicator.config import KafkaConfig
+from replicator.publish.producer import producer_settings
 
 
 def test_a_modern_broker_gets_headers_idempotence_and_timestamps():
@@ -55,3 +57,24 @@ def test_kafka_down_is_not_mistaken_for_a_missing_topic():
     with pytest.raises(BrokerError, match=r"cannot reach any Kafka bootstrap server \(127.0.0.1:1: ") as raised:
         topic_partition_count(KafkaConfig(bootstrap_servers="127.0.0.1:1"), "t", timeout=1)
     assert raised.value.retryable  # long-running commands wait for it, not ready, instead of exiting
+
+
+def test_the_event_producer_keeps_per_owner_order_on_every_broker_generation():
+    legacy = producer_settings(KafkaConfig(), LEGACY_0_9)
+    assert legacy["max.in.flight.requests.per.connection"] == 1 and not legacy["enable.idempotence"]
+    assert legacy["api.version.request"] is False and legacy["broker.version.fallback"] == "0.9.0"
+    modern = producer_settings(KafkaConfig(), capabilities_for_version((3, 7)))
+    assert modern["enable.idempotence"] and modern["max.in.flight.requests.per.connection"] == 5
+    assert "api.version.request" not in modern
+    for settings in (legacy, modern):  # the Java client's partitioner: an owner's partition whatever wrote it
+        assert settings["acks"] == "all" and settings["partitioner"] == "murmur2_random"
+
+
+def test_the_event_producer_gets_tls_and_sasl_settings():
+    config = KafkaConfig(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="cdc",
+                         sasl_password="s3cret", compression_type="zstd")
+    settings = producer_settings(config, capabilities_for_version((3, 7)))
+    assert settings["security.protocol"] == "sasl_ssl" and settings["ssl.ca.location"] == "probe"
+    assert (settings["sasl.mechanism"], settings["sasl.username"], settings["sasl.password"]) == (
+        "SCRAM-SHA-512", "cdc", "s3cret")
+    assert settings["compression.type"] == "zstd"
