@@ -129,6 +129,18 @@ def test_one_listener_deployment_per_instance():
     assert envs[1]["REPLICATOR_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "redis-b"
 
 
+def test_a_sharded_instance_gets_one_listener_per_capture_shard():
+    values = {"listener": {"instances": [{"name": "big", "shards": 3}, {"name": "small"}]}}
+    listeners = [d for d in of_kind(render(values), "Deployment") if "-listener-" in d["metadata"]["name"]]
+    assert [d["metadata"]["name"].split("-listener-")[1] for d in listeners] == [
+        "big-shard-0", "big-shard-1", "big-shard-2", "small"]
+    envs = [{e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+            for d in listeners]
+    assert [(e["REPLICATOR_CAPTURE_SHARD"], e["REPLICATOR_CAPTURE_SHARDS"]) for e in envs] == [
+        ("0", "3"), ("1", "3"), ("2", "3"), ("0", "1")]
+    assert len({tuple(sorted(d["spec"]["selector"]["matchLabels"].items())) for d in listeners}) == 4
+
+
 def test_defaults_stay_minimal():
     kinds = sorted(d["kind"] for d in render({}))
     assert kinds == ["ConfigMap", "Deployment", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]

@@ -76,6 +76,10 @@ Call with (dict "root" $ "args" (list "apply") "redisUrl" <string> "redisUrlSecr
     - name: REPLICATOR_REDIS_NODE_NAME
       value: {{ .nodeName | quote }}
     {{- end }}
+    {{- range $name, $value := (.extraEnv | default dict) }}
+    - name: {{ $name }}
+      value: {{ $value | quote }}
+    {{- end }}
     {{- with $root.Values.kafka.saslPasswordSecret }}
     {{- if .name }}
     - name: REPLICATOR_KAFKA_SASL_PASSWORD
