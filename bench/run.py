@@ -1,14 +1,15 @@
 """Benchmarks: each stage's throughput as a ratio of a raw baseline measured in the same run, on the same services.
 
-    .venv/bin/python bench/run.py [--repeat 3] [--events 20000] [--keys 100000] [--rate 5000] [--seconds 60]
-                                [--write-mode transaction]
+    .venv/bin/python bench/run.py [--repeat 3] [--events 20000] [--keys 100000] [--rate 5000 [1500 ...]]
+                                  [--seconds 60] [--write-mode transaction]
 
 Starts the embedded local stack (redis-server, Kafka 0.9, DynamoDB Local), then for every figure prints
 min / median / max over ``--repeat`` runs and writes everything to ``bench/results/<utc time>.json`` so results can
 be compared across commits. The figures:
 
 - capture: events/s from Redis writes to Avro events acknowledged by Kafka (the listener), vs a plain kafka-python
-  producer sending pre-encoded messages of the same size, and vs a bare subscriber counting the notifications;
+  producer sending pre-encoded messages of the same size, vs a bare confluent-kafka producer doing the same with
+  the listener's producer settings (the ceiling), and vs a bare subscriber counting the notifications;
 - apply: items/s from the topic into DynamoDB (the applier, in each write mode), vs raw boto3 BatchWriteItem of the
   same items from one thread, and vs raw conditional TransactWriteItems of them (100 per call, 16 threads);
 - snapshot: keys/s of a mixed-type keyspace (the snapshot loader), vs a bare SCAN + pipelined read loop;
@@ -44,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
+from confluent_kafka import Producer  # noqa: E402
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 from prometheus_client import REGISTRY  # noqa: E402
 
@@ -52,6 +54,7 @@ from replicator.capture.reader import StateReader  # noqa: E402
 from replicator.config import Config, parse_config  # noqa: E402
 from replicator.localstack import LocalStack, dynamodb_client, free_port, wait_until  # noqa: E402
 from replicator.logs import setup as setup_logs  # noqa: E402
+from replicator.publish.producer import producer_settings  # noqa: E402
 
 VALUE = b"x" * 100  # every benchmark key holds a 100-byte string unless it says otherwise
 
@@ -136,6 +139,28 @@ def raw_producer_rate(stack: LocalStack, n: int, size: int) -> float:
     elapsed = time.perf_counter() - started
     producer.close()
     return n / elapsed
+
+
+def raw_librdkafka_rate(stack: LocalStack, n: int, size: int) -> float:
+    """The same messages through a bare confluent-kafka producer with the publisher's settings: the ceiling of
+    what capture can publish."""
+    config = _config(stack, f"rdk{uuid.uuid4().hex[:6]}")
+    caps = broker.detect(config.kafka)
+    broker.ensure_topic(config.kafka, caps, config.kafka.topic, config.kafka.partitions)
+    producer = Producer(producer_settings(config.kafka, caps), logger=logging.getLogger("bench.librdkafka"))
+    payload = b"p" * size
+    started = time.perf_counter()
+    for i in range(n):
+        while True:
+            try:
+                producer.produce(config.kafka.topic, payload, str(i % 1000).encode())
+                break
+            except BufferError:
+                producer.poll(0.1)
+        if i % 1000 == 0:
+            producer.poll(0)
+    producer.flush()
+    return n / (time.perf_counter() - started)
 
 
 def bare_subscriber_rate(stack: LocalStack, n: int) -> float:
@@ -391,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--events", type=int, default=20_000, help="events per capture/apply measurement")
     parser.add_argument("--keys", type=int, default=100_000, help="keys of the snapshot keyspace")
-    parser.add_argument("--rate", type=float, default=5000, help="offered writes/s for the latency run")
+    parser.add_argument("--rate", type=float, nargs="+", default=[5000],
+                        help="offered writes/s of the latency run (several: one run each)")
     parser.add_argument("--seconds", type=float, default=60, help="length of the latency run")
     parser.add_argument("--write-mode", choices=["item", "transaction"], default="transaction",
                         help="the applier's write mode in the latency run")
@@ -414,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         figures = {
             "capture_events_per_s": _repeat(lambda: capture_rate(stack, args.events), args.repeat),
             "raw_producer_msgs_per_s": _repeat(lambda: raw_producer_rate(stack, args.events, size), args.repeat),
+            "raw_librdkafka_producer_msgs_per_s": _repeat(lambda: raw_librdkafka_rate(stack, args.events, size),
+                                                          args.repeat),
             "bare_subscriber_notifications_per_s": _repeat(lambda: bare_subscriber_rate(stack, args.events),
                                                            args.repeat),
             "apply_item_mode_items_per_s": _repeat(lambda: apply_rate(stack, args.events, "item"), args.repeat),
@@ -428,13 +456,14 @@ def main(argv: list[str] | None = None) -> int:
         figures["snapshot_keys_per_s"] = _repeat(lambda: snapshot_rate(stack), args.repeat)
         figures["bare_scan_read_keys_per_s"] = _repeat(lambda: bare_scan_rate(stack, args.keys), args.repeat)
         r.flushall()
-        latency = end_to_end(stack, args.rate, args.seconds, args.write_mode)
+        latencies = [end_to_end(stack, rate, args.seconds, args.write_mode) for rate in args.rate]
 
     def ratio(stage: str, baseline: str) -> float:
         return figures[stage]["median"] / figures[baseline]["median"]
 
     ratios = {
-        "capture / raw producer": ratio("capture_events_per_s", "raw_producer_msgs_per_s"),
+        "capture / raw kafka-python producer": ratio("capture_events_per_s", "raw_producer_msgs_per_s"),
+        "capture / raw librdkafka producer": ratio("capture_events_per_s", "raw_librdkafka_producer_msgs_per_s"),
         "capture / bare subscriber": ratio("capture_events_per_s", "bare_subscriber_notifications_per_s"),
         "apply (item) / raw BatchWriteItem": ratio("apply_item_mode_items_per_s", "raw_batch_write_items_per_s"),
         "apply (transaction) / raw BatchWriteItem": ratio("apply_transaction_mode_items_per_s",
@@ -443,18 +472,20 @@ def main(argv: list[str] | None = None) -> int:
                                                         "raw_conditional_transaction_items_per_s"),
         "snapshot / bare SCAN+read": ratio("snapshot_keys_per_s", "bare_scan_read_keys_per_s"),
     }
-    results.update(figures=figures, ratios=ratios, end_to_end=latency)
+    results.update(figures=figures, ratios=ratios, end_to_end=latencies)
     print(f"\n{'figure':42} {'min':>10} {'median':>10} {'max':>10}")
     for name, f in figures.items():
         print(f"{name:42} {f['min']:>10,.0f} {f['median']:>10,.0f} {f['max']:>10,.0f}")
     print()
     for name, value in ratios.items():
         print(f"{name:42} {value:>10.2f}")
-    rss = {p: f"{latency['rss_start_mb'][p]:.0f} -> {latency['rss_end_mb'][p]:.0f}" for p in ("listener", "applier")}
-    print(f"\nend to end at {args.rate:,.0f} writes/s for {args.seconds:.0f}s ({latency['write_mode']} mode): "
-          f"p50 <= {latency['p50_s']}s, p99 <= {latency['p99_s']}s; all applied "
-          f"{latency['drain_after_writes_stopped_s']:.1f}s after the writes stopped; "
-          f"RSS MiB listener {rss['listener']}, applier {rss['applier']}")
+    for rate, latency in zip(args.rate, latencies, strict=True):
+        rss = {p: f"{latency['rss_start_mb'][p]:.0f} -> {latency['rss_end_mb'][p]:.0f}"
+               for p in ("listener", "applier")}
+        print(f"\nend to end at {rate:,.0f} writes/s for {args.seconds:.0f}s ({latency['write_mode']} mode): "
+              f"p50 <= {latency['p50_s']}s, p99 <= {latency['p99_s']}s; all applied "
+              f"{latency['drain_after_writes_stopped_s']:.1f}s after the writes stopped; "
+              f"RSS MiB listener {rss['listener']}, applier {rss['applier']}")
     out = args.json or ROOT / "bench" / "results" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")

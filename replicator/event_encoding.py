@@ -10,6 +10,7 @@ and pins the fingerprint, so changing ``change_event.avsc`` without updating thi
 from __future__ import annotations
 
 import struct
+from functools import lru_cache
 
 from replicator.events import ChangeEvent, KeyType
 
@@ -33,8 +34,12 @@ def _varint(n: int) -> bytes:
 _SMALL_LONGS = [_varint(n) for n in range(_SMALL)]
 
 
+#: Versions and capture times repeat within a batch (a script call's keys share its TIME; a batch its capture time).
+_recent_varint = lru_cache(maxsize=1024)(_varint)
+
+
 def long(n: int) -> bytes:
-    return _SMALL_LONGS[n] if 0 <= n < _SMALL else _varint(n)
+    return _SMALL_LONGS[n] if 0 <= n < _SMALL else _recent_varint(n)
 
 
 def _blob(data: bytes) -> bytes:
@@ -42,10 +47,16 @@ def _blob(data: bytes) -> bytes:
     return (_SMALL_LONGS[n] if n < _SMALL else _varint(n)) + data
 
 
+@lru_cache(maxsize=256)
+def _text(text: str) -> bytes:
+    """An Avro string that repeats (node names)."""
+    return _blob(text.encode())
+
+
 _DOUBLE = struct.Struct("<d").pack
+# Keyed by the members' _value_: an Enum member's hash and .value are Python-level calls, its _value_ a plain field.
 _TYPE_INDEX = {t: long(i) for i, t in enumerate(
-    [KeyType.NONE, KeyType.STRING, KeyType.HASH, KeyType.LIST, KeyType.SET, KeyType.ZSET, KeyType.STREAM,
-     KeyType.UNKNOWN])}
+    ["NONE", "STRING", "HASH", "LIST", "SET", "ZSET", "STREAM", "UNKNOWN"])}
 _OP_INDEX = {"UPSERT": b"\x00", "DELETE": b"\x02"}
 _ORIGIN_INDEX = {"LIVE": b"\x00", "SNAPSHOT": b"\x02", "REPAIR": b"\x04"}
 _NULL, _BYTES, _HASH, _LIST, _SET, _ZSET = (long(i) for i in range(6))  # branches of the value union
@@ -57,8 +68,8 @@ def body(event: ChangeEvent) -> bytes:
     key_type = event.type
     parts = [
         _blob(event.event_id.encode()),
-        _blob(event.node.encode()), long(event.db), _blob(event.key), _TYPE_INDEX[key_type],
-        _blob(event.owner), _OP_INDEX[event.op.value], _ORIGIN_INDEX[event.origin.value],
+        _text(event.node), long(event.db), _blob(event.key), _TYPE_INDEX[key_type._value_],
+        _blob(event.owner), _OP_INDEX[event.op._value_], _ORIGIN_INDEX[event.origin._value_],
         long(event.version), long(event.captured_at_us),
         b"\x00" if event.expire_at_ms is None else _SOME + long(event.expire_at_ms),
     ]
