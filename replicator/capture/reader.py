@@ -238,15 +238,24 @@ class KeyCapture:
 
     def capture(self, keys: Sequence[bytes], origin: Origin) -> int:
         """Returns the number of events handed to the publisher (acknowledged later; see EventPublisher.flush)."""
+        return self.publish(self.read(keys), origin)
+
+    def read(self, keys: Sequence[bytes]) -> Reading:
+        """The states of ``keys`` (those of this shard), and when they were read."""
         if self._shards > 1:
             owner_of = self._rules.owner_of
             keys = [k for k in keys if (o := owner_of(k)) is not None and in_shard(o, self._shard, self._shards)]
-        now_us = time.time_ns() // 1000
+        read_at_us = time.time_ns() // 1000
+        return Reading(self._reader.read(keys), read_at_us)
+
+    def publish(self, reading: Reading, origin: Origin) -> int:
+        """Publish the states of a :meth:`read` (split in two so a caller can read ahead while it publishes)."""
         publish = self._publisher.publish
         published = 0
         try:
-            for state in self._reader.read(keys):
-                events = to_events(state, self._rules, origin, self.node, self.db, now_us, self._chunk_bytes)
+            for state in reading.states:
+                events = to_events(state, self._rules, origin, self.node, self.db, reading.read_at_us,
+                                   self._chunk_bytes)
                 for event in events:
                     publish(event)
                 if events:
@@ -255,3 +264,9 @@ class KeyCapture:
             if published:
                 self._captured[origin].inc(published)
         return published
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    states: list[RawState]
+    read_at_us: int

@@ -21,7 +21,7 @@ from redis.cluster import RedisCluster
 from replicator import metrics
 from replicator.batching import batches
 from replicator.capture.cluster import dbsize, primaries
-from replicator.capture.reader import KeyCapture
+from replicator.capture.reader import KeyCapture, Reading
 from replicator.config import CaptureConfig
 from replicator.events import Origin
 from replicator.mapping import RuleSet
@@ -53,20 +53,28 @@ def scan_node(conn: redis.Redis, globs: tuple[bytes, ...], capture: KeyCapture, 
     done). Stops after the SCAN call during which ``should_stop`` became true. Returns (keys scanned, events).
     """
     scanned = published = 0
-    for index in range(start.glob, len(globs)):
-        cursor = start.cursor if index == start.glob else 0
-        while True:
-            cursor, keys = conn.scan(cursor=cursor, match=globs[index], count=scan_count)
-            for batch in batches(keys, batch_size):
+    if start.glob >= len(globs):
+        return scanned, published
+
+    def fetch(index: int, cursor: int) -> tuple[int, int, list[bytes], Reading]:
+        cursor, keys = conn.scan(cursor=cursor, match=globs[index], count=scan_count)
+        return index, cursor, keys, capture.read(keys)
+
+    # The next SCAN page is read while this one is published: Redis works while Python encodes and sends.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan-ahead") as ahead:
+        page = ahead.submit(fetch, start.glob, start.cursor)
+        while page is not None:
+            index, cursor, keys, reading = page.result()
+            following = (index, cursor) if cursor != 0 else (index + 1, 0) if index + 1 < len(globs) else None
+            page = ahead.submit(fetch, *following) if following is not None and not should_stop() else None
+            for states in batches(reading.states, batch_size):
                 if limiter is not None:
-                    limiter.take(len(batch))
-                published += capture.capture(batch, Origin.SNAPSHOT)
+                    limiter.take(len(states))
+                published += capture.publish(Reading(states, reading.read_at_us), Origin.SNAPSHOT)
             scanned += len(keys)
             on_scan(index, cursor, len(keys))
-            if cursor == 0:
+            if page is None or (cursor != 0 and should_stop()):
                 break
-            if should_stop():
-                return scanned, published
     return scanned, published
 
 
