@@ -1,6 +1,6 @@
 """Benchmarks: each stage's throughput as a ratio of a raw baseline measured in the same run, on the same services.
 
-    .venv/bin/python bench/run.py [--repeat 3] [--events 20000] [--keys 100000] [--rate 5000 [1500 ...]]
+    .venv/bin/python bench/run.py [--repeat 3] [--events 20000] [--keys 1000000] [--rate 5000 1500]
                                   [--seconds 60] [--write-mode transaction]
 
 Starts the embedded local stack (redis-server, Kafka 0.9, DynamoDB Local), then for every figure prints
@@ -415,8 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--events", type=int, default=20_000, help="events per capture/apply measurement")
-    parser.add_argument("--keys", type=int, default=100_000, help="keys of the snapshot keyspace")
-    parser.add_argument("--rate", type=float, nargs="+", default=[5000],
+    parser.add_argument("--keys", type=int, default=1_000_000, help="keys of the snapshot keyspace")
+    parser.add_argument("--rate", type=float, nargs="+", default=[5000, 1500],
                         help="offered writes/s of the latency run (several: one run each)")
     parser.add_argument("--seconds", type=float, default=60, help="length of the latency run")
     parser.add_argument("--write-mode", choices=["item", "transaction"], default="transaction",
