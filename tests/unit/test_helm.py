@@ -141,6 +141,20 @@ def test_a_sharded_instance_gets_one_listener_per_capture_shard():
     assert len({tuple(sorted(d["spec"]["selector"]["matchLabels"].items())) for d in listeners}) == 4
 
 
+def test_a_sharded_snapshot_is_an_indexed_job_whose_index_is_the_shard():
+    (job,) = of_kind(render({"snapshot": {"enabled": True, "shards": 4}}), "Job")
+    assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == (
+        "Indexed", 4, 4)
+    env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REPLICATOR_CAPTURE_SHARDS"]["value"] == "4"
+    assert env["REPLICATOR_CAPTURE_SHARD"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']")
+    (plain,) = of_kind(render({"snapshot": {"enabled": True}}), "Job")
+    assert "completionMode" not in plain["spec"]
+    plain_env = {e["name"] for e in plain["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "REPLICATOR_CAPTURE_SHARD" not in plain_env
+
+
 def test_defaults_stay_minimal():
     kinds = sorted(d["kind"] for d in render({}))
     assert kinds == ["ConfigMap", "Deployment", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]

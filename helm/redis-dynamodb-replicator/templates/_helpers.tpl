@@ -80,6 +80,9 @@ Call with (dict "root" $ "args" (list "apply") "redisUrl" <string> "redisUrlSecr
     - name: {{ $name }}
       value: {{ $value | quote }}
     {{- end }}
+    {{- with .extraEnvFrom }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
     {{- with $root.Values.kafka.saslPasswordSecret }}
     {{- if .name }}
     - name: REPLICATOR_KAFKA_SASL_PASSWORD
