@@ -12,7 +12,8 @@ be compared across commits. The figures:
   the listener's producer settings (the ceiling), and vs a bare subscriber counting the notifications;
 - apply: items/s from the topic into DynamoDB (the applier, in each write mode), vs raw boto3 BatchWriteItem of the
   same items from one thread, and vs raw conditional TransactWriteItems of them (100 per call, 16 threads);
-- snapshot: keys/s of a mixed-type keyspace (the snapshot loader), vs a bare SCAN + pipelined read loop;
+- snapshot: keys/s of a mixed-type keyspace (the snapshot loader; and two `replicator snapshot` processes as capture
+  shards, start-up included), vs a bare SCAN + pipelined read loop;
 - end to end: p50/p99 latency at a fixed offered write rate, with the listener and the applier in two processes
   as deployed, and both processes' RSS at start and end.
 
@@ -276,6 +277,30 @@ def snapshot_rate(stack: LocalStack) -> float:
     return report.keys_scanned / report.seconds
 
 
+def sharded_snapshot_rate(stack: LocalStack, shards: int) -> float:
+    """``shards`` snapshot processes (``replicator snapshot`` with capture.shard 0..shards-1) started together:
+    keys of the keyspace / time until the last one exits, start-up included."""
+    data = _config_data(stack, f"shs{uuid.uuid4().hex[:6]}")
+    config = parse_config(data)
+    ctx = pipeline.context(config)
+    pipeline.dynamodb(ctx)  # tables and topic exist before the processes race to create them
+    broker.ensure_topic(config.kafka, ctx.caps, config.kafka.topic, config.kafka.partitions)
+    keys = redis.Redis.from_url(stack.redis_url).dbsize()
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        json.dump(data, f)  # JSON is YAML
+    env = os.environ | {"PYTHONPATH": str(ROOT), "REPLICATOR_CAPTURE_SHARDS": str(shards)}
+    started = time.perf_counter()
+    command = [sys.executable, "-m", "replicator", "--log-level", "ERROR", "snapshot", "-c", f.name]
+    processes = [subprocess.Popen(command, cwd=ROOT, env=env | {"REPLICATOR_CAPTURE_SHARD": str(shard)},
+                                  stdout=subprocess.DEVNULL) for shard in range(shards)]
+    failed = [p.args for p in processes if p.wait(1800) != 0]
+    elapsed = time.perf_counter() - started
+    os.unlink(f.name)
+    if failed:
+        raise RuntimeError(f"snapshot shard failed: {failed[0]}")
+    return keys / elapsed
+
+
 def bare_scan_rate(stack: LocalStack, n: int) -> float:
     client = redis.Redis.from_url(stack.redis_url)
     reader = StateReader(client)
@@ -454,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         r.flushall()
         _mixed_keyspace(r, "snap", args.keys)
         figures["snapshot_keys_per_s"] = _repeat(lambda: snapshot_rate(stack), args.repeat)
+        figures["snapshot_2_shard_processes_keys_per_s"] = _repeat(lambda: sharded_snapshot_rate(stack, 2),
+                                                                   args.repeat)
         figures["bare_scan_read_keys_per_s"] = _repeat(lambda: bare_scan_rate(stack, args.keys), args.repeat)
         r.flushall()
         latencies = [end_to_end(stack, rate, args.seconds, args.write_mode) for rate in args.rate]
@@ -471,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         "apply (transaction) / raw transactions": ratio("apply_transaction_mode_items_per_s",
                                                         "raw_conditional_transaction_items_per_s"),
         "snapshot / bare SCAN+read": ratio("snapshot_keys_per_s", "bare_scan_read_keys_per_s"),
+        "snapshot, 2 shard processes / bare SCAN+read": ratio("snapshot_2_shard_processes_keys_per_s",
+                                                              "bare_scan_read_keys_per_s"),
     }
     results.update(figures=figures, ratios=ratios, end_to_end=latencies)
     print(f"\n{'figure':42} {'min':>10} {'median':>10} {'max':>10}")
