@@ -36,8 +36,9 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -286,16 +287,12 @@ def sharded_snapshot_rate(stack: LocalStack, shards: int) -> float:
     pipeline.dynamodb(ctx)  # tables and topic exist before the processes race to create them
     broker.ensure_topic(config.kafka, ctx.caps, config.kafka.topic, config.kafka.partitions)
     keys = redis.Redis.from_url(stack.redis_url).dbsize()
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        json.dump(data, f)  # JSON is YAML
-    env = os.environ | {"PYTHONPATH": str(ROOT), "REPLICATOR_CAPTURE_SHARDS": str(shards)}
-    started = time.perf_counter()
-    command = [sys.executable, "-m", "replicator", "--log-level", "ERROR", "snapshot", "-c", f.name]
-    processes = [subprocess.Popen(command, cwd=ROOT, env=env | {"REPLICATOR_CAPTURE_SHARD": str(shard)},
-                                  stdout=subprocess.DEVNULL) for shard in range(shards)]
-    failed = [p.args for p in processes if p.wait(1800) != 0]
-    elapsed = time.perf_counter() - started
-    os.unlink(f.name)
+    with _config_file(data) as path:
+        started = time.perf_counter()
+        processes = [_replicator("snapshot", path, REPLICATOR_CAPTURE_SHARDS=str(shards),
+                                 REPLICATOR_CAPTURE_SHARD=str(shard)) for shard in range(shards)]
+        failed = [p.args for p in processes if p.wait(1800) != 0]
+        elapsed = time.perf_counter() - started
     if failed:
         raise RuntimeError(f"snapshot shard failed: {failed[0]}")
     return keys / elapsed
@@ -327,47 +324,59 @@ def end_to_end(stack: LocalStack, rate: float, seconds: float, write_mode: str) 
     port = free_port()
     data = _config_data(stack, name, apply={"write_mode": write_mode}, metrics={"port": port})
     config = parse_config(data)
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        json.dump(data, f)  # JSON is YAML
-    listener = subprocess.Popen([sys.executable, "-m", "replicator", "--log-level", "ERROR", "listen", "-c", f.name],
-                                cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)})
     applier = pipeline.applier(pipeline.context(config))
     stop = threading.Event()
     thread = threading.Thread(target=applier.run, args=(stop,), daemon=True)
     thread.start()
-    try:
-        wait_until(lambda: _ready(port) and applier.assigned.is_set(), 60, "pipeline ready")
-        before = _histogram()
-        applied = _counter("replicator_events_applied_total")
-        rss_start = {"applier": _rss_mb(os.getpid()), "listener": _rss_mb(listener.pid)}
-        written = 0
-        started = time.perf_counter()
-        while (elapsed := time.perf_counter() - started) < seconds:
-            due = int(elapsed * rate)
-            pipe = r.pipeline(transaction=False)
-            for i in range(written, due):
-                pipe.set(f"{name}:{i % 50_000}", VALUE)
-            pipe.execute()
-            written = due
-            time.sleep(0.005)
-        rss_end = {"applier": _rss_mb(os.getpid()), "listener": _rss_mb(listener.pid)}
-        listener.terminate()  # it publishes what it has read, then exits
-        listener.wait(60)
-        drained = time.perf_counter()
-        lag = _group_lag(config)
-        wait_until(lambda: lag() == 0, max(120.0, written / 500), "events applied", 0.05)
-        behind_s = time.perf_counter() - drained
-    finally:
-        if listener.poll() is None:
-            listener.kill()
-        stop.set()
-        thread.join(60)
-        os.unlink(f.name)
+    with _config_file(data) as path:
+        listener = _replicator("listen", path)
+        try:
+            wait_until(lambda: _ready(port) and applier.assigned.is_set(), 60, "pipeline ready")
+            before = _histogram()
+            applied = _counter("replicator_events_applied_total")
+            rss_start = {"applier": _rss_mb(os.getpid()), "listener": _rss_mb(listener.pid)}
+            written = 0
+            started = time.perf_counter()
+            while (elapsed := time.perf_counter() - started) < seconds:
+                due = int(elapsed * rate)
+                pipe = r.pipeline(transaction=False)
+                for i in range(written, due):
+                    pipe.set(f"{name}:{i % 50_000}", VALUE)
+                pipe.execute()
+                written = due
+                time.sleep(0.005)
+            rss_end = {"applier": _rss_mb(os.getpid()), "listener": _rss_mb(listener.pid)}
+            listener.terminate()  # it publishes what it has read, then exits
+            listener.wait(60)
+            drained = time.perf_counter()
+            lag = _group_lag(config)
+            wait_until(lambda: lag() == 0, max(120.0, written / 500), "events applied", 0.05)
+            behind_s = time.perf_counter() - drained
+        finally:
+            if listener.poll() is None:
+                listener.kill()
+            stop.set()
+            thread.join(60)
     after = _histogram()
     buckets = {le: after["buckets"][le] - before["buckets"].get(le, 0) for le in after["buckets"]}
     return {"write_mode": write_mode, "p50_s": _quantile(buckets, 0.5), "p99_s": _quantile(buckets, 0.99),
             "writes": written, "events_applied": _counter("replicator_events_applied_total") - applied,
             "drain_after_writes_stopped_s": behind_s, "rss_start_mb": rss_start, "rss_end_mb": rss_end}
+
+
+@contextmanager
+def _config_file(data: dict[str, Any]) -> Iterator[str]:
+    """``data`` as a config file for ``replicator`` processes (JSON is YAML), removed afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(json.dumps(data))
+        yield str(path)
+
+
+def _replicator(command: str, config_path: str, **env: str) -> subprocess.Popen:
+    """``replicator <command>`` from this checkout, as its own process (as deployed)."""
+    return subprocess.Popen([sys.executable, "-m", "replicator", "--log-level", "ERROR", command, "-c", config_path],
+                            cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT), **env}, stdout=subprocess.DEVNULL)
 
 
 def _group_lag(config: Config) -> Callable[[], int]:
@@ -502,12 +511,12 @@ def main(argv: list[str] | None = None) -> int:
                                                               "bare_scan_read_keys_per_s"),
     }
     results.update(figures=figures, ratios=ratios, end_to_end=latencies)
-    print(f"\n{'figure':42} {'min':>10} {'median':>10} {'max':>10}")
+    print(f"\n{'figure':46} {'min':>10} {'median':>10} {'max':>10}")
     for name, f in figures.items():
-        print(f"{name:42} {f['min']:>10,.0f} {f['median']:>10,.0f} {f['max']:>10,.0f}")
+        print(f"{name:46} {f['min']:>10,.0f} {f['median']:>10,.0f} {f['max']:>10,.0f}")
     print()
     for name, value in ratios.items():
-        print(f"{name:42} {value:>10.2f}")
+        print(f"{name:46} {value:>10.2f}")
     for rate, latency in zip(args.rate, latencies, strict=True):
         rss = {p: f"{latency['rss_start_mb'][p]:.0f} -> {latency['rss_end_mb'][p]:.0f}"
                for p in ("listener", "applier")}
