@@ -13,9 +13,12 @@ import logging
 import socket
 import ssl
 import struct
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from kafka.errors import KafkaError
 
 from replicator.config import KafkaConfig
 from replicator.errors import BrokerError
@@ -358,3 +361,42 @@ def _tp_of(record: Any) -> Any:
     from kafka import TopicPartition
 
     return TopicPartition(record.topic, record.partition)
+
+
+class GroupOffsets:
+    """A topic's end offsets and one consumer group's committed offsets on it, read without joining the group.
+
+    What the listener's gap reconcile waits on (see capture/reconcile.py). One consumer connection, kept open;
+    kafka-python's consumer is not thread-safe, so calls are serialised.
+    """
+
+    def __init__(self, config: KafkaConfig, caps: BrokerCapabilities, topic: str, group: str) -> None:
+        from kafka import KafkaConsumer
+
+        self.topic, self.group = topic, group
+        self._config = config
+        self._consumer = KafkaConsumer(**client_kwargs(config, caps), group_id=group, enable_auto_commit=False)
+        self._lock = threading.Lock()
+
+    def end(self) -> dict[int, int]:
+        """Per partition, the offset the next record will get. Retryable BrokerError while Kafka does not answer."""
+        with self._lock:
+            try:
+                tps = topic_partitions(self._config, self.topic)
+                return {tp.partition: offset for tp, offset in self._consumer.end_offsets(tps).items()}
+            except KafkaError as exc:
+                raise BrokerError(f"cannot read the end offsets of {self.topic!r}: {exc}", retryable=True) from None
+
+    def committed(self) -> dict[int, int | None]:
+        """Per partition, the group's committed offset (None: never committed)."""
+        with self._lock:
+            try:
+                tps = topic_partitions(self._config, self.topic)
+                return {tp.partition: self._consumer.committed(tp) for tp in tps}
+            except KafkaError as exc:
+                raise BrokerError(f"cannot read group {self.group!r}'s offsets on {self.topic!r}: {exc}",
+                                  retryable=True) from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._consumer.close(autocommit=False)

@@ -123,6 +123,9 @@ class CaptureConfig(_Frozen):
     #: Re-snapshot (in the background, while capturing live) after every gap: listener start, lost subscription.
     #: Notifications are fire-and-forget, so without it changes made while nobody listened are never replicated.
     resnapshot_on_gap: bool = True
+    #: How often INFO is read for changes no notification announces (FLUSHDB, FLUSHALL, SWAPDB, CONFIG RESETSTAT,
+    #: a restart or failover); each is a gap, healed by a re-snapshot and a reconcile.
+    watch_interval_s: float = Field(default=1.0, ge=0.05, le=3600)
     #: Reconnect backoff after a lost subscription, doubling from the first value up to the second.
     reconnect_backoff_s: tuple[float, float] = (0.2, 10.0)
     #: Redis Cluster: how often the primaries are listed again (failover, resharding, added primaries).

@@ -10,13 +10,15 @@ Nothing here does I/O: the applier hands in the previous applied state of a key 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from replicator import mirror
 from replicator.errors import ConfigError, MappingError
 from replicator.events import ChangeEvent, KeyType, Op
 
@@ -41,8 +43,8 @@ _RULE_PLACEHOLDERS: dict[str, tuple[str, ...]] = {
 }
 #: The placeholder that tells a collection's items apart.
 _ELEMENT = {"hash": "field", "set": "member", "zset": "member"}
-#: Data attributes of the default mirror table's items.
-MIRROR_ATTRS = ("type", "value", "expire_at")
+#: Data attributes of the default mirror table's items ("parts" instead of "value" for a value kept in parts).
+MIRROR_ATTRS = ("type", "value", "expire_at", "parts")
 _GLOB_SPECIAL = re.compile(rb"([*?\[\]\\])")
 
 
@@ -205,10 +207,11 @@ class RuleSet:
             variables = rule.pattern.match(key)
             if variables is not None:
                 return rule, variables
-        if self.mirror is not None:
-            variables = self.mirror.pattern.match(key)
-            if variables is not None:
-                return self.mirror, {}
+        # The catch-all mirror takes the empty key too (a placeholder needs a byte): planning then makes it a dead
+        # letter naming why, instead of a key silently not replicated.
+        mirror = self.mirror
+        if mirror is not None and (mirror.pattern.match(key) is not None or (not key and mirror.pattern.single)):
+            return mirror, {}
         return None
 
     def owner_of(self, key: bytes) -> bytes | None:
@@ -426,6 +429,8 @@ class ItemWrite:
     rule: Rule
     version: int
     attributes: Attrs | None
+    #: A mirror value above the item limit, in slices for the parts table (the attributes then hold "parts").
+    parts: tuple[bytes, ...] = ()
 
     @property
     def is_tombstone(self) -> bool:
@@ -464,8 +469,10 @@ def plan_writes(rule: Rule, variables: Mapping[str, bytes], event: ChangeEvent, 
         if event.op is Op.DELETE:
             return Plan((ItemWrite(rule.table, item_key, rule, event.version, None),), KeyState(event.version))
         ((_, attrs),) = desired_items(rule, variables, event).items()
-        return Plan((ItemWrite(rule.table, item_key, rule, event.version, attrs),),
-                    KeyState(event.version, {item_key: attrs}))
+        write = ItemWrite(rule.table, item_key, rule, event.version, attrs)
+        if rule.type == "mirror":
+            write = _in_parts_if_too_big(write)
+        return Plan((write,), KeyState(event.version, {item_key: attrs}))
     if event.version < previous.version:
         return Plan((), previous, stale=True)
     desired = desired_items(rule, variables, event)
@@ -477,6 +484,18 @@ def plan_writes(rule: Rule, variables: Mapping[str, bytes], event: ChangeEvent, 
         if item_key not in desired:
             writes.append(ItemWrite(rule.table, item_key, rule, event.version, None))
     return Plan(tuple(writes), KeyState(event.version, desired))
+
+
+def _in_parts_if_too_big(write: ItemWrite) -> ItemWrite:
+    """A mirror write whose value is above the item limit: the value goes to parts, the item says how many."""
+    attrs = dict(write.attributes or ())
+    value = attrs.get("value")
+    if value is None or not mirror.needs_parts(value):
+        return write
+    parts = mirror.split(value)
+    del attrs["value"]
+    attrs["parts"] = ("N", str(len(parts)))
+    return replace(write, attributes=tuple(sorted(attrs.items())), parts=parts)
 
 
 def desired_items(rule: Rule, variables: Mapping[str, bytes], event: ChangeEvent) -> dict[ItemKey, Attrs]:
@@ -523,6 +542,9 @@ def render_attr(rule: Rule, attr: str, values: Mapping[str, bytes], key: bytes) 
     raw = rule.item[attr].render(values)
     attr_type = rule.types[attr]
     if attr_type == "B":
+        if not raw and attr in rule.key_attrs:
+            raise MappingError(f"key {key!r}: key attribute {attr!r} of rule {rule.name!r} would be empty, and "
+                               "DynamoDB key attributes cannot be empty")
         return ("B", raw)
     if attr_type == "N":
         try:
@@ -564,6 +586,13 @@ def _score_text(score: float) -> bytes:
         return repr(score).encode()  # inf/nan: only a number attribute rejects it, with a clear error
 
 
+def _mirror_score(score: float) -> TypedValue:
+    """A number; +inf and -inf (valid Redis scores that DynamoDB numbers cannot hold) as the strings Redis prints."""
+    if math.isinf(score):
+        return ("S", "inf" if score > 0 else "-inf")
+    return ("N", _score_text(score).decode())
+
+
 def _mirror_attrs(event: ChangeEvent) -> Attrs:
     value: Any = event.value
     if event.type is KeyType.STRING:
@@ -573,7 +602,7 @@ def _mirror_attrs(event: ChangeEvent) -> Attrs:
     elif event.type in (KeyType.LIST, KeyType.SET):
         typed = ("L", tuple(("B", v) for v in value))
     elif event.type is KeyType.ZSET:
-        typed = ("L", tuple(("M", (("member", ("B", m)), ("score", ("N", _score_text(s).decode())))) for m, s in value))
+        typed = ("L", tuple(("M", (("member", ("B", m)), ("score", _mirror_score(s)))) for m, s in value))
     else:
         raise MappingError(f"key {event.key!r}: Redis type {event.type.value.lower()} is not replicated yet")
     attrs: list[tuple[str, TypedValue]] = [("type", ("S", event.type.value.lower())), ("value", typed)]

@@ -8,12 +8,24 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_CAPTURED = Counter("replicator_events_captured_total", "Key states read from Redis.", ["node", "origin"])
+CAPTURE_SKIPPED = Counter(
+    "replicator_capture_skipped_total", "Keys read but not published, by reason (unsupported_type: a stream).",
+    ["node", "reason"],
+)
 NOTIFICATION_GAPS = Counter(
     "replicator_notifications_gaps_total", "Times keyspace notifications may have been lost.", ["node", "reason"]
 )
 GAP_RESNAPSHOTS = Counter(
     "replicator_gap_resnapshots_total",
     "Re-snapshots and reconciles completed after gaps (each heals the gaps before it).", ["node"],
+)
+RECONCILE_PENDING = Gauge(
+    "replicator_reconcile_pending",
+    "1 while a gap's reconcile waits for the applier group to commit past the gap's watermark.", ["node"],
+)
+RECONCILE_WAITING_EVENTS = Gauge(
+    "replicator_reconcile_waiting_events",
+    "Events the applier group must still commit before the pending reconcile can run.", ["node"],
 )
 EVENTS_PUBLISHED = Counter("replicator_events_published_total", "Change events acknowledged by Kafka.")
 PUBLISH_ERRORS = Counter("replicator_publish_errors_total", "Change events Kafka did not acknowledge.")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,7 +20,7 @@ from replicator.capture.cluster import cluster_client, is_cluster, primaries
 from replicator.capture.cluster_listener import ClusterListener
 from replicator.capture.listener import Listener
 from replicator.capture.notifications import ensure_notifications
-from replicator.capture.reconcile import live_source_keys
+from replicator.capture.reconcile import PendingReconciles, Reconciler, live_source_keys
 from replicator.config import Config, mask_url
 from replicator.errors import SourceError
 from replicator.mapping import RuleSet, compile_rules
@@ -87,14 +86,16 @@ def listener(ctx: Context) -> Listener | ClusterListener:
         for finding in preflight.redis_findings(conn, ctx.rules, None, name):  # what `replicator preflight` says
             if finding.level != "ok":
                 log.warning("preflight", extra={"kv": {"finding": finding.line()}})
-    live_keys = None
+    reconciler = None
     if ctx.config.capture.resnapshot_on_gap:
-        # Reading DynamoDB from the listener is what lets a gap's deletions be found (see capture/reconcile.py).
+        # Reading DynamoDB from the listener is what lets a gap's deletions be found, once the applier group has
+        # committed past the gap's watermark (see capture/reconcile.py).
         ddb = dynamodb(ctx)
         state_table = ctx.config.dynamodb.state_table
-
-        def live_keys() -> Iterable[bytes]:
-            return live_source_keys(ddb, ctx.rules, state_table)
+        kafka = ctx.config.kafka
+        reconciler = Reconciler(lambda: live_source_keys(ddb, ctx.rules, state_table),
+                                broker.GroupOffsets(kafka, ctx.caps, kafka.topic, kafka.group_id),
+                                PendingReconciles(ddb, state_table))
 
     if isinstance(client, RedisCluster):
         options = ctx.config.redis_kwargs()
@@ -103,8 +104,8 @@ def listener(ctx: Context) -> Listener | ClusterListener:
             return redis.Redis(host=host, port=port, ssl=urlsplit(ctx.config.redis.url).scheme == "rediss",
                                **_REDIS_OPTIONS, **options)
 
-        return ClusterListener(client, ctx.rules, publisher(ctx), ctx.config.capture, node_client, live_keys)
-    return Listener(client, ctx.rules, publisher(ctx), ctx.config.capture, node, db, live_keys=live_keys)
+        return ClusterListener(client, ctx.rules, publisher(ctx), ctx.config.capture, node_client, reconciler)
+    return Listener(client, ctx.rules, publisher(ctx), ctx.config.capture, node, db, reconciler=reconciler)
 
 
 def snapshot_loader(ctx: Context, max_keys_per_second: float | None = None,

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import redis
 
 from replicator import metrics
-from replicator.apply.dynamodb import live_items, translate
+from replicator.apply.dynamodb import live_items, read_mirror_value, translate
 from replicator.errors import ReplicatorError
 from replicator.mapping import Rule, RuleSet, TypedValue, from_attribute_value, render_attr, to_attribute_value
 
@@ -79,7 +79,8 @@ class DynamoRead:
             item = self._get(rule, {"key": key}, key)
             if item is None or item.get("type", {}).get("S") != "string":
                 return None
-            return bytes(item["value"]["B"])
+            value = read_mirror_value(self._client, rule.table, item)
+            return None if value is None else bytes(value[1])
         if rule.type != "string":
             raise WrongRule(f"{key!r} is mapped by {rule.type} rule {rule.name!r}, not a string rule")
         value_attr = next((a for a in rule.data_attrs if "value" in rule.item[a].placeholders), None)

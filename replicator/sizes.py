@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
-from replicator.mapping import TypedValue
+if TYPE_CHECKING:
+    from replicator.mapping import TypedValue
 
 
 def attribute_size(name: str, value: TypedValue) -> int:

@@ -27,7 +27,7 @@ from typing import Any
 import redis
 
 from replicator import metrics
-from replicator.apply.dynamodb import live_filter, live_items, translate
+from replicator.apply.dynamodb import live_filter, live_items, read_mirror_value, translate
 from replicator.apply.requests import head_key
 from replicator.batching import batches
 from replicator.capture.cluster import state_reader
@@ -174,6 +174,9 @@ class Verifier:
         except Exception as exc:
             raise translate(exc, where) from None
         version = int(raw[rule.version_attr]["N"]) if rule.version_attr in raw else EMPTY_STATE.version
+        if rule.type == "mirror" and "parts" in raw:  # compared as the whole value the parts hold
+            value = read_mirror_value(self._ddb, rule.table, raw)
+            raw = {**{a: v for a, v in raw.items() if a != "parts"}, "value": to_attribute_value(value)}
         data = tuple((a, from_attribute_value(raw[a])) for a in rule.data_attrs if a in raw)
         live = rule.deleted_attr not in raw and (rule.version_attr in raw or bool(data))
         return version, ({item_key: data} if live else {})

@@ -176,7 +176,7 @@ def messaging_table(config: Config) -> str:
 
 
 def mirror_redis_view(r: redis.Redis) -> dict[bytes, tuple[str, Any, int | None]]:
-    """Keys no messaging rule maps, as the mirror table should hold them: type, value, absolute expiry (ms)."""
+    """Keys no messaging rule maps, as the mirror table should hold them: type, whole value, absolute expiry (ms)."""
     view = {}
     for key in r.scan_iter(count=1000):
         if key.startswith((b"opponents:", b"meta:")):
@@ -186,26 +186,56 @@ def mirror_redis_view(r: redis.Redis) -> dict[bytes, tuple[str, Any, int | None]
             value: Any = r.get(key)
         elif kind == "hash":
             value = sorted(r.hgetall(key).items())
+        elif kind == "list":
+            value = r.lrange(key, 0, -1)
+        elif kind == "set":
+            value = sorted(r.smembers(key))
+        elif kind == "zset":
+            value = sorted(r.zrange(key, 0, -1, withscores=True))
         else:
-            continue
+            continue  # streams are not replicated (see README)
+        if value in (None, [], b"") and kind != "string":
+            continue  # gone between SCAN and the read
         expire = r.pexpiretime(key)
         view[key] = (kind, value, expire if expire > 0 else None)
     return view
 
 
 def mirror_dynamodb_view(client: Any, table: str) -> dict[bytes, tuple[str, Any, int | None]]:
+    """The live items of the mirror table, values decoded (and put together from parts) as Redis would show them."""
     view = {}
     for item in scan_all(client, table):
-        if "value" not in item:
+        decoded = mirror_value(client, table, item)
+        if decoded is None:
             continue  # a tombstone
-        kind = item["type"]["S"]
-        if kind == "string":
-            value: Any = bytes(item["value"]["B"])
-        else:
-            value = sorted((bytes(p["L"][0]["B"]), bytes(p["L"][1]["B"])) for p in item["value"]["L"])
+        kind, value = decoded
         expire = int(item["expire_at"]["N"]) if "expire_at" in item else None
         view[bytes(item["key"]["B"])] = (kind, value, expire)
     return view
+
+
+def mirror_value(client: Any, table: str, item: dict[str, Any]) -> tuple[str, Any] | None:
+    """(type, value as mirror_redis_view shows it) of one mirror item, read back through the replicator's reader."""
+    from replicator.apply.dynamodb import read_mirror_value
+
+    typed = read_mirror_value(client, table, item)
+    if typed is None:
+        return None
+    kind = item["type"]["S"]
+    _tag, raw = typed
+    if kind == "string":
+        return kind, raw
+    if kind == "hash":
+        return kind, sorted((pair[1][0][1], pair[1][1][1]) for pair in raw)
+    if kind == "list":
+        return kind, [v for _t, v in raw]
+    if kind == "set":
+        return kind, sorted(v for _t, v in raw)
+    members = []
+    for _m, entry in raw:
+        fields = dict(entry)
+        members.append((fields["member"][1], float(fields["score"][1])))
+    return kind, sorted(members)
 
 
 def _same_mirror(want: dict, got: dict) -> bool:

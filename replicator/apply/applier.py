@@ -25,11 +25,11 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from replicator import metrics
-from replicator.apply import requests
+from replicator.apply import failures, requests
 from replicator.apply.dead_letters import DeadLetters
-from replicator.apply.dynamodb import DynamoWriter, is_poison
+from replicator.apply.dynamodb import DynamoWriter
 from replicator.config import ApplyConfig
-from replicator.errors import MappingError, SerializationError, SinkError
+from replicator.errors import BrokerError, ReplicatorError, SinkError
 from replicator.events import ChangeEvent, EventCodec, Op, Origin
 from replicator.mapping import EMPTY_STATE, ItemWrite, KeyState, Plan, Rule, RuleSet, plan_writes
 
@@ -62,6 +62,14 @@ class _Partial:
     count: int
     first_offset: int
     parts: dict[int, tuple[Any, ChangeEvent]]
+
+
+class _ChunkError(Exception):
+    """Chunks of one state that cannot be put together (indexes or value types that do not fit)."""
+
+    def __init__(self, records: tuple[Any, ...]) -> None:
+        super().__init__("chunks do not assemble into one state")
+        self.records = records
 
 
 #: How often the consumer heartbeats (pause + poll(0)) while a batch is being written.
@@ -218,18 +226,18 @@ class Applier:
         attempt = 0
         while True:
             try:
-                self._apply(batch)
+                self._apply_and_flush(batch)
                 break
-            except SinkError as exc:
-                if not exc.retryable:
+            except ReplicatorError as exc:
+                if not failures.is_retryable(exc):
                     raise
                 attempt += 1
-                delay = exc.retry_after or random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
+                retry_after = exc.retry_after if isinstance(exc, SinkError) else None
+                delay = retry_after or random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
                 log.warning("retrying batch", extra={"kv": {"attempt": attempt, "delay_s": round(delay, 3),
                                                             "error": str(exc)}})
                 if self._wait(stop, delay):
                     return False
-        self._dead_letters.flush()
         offsets = {tp: OffsetAndMetadata(self._commit_offset(tp, records[-1].offset + 1), "", -1)
                    for tp, records in batch.items()}
         committed = self._commit(offsets)
@@ -238,6 +246,15 @@ class Applier:
             self._dead_lettered.clear()
         metrics.APPLY_BATCH_SECONDS.observe(time.monotonic() - started)
         return committed
+
+    def _apply_and_flush(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        self._apply(batch)
+        try:
+            self._dead_letters.flush()  # a poison record must be safe in the DLQ before we commit past it
+        except BrokerError:
+            # Kafka may not have taken them: this batch's dead letters are sent again (the DLQ is at least once).
+            self._dead_lettered.clear()
+            raise
 
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> bool:
         """Commit ``offsets`` with any carried over from failed commits. False if the broker refused or was away.
@@ -308,7 +325,8 @@ class Applier:
             del self._partials[slot]
 
     def _assemble(self, record: Any, event: ChangeEvent) -> tuple[ChangeEvent, tuple[Any, ...]] | None:
-        """Collect a chunk; the whole state once its last chunk is in, else None."""
+        """Collect a chunk; the whole state once its last chunk is in, else None. Raises _ChunkError (naming every
+        chunk's record) when the chunks do not make one state."""
         assert event.chunk is not None
         slot = (record.partition, event.key, event.version)
         partial = self._partials.setdefault(slot, _Partial(event.chunk.count, record.offset, {}))
@@ -316,9 +334,13 @@ class Applier:
         if len(partial.parts) < partial.count:
             return None
         del self._partials[slot]
-        ordered = [partial.parts[i] for i in range(partial.count)]
-        values = [e.value for _r, e in ordered]
-        merged: Any = b"".join(values) if isinstance(values[0], bytes) else tuple(v for part in values for v in part)
+        try:
+            ordered = [partial.parts[i] for i in range(partial.count)]
+            values = [e.value for _r, e in ordered]
+            merged: Any = (b"".join(values) if isinstance(values[0], bytes)  # type: ignore[arg-type]
+                           else tuple(v for part in values for v in part))  # type: ignore[union-attr]
+        except Exception as exc:
+            raise _ChunkError(tuple(r for r, _e in partial.parts.values())) from exc
         return replace(event, value=merged, chunk=None), tuple(r for r, _e in ordered[:-1])
 
     def _drop_superseded_partials(self, partition: int, key: bytes, version: int) -> None:
@@ -337,19 +359,18 @@ class Applier:
                 continue
             try:
                 w.plan = plan_writes(w.rule, w.variables, w.event, w.previous)
-            except MappingError as exc:
-                w.poison = "unmappable"
-                self._dead_letter_work(w, "unmappable", str(exc))
+            except Exception as exc:
+                self._failed(w, exc, "planning")
                 continue
             writes.extend((w, iw) for iw in w.plan.writes)
         results = self._write_all(writes)
-        failed_keys = self._raise_retryable_or_dead_letter(results)
+        self._settle_failures(results, "write")
         # Items another writer had already moved past (a zombie applier during a rebalance): DynamoDB is not what
         # the plan says for them, so the key's state is reloaded next time instead of cached.
         partly_stale = {id(item[0]) for item, result in results if result is False}
         heads = [w for w in work if w.rule.is_collection and w.plan is not None and not w.plan.stale
-                 and id(w) not in failed_keys]
-        self._raise_retryable_or_dead_letter(self._parallel(self._put_head, heads))
+                 and w.poison is None]
+        self._settle_failures(self._parallel(self._put_head, heads), "write")
         now = time.time()
         for w in work:
             partition = w.record.partition
@@ -370,36 +391,66 @@ class Applier:
             metrics.EVENTS_APPLIED.labels(table=table, result=result).inc()
             metrics.END_TO_END_LATENCY.observe(max(0.0, now - w.event.captured_at_us / 1e6))
 
+    def _failed(self, w: _KeyWork, exc: BaseException, stage: str) -> None:
+        """A step of one key's work failed: retry the batch if the cause is infrastructure, else the key is poison.
+
+        :mod:`replicator.apply.failures` decides which; this is where every per-key step reports its failure.
+        """
+        if failures.is_retryable(exc):
+            raise exc
+        if w.poison is None:
+            w.poison = failures.reason(exc, stage)
+            self._dead_letter_work(w, w.poison, failures.describe(exc))
+
+    def _settle_failures(self, results: list[Any], stage: str) -> None:
+        for item, result in results:
+            if isinstance(result, Exception):
+                self._failed(item[0] if isinstance(item, tuple) else item, result, stage)
+
     def _newest_per_key(self, batch: dict[TopicPartition, list[Any]]) -> list[_KeyWork]:
         newest: dict[tuple[str, bytes], _KeyWork] = {}
         for records in batch.values():
             for record in records:
                 try:
-                    event = self._codec.decode(record.value)
-                except SerializationError as exc:
-                    self._dead_letter(record, "undecodable", str(exc))
+                    found = self._key_work(record)
+                except _ChunkError as exc:
+                    cause = exc.__cause__ or exc
+                    for chunk_record in exc.records:
+                        self._dead_letter(chunk_record, failures.reason(cause, "assembly"), failures.describe(cause))
                     continue
-                chunk_records: tuple[Any, ...] = ()
-                if event.chunk is not None:
-                    assembled = self._assemble(record, event)
-                    if assembled is None:
-                        continue
-                    event, chunk_records = assembled
-                matched = self._rules.match(event.key)
-                if matched is None:
-                    # No rule maps this key (rules changed since capture): nothing to write, nothing lost.
-                    log.warning("no rule maps key", extra={"kv": {
-                        "key": event.key, "position": f"{record.topic}[{record.partition}]@{record.offset}"}})
+                except Exception as exc:
+                    if failures.is_retryable(exc):
+                        raise
+                    self._dead_letter(record, failures.reason(exc, "decoding"), failures.describe(exc))
                     continue
-                rule, variables = matched
-                slot = (rule.name, event.key)
+                if found is None:
+                    continue
+                slot = (found.rule.name, found.event.key)
                 current = newest.get(slot)
                 if current is not None:
                     # Two states of one key in one batch: only the newer one needs writing.
-                    metrics.EVENTS_APPLIED.labels(table=rule.table, result="superseded").inc()
-                if current is None or event.version >= current.event.version:
-                    newest[slot] = _KeyWork(record, event, rule, variables, chunk_records=chunk_records)
+                    metrics.EVENTS_APPLIED.labels(table=found.rule.table, result="superseded").inc()
+                if current is None or found.event.version >= current.event.version:
+                    newest[slot] = found
         return list(newest.values())
+
+    def _key_work(self, record: Any) -> _KeyWork | None:
+        """Decode one record, assemble its chunks, match its rule; None while chunks are missing or no rule maps it."""
+        event = self._codec.decode(record.value)
+        chunk_records: tuple[Any, ...] = ()
+        if event.chunk is not None:
+            assembled = self._assemble(record, event)
+            if assembled is None:
+                return None
+            event, chunk_records = assembled
+        matched = self._rules.match(event.key)
+        if matched is None:
+            # No rule maps this key (rules changed since capture): nothing to write, nothing lost.
+            log.warning("no rule maps key", extra={"kv": {
+                "key": event.key, "position": f"{record.topic}[{record.partition}]@{record.offset}"}})
+            return None
+        rule, variables = matched
+        return _KeyWork(record, event, rule, variables, chunk_records=chunk_records)
 
     def _load_states(self, work: list[_KeyWork]) -> None:
         missing = []
@@ -413,13 +464,9 @@ class Applier:
                 missing.append(w)
             else:
                 w.previous = cached
-        loaded = self._parallel(lambda w: self._writer.load_state(w.rule, w.event.key, w.variables), missing)
-        for w, state in loaded:
-            if isinstance(state, MappingError):
-                w.poison = "unmappable"
-                self._dead_letter_work(w, "unmappable", str(state))
-            elif isinstance(state, Exception):
-                raise state
+        for w, state in self._parallel(lambda w: self._writer.load_state(w.rule, w.event.key, w.variables), missing):
+            if isinstance(state, Exception):
+                self._failed(w, state, "state_load")
             else:
                 w.previous = state
 
@@ -427,10 +474,13 @@ class Applier:
         """Every planned write; per write its outcome (True applied, False stale, or the exception)."""
         if self._config.write_mode != "transaction":
             return self._parallel(lambda pair: self._writer.write(pair[1]), writes)
+        # Mirror writes go one by one: they keep the parts table in step, which a transaction cannot tell them.
+        singles = [pair for pair in writes if pair[1].rule.type == "mirror"]
+        writes = [pair for pair in writes if pair[1].rule.type != "mirror"]
+        results: list[Any] = self._parallel(lambda pair: self._writer.write(pair[1]), singles)
         # Writes of all keys share transactions (each still conditional): a round's items are distinct, so its
         # transactions run in parallel without conflicting; an item two keys write goes again in the next round.
         items = [iw for _w, iw in writes]
-        results: list[Any] = []
         for transactions in requests.transactions(items):
             for indexes, outcome in self._parallel(
                     lambda ix: self._writer.write_transaction([items[i] for i in ix]), transactions):
@@ -451,22 +501,6 @@ class Applier:
 
     def _put_head(self, w: _KeyWork) -> None:
         self._writer.put_head(w.rule, w.event.key, w.event.version, deleted=w.event.op is Op.DELETE)
-
-    def _raise_retryable_or_dead_letter(self, results: list[Any]) -> set[int]:
-        """Re-raise the first retryable or fatal error; dead-letter poison. Returns ids of keys dead-lettered."""
-        poisoned: set[int] = set()
-        for item, result in results:
-            if not isinstance(result, Exception):
-                continue
-            if isinstance(result, SinkError) and is_poison(result):
-                w = item[0] if isinstance(item, tuple) else item
-                if id(w) not in poisoned:
-                    poisoned.add(id(w))
-                    w.poison = "rejected_by_dynamodb"
-                    self._dead_letter_work(w, "rejected_by_dynamodb", str(result))
-                continue
-            raise result
-        return poisoned
 
     def _parallel(self, fn: Callable[[T], R], items: list[T]) -> list[Any]:
         """Run ``fn`` over ``items`` on the pool; results (or the exceptions raised) in input order, with inputs."""

@@ -66,7 +66,7 @@ class DeadLetters:
         self._producer.flush()
         if self._failed:
             failed, self._failed = self._failed, []
-            raise BrokerError(f"could not write {len(failed)} record(s) to {self.topic}: {failed[0]}")
+            raise BrokerError(f"could not write {len(failed)} record(s) to {self.topic}: {failed[0]}", retryable=True)
 
     def close(self) -> None:
         self._producer.close()

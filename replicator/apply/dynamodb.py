@@ -11,10 +11,10 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config as BotoConfig
 
-from replicator import metrics
+from replicator import metrics, mirror
 from replicator.apply import requests
 from replicator.config import DynamoDBConfig, TombstoneConfig
-from replicator.errors import SinkError
+from replicator.errors import ReplicatorError, SinkError
 from replicator.events import ChangeEvent
 from replicator.mapping import (
     EMPTY_STATE,
@@ -24,6 +24,7 @@ from replicator.mapping import (
     KeyState,
     Rule,
     RuleSet,
+    TypedValue,
     from_attribute_value,
     render_attr,
     to_attribute_value,
@@ -31,16 +32,9 @@ from replicator.mapping import (
 
 log = logging.getLogger(__name__)
 
-_RETRYABLE = {
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "InternalServerError",
-    "ServiceUnavailable",
-    "TransactionConflictException",
-}
 _THROTTLES = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
-#: The event's data cannot be stored: poison, to the dead-letter topic.
+#: The event's data cannot be stored: poison, to the dead-letter topic. Every other DynamoDB error (throttling, 5xx,
+#: access denied, a missing table, a code we do not know) is about the service, not the data: retried.
 _POISON = {"ValidationException", "ItemCollectionSizeLimitExceededException"}
 
 
@@ -70,24 +64,18 @@ def _count_throttle(response: Any = None, **_kwargs: Any) -> None:
         metrics.DYNAMODB_THROTTLES.inc()
 
 
-def translate(exc: Exception, what: str) -> SinkError:
-    """A botocore failure → SinkError naming the table and key, retryable or not."""
+def translate(exc: Exception, what: str) -> ReplicatorError:
+    """A failure talking to DynamoDB → SinkError naming the table and key: poison when DynamoDB rejected the data,
+    retryable otherwise. Our own errors (a key that cannot be rendered, say) pass through unchanged."""
+    if isinstance(exc, ReplicatorError):
+        return exc
     if isinstance(exc, botocore.exceptions.ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         message = exc.response.get("Error", {}).get("Message", str(exc))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        retryable = code in _RETRYABLE or status >= 500
-        error = SinkError(f"{what}: DynamoDB {code}: {message}", retryable=retryable)
-        error.code = code  # type: ignore[attr-defined]
-        return error
-    if isinstance(exc, (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectionClosedError,
-                        botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError)):
+        return SinkError(f"{what}: DynamoDB {code}: {message}", retryable=code not in _POISON)
+    if isinstance(exc, (botocore.exceptions.BotoCoreError, ConnectionError, TimeoutError)):
         return SinkError(f"{what}: DynamoDB unreachable: {exc}", retryable=True)
     return SinkError(f"{what}: {type(exc).__name__}: {exc}", retryable=False)
-
-
-def is_poison(error: SinkError) -> bool:
-    return getattr(error, "code", "") in _POISON
 
 
 class DynamoWriter:
@@ -104,21 +92,60 @@ class DynamoWriter:
         return int(time.time()) + self._retention
 
     def write(self, write: ItemWrite) -> bool:
-        """Apply one group write. True if applied, False if stale (DynamoDB holds a newer version)."""
+        """Apply one group write. True if applied, False if stale (DynamoDB holds a newer version).
+
+        A mirror write also keeps the parts table in step: its value's parts go first, and parts no item points at
+        any more (older versions, or this write's own when it was stale) are deleted after.
+        """
         where = f"table {write.table} item {_describe(write)}"
+        mirrored = write.rule.type == "mirror"
+        if write.parts:
+            self._put_parts(write, where)
+        request = requests.update_request(write, self._rules, self._expire_at())
+        if mirrored:
+            request["ReturnValues"] = "UPDATED_OLD"  # did the value it replaces have parts?
         try:
-            self._client.update_item(**requests.update_request(write, self._rules, self._expire_at()))
+            old = self._client.update_item(**request).get("Attributes", {})
         except botocore.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 metrics.ITEM_WRITES.labels(table=write.table, result="stale").inc()
+                if write.parts:
+                    self._delete_parts(write, self._parts_of(write, write.version, write.version), where)
                 return False
             raise translate(exc, where) from None
         except Exception as exc:
             raise translate(exc, where) from None
         metrics.ITEM_WRITES.labels(table=write.table, result="applied").inc()
+        if mirrored and "parts" in old:
+            self._delete_parts(write, self._parts_of(write, 0, write.version - 1), where)
         if write.is_tombstone and not requests.expires_with_tombstone(write, self._rules):
             self._expire_tombstone(write, where)
         return True
+
+    def _put_parts(self, write: ItemWrite, where: str) -> None:
+        table, key = mirror.parts_table(write.table), _mirror_key(write)
+        try:
+            for index, data in enumerate(write.parts):
+                # Immutable (key, version, index): writing one again writes the same bytes.
+                self._client.put_item(TableName=table, Item={**mirror.part_key(key, write.version, index),
+                                                             "data": {"B": data}})
+        except Exception as exc:
+            raise translate(exc, f"{where} part") from None
+
+    def _parts_of(self, write: ItemWrite, low: int, high: int) -> list[dict[str, Any]]:
+        """Keys of the parts of versions ``low`` to ``high`` of the write's key."""
+        params = {"TableName": mirror.parts_table(write.table), "ConsistentRead": True,
+                  **mirror.part_range(_mirror_key(write), (low, 0), (high, mirror.LAST))}
+        params["ProjectionExpression"] = "#k, #p"
+        return [{"key": p["key"], "part": p["part"]}
+                for page in self._client.get_paginator("query").paginate(**params) for p in page["Items"]]
+
+    def _delete_parts(self, write: ItemWrite, keys: list[dict[str, Any]], where: str) -> None:
+        try:
+            for key in keys:
+                self._client.delete_item(TableName=mirror.parts_table(write.table), Key=key)
+        except Exception as exc:
+            raise translate(exc, f"{where} old parts") from None
 
     def write_transaction(self, writes: list[ItemWrite]) -> list[bool | SinkError]:
         """Apply up to 100 writes of distinct items (of any keys) in one TransactWriteItems, each still conditional
@@ -177,7 +204,7 @@ class DynamoWriter:
         try:
             return self.write(write)
         except SinkError as exc:
-            if not is_poison(exc):
+            if exc.retryable:
                 raise
             return exc
 
@@ -212,6 +239,35 @@ class DynamoWriter:
             return KeyState(version, live_items(self._client, rule, key, variables))
         except Exception as exc:
             raise translate(exc, where) from None
+
+
+def _mirror_key(write: ItemWrite) -> bytes:
+    ((_attr, (_type, key)),) = write.key
+    return bytes(key)
+
+
+def read_mirror_value(client: Any, table: str, item: Mapping[str, Any]) -> TypedValue | None:
+    """The value a mirror item holds, put together from its parts when it has them; None for a tombstone.
+
+    Parts of a version are written before the item that names them and deleted only after a newer item replaced
+    it, so they are all there unless that happened between the two reads: then this raises a retryable SinkError.
+    """
+    if "value" in item:
+        return from_attribute_value(item["value"])
+    if "parts" not in item:
+        return None
+    key, version, count = bytes(item["key"]["B"]), int(item["_v_mirror"]["N"]), int(item["parts"]["N"])
+    params = {"TableName": mirror.parts_table(table), "ConsistentRead": True,
+              **mirror.part_range(key, (version, 0), (version, mirror.LAST))}
+    try:
+        pieces = [bytes(p["data"]["B"]) for page in client.get_paginator("query").paginate(**params)
+                  for p in page["Items"]]
+    except Exception as exc:
+        raise translate(exc, f"reading the parts of mirror item {key!r}") from None
+    if len(pieces) != count:
+        raise SinkError(f"mirror item {key!r} names {count} part(s) of version {version} but {len(pieces)} are "
+                        "there: it changed while it was read; read it again", retryable=True)
+    return mirror.decode(b"".join(pieces))
 
 
 def live_filter(rule: Rule) -> tuple[str, dict[str, str]]:
@@ -283,10 +339,8 @@ def _cancellation_outcomes(pending: list[int], reasons: list[dict[str, str]], wr
             failed[i] = False
             metrics.ITEM_WRITES.labels(table=writes[i].table, result="stale").inc()
         elif code in _POISON_REASONS:
-            error = SinkError(f"table {writes[i].table} item {_describe(writes[i])}: DynamoDB {code}: "
-                              f"{reason.get('Message', '')}", retryable=False)
-            error.code = _POISON_REASONS[code]  # type: ignore[attr-defined]
-            failed[i] = error
+            failed[i] = SinkError(f"table {writes[i].table} item {_describe(writes[i])}: DynamoDB "
+                                  f"{_POISON_REASONS[code]}: {reason.get('Message', '')}", retryable=False)
     return failed
 
 

@@ -6,6 +6,7 @@ import logging
 import time
 from typing import Any
 
+from replicator import mirror
 from replicator.apply.dynamodb import translate
 from replicator.errors import SinkError
 from replicator.mapping import RuleSet, TableSpec
@@ -14,8 +15,11 @@ log = logging.getLogger(__name__)
 
 
 def table_definitions(rules: RuleSet, state_table: str) -> list[dict[str, Any]]:
-    """CreateTable parameters for every rule table and the state table. Pure."""
+    """CreateTable parameters for every rule table, the mirror's parts table and the state table. Pure."""
     definitions = [_definition(spec) for spec in rules.tables.values()]
+    if rules.mirror is not None:
+        definitions.append(_definition(TableSpec(mirror.parts_table(rules.mirror.table), ("key", "B"),
+                                                 ("part", "B"), {}, ())))
     definitions.append(_definition(TableSpec(state_table, ("k", "B"), None, {}, ())))
     return definitions
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from redis.cluster import RedisCluster
 
 from replicator.capture.listener import Listener
+from replicator.capture.reconcile import Reconciler
 from replicator.config import CaptureConfig
 from replicator.mapping import RuleSet
 from replicator.publish.producer import EventPublisher
@@ -49,8 +50,7 @@ class _AllSubscribed:
 
 class ClusterListener:
     def __init__(self, cluster: RedisCluster, rules: RuleSet, publisher: EventPublisher, config: CaptureConfig,
-                 node_client: Callable[[str, int], Any], live_keys: Callable[[], Iterable[bytes]] | None = None,
-                 ) -> None:
+                 node_client: Callable[[str, int], Any], reconciler: Reconciler | None = None) -> None:
         """``node_client(host, port)``: a client of one node for its subscription and re-snapshots, independent of
         the cluster client (whose connections it may reset when the slot map changes)."""
         self._cluster = cluster
@@ -58,7 +58,7 @@ class ClusterListener:
         self._rules = rules
         self._publisher = publisher
         self._config = config
-        self._live_keys = live_keys
+        self._reconciler = reconciler
         self._nodes: dict[str, _Node] = {}
         self._wake = threading.Event()
         self._started = False  # after the first listing, a new primary is a topology change
@@ -72,6 +72,10 @@ class ClusterListener:
     def resnapshots_completed(self) -> int:
         """Re-snapshots every current primary has completed (the smallest count)."""
         return min((n.listener.resnapshots_completed for n in self._nodes.values()), default=0)
+
+    @property
+    def reconciles_completed(self) -> int:
+        return min((n.listener.reconciles_completed for n in self._nodes.values()), default=0)
 
     def run(self, stop: threading.Event) -> None:
         try:
@@ -113,16 +117,11 @@ class ClusterListener:
         self._started = True
 
     def _start(self, name: str, client: Any) -> None:
-        live_keys = None
-        if self._live_keys is not None:
-            source = self._live_keys
-
-            def live_keys() -> Iterable[bytes]:  # this node's share of the keys DynamoDB holds
-                return (k for k in source() if self._cluster.get_node_from_key(k).name == name)
-
-        listener = Listener(client, self._rules, self._publisher, self._config, name, 0, live_keys=live_keys,
-                            read_client=self._cluster, owns_publisher=False,
-                            first_gap="topology" if self._started else "start")
+        # This node's share of the keys DynamoDB holds.
+        reconciler = None if self._reconciler is None else self._reconciler.scoped(
+            lambda k: self._cluster.get_node_from_key(k).name == name)
+        listener = Listener(client, self._rules, self._publisher, self._config, name, 0, reconciler=reconciler,
+                            read_client=self._cluster, first_gap="topology" if self._started else "start")
         node_stop = threading.Event()
 
         def body() -> None:

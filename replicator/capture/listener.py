@@ -6,15 +6,17 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
 
 from replicator import metrics
+from replicator.batching import batches
 from replicator.capture.reader import KeyCapture
+from replicator.capture.reconcile import Reconciler
+from replicator.capture.watch import ServerMarks, read_marks, unannounced_change
 from replicator.config import CaptureConfig
-from replicator.errors import SourceError
+from replicator.errors import ReplicatorError, SourceError
 from replicator.events import Origin
 from replicator.mapping import RuleSet
 from replicator.publish.producer import EventPublisher
@@ -32,21 +34,21 @@ class Listener:
     order; ordering per owner from the Kafka key.
 
     Keyspace notifications are fire-and-forget: whatever changed while the listener was not subscribed (before it
-    started, while the connection was down) was never announced. Each of those is a *gap*: counted, and followed by
-    a re-snapshot running in the background while live capture goes on (safe because events are versioned states),
-    then by a reconcile that re-reads every key DynamoDB still holds, which turns keys deleted during the gap into
-    DELETE events (a SCAN cannot see them).
+    started, while the connection was down), and whatever no notification announces (FLUSHDB, SWAPDB, a restart; see
+    capture/watch.py), is a *gap*: counted by reason, then healed in the background while live capture goes on
+    (safe because events are versioned states): a re-snapshot publishes what exists, and a reconcile, once the
+    appliers have applied everything published before the gap (capture/reconcile.py), re-reads every key DynamoDB
+    still holds, which turns keys deleted during the gap into DELETE events (a SCAN cannot see them).
     """
 
     def __init__(self, client: redis.Redis, rules: RuleSet, publisher: EventPublisher, config: CaptureConfig,
-                 node: str, db: int = 0, live_keys: Callable[[], Iterable[bytes]] | None = None,
-                 read_client: Any = None, owns_publisher: bool = True, first_gap: str = "start") -> None:
-        """``client`` is the node subscribed to and re-snapshotted; keys are read through ``read_client`` (a
-        cluster client routes each key to its current owner) when given. ``owns_publisher``: close it at the end."""
+                 node: str, db: int = 0, reconciler: Reconciler | None = None,
+                 read_client: Any = None, first_gap: str = "start") -> None:
+        """``client`` is the node subscribed to, watched and re-snapshotted; keys are read through ``read_client``
+        (a cluster client routes each key to its current owner) when given. The publisher is the caller's to close."""
         self._client = client
         self._rules = rules
         self._publisher = publisher
-        self._owns_publisher = owns_publisher
         self._config = config
         self._capture = KeyCapture(read_client if read_client is not None else client, rules, publisher, node, db,
                                    config)
@@ -54,34 +56,40 @@ class Listener:
         self.db = db
         self._prefix = b"__keyspace@%d__:" % db
         self.subscribed = threading.Event()
-        #: Keys DynamoDB holds live data for; re-read after a re-snapshot to find deletions made during a gap.
-        self._live_keys = live_keys
-        self._resnapshot = _Resnapshot(self) if config.resnapshot_on_gap else None
+        self._healing = _Healing(self, reconciler) if config.resnapshot_on_gap else None
         self._first_gap = first_gap
+        self._marks: ServerMarks | None = None
+        self._watch_due = 0.0
 
     @property
     def resnapshots_completed(self) -> int:
-        return self._resnapshot.completed if self._resnapshot else 0
+        """Re-snapshots done after gaps (the reconcile that follows each may still be waiting)."""
+        return self._healing.resnapshots if self._healing else 0
+
+    @property
+    def reconciles_completed(self) -> int:
+        return self._healing.reconciles if self._healing else 0
 
     def channels(self) -> list[bytes]:
         return [self._prefix + glob for glob in self._rules.globs()]
 
     def run(self, stop: threading.Event) -> None:
-        """Capture until ``stop`` is set; then publish what is pending, flush and close the producer.
+        """Capture until ``stop`` is set; then publish what is pending and flush the producer.
 
         A lost subscription is retried with backoff until ``stop``; every (re)subscription is a gap.
         """
         reason = self._first_gap
         first, cap = self._config.reconnect_backoff_s
         delay = first
-        if self._resnapshot:
-            self._resnapshot.start(stop)
+        if self._healing:
+            self._healing.start(stop)
         try:
             while not stop.is_set():
                 pubsub = self._client.pubsub()
                 try:
                     self._subscribe(pubsub)
-                    self._gap(reason)
+                    # A restart or failover also drops the subscription: say which it was.
+                    self._gap(self._unannounced() or reason)
                     delay = first
                     self._loop(pubsub, stop)
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -95,18 +103,33 @@ class Listener:
                     self.subscribed.clear()
                     pubsub.close()
         finally:
-            if self._resnapshot:
-                self._resnapshot.join()
-            if self._owns_publisher:
-                self._publisher.close()
+            if self._healing:
+                self._healing.join()
+            self._publisher.flush()
+        if self._healing and self._healing.error is not None:
+            raise self._healing.error
+
+    def _unannounced(self) -> str | None:
+        """Read INFO; the reason of an unannounced change since the last reading, if any."""
+        self._watch_due = time.monotonic() + self._config.watch_interval_s
+        try:
+            marks = read_marks(self._client)
+        except redis.ResponseError as exc:  # INFO refused (a renamed command, a restrictive ACL): warn once
+            log.warning("cannot read INFO; FLUSHDB, SWAPDB and restarts will not be detected",
+                        extra={"kv": {"node": self.node, "error": str(exc)}})
+            self._watch_due = float("inf")
+            return None
+        reason = unannounced_change(self._marks, marks)
+        self._marks = marks
+        return reason
 
     def _gap(self, reason: str) -> None:
         metrics.NOTIFICATION_GAPS.labels(node=self.node, reason=reason).inc()
-        log.info("subscribed; changes before this point were not announced", extra={"kv": {
-            "node": self.node, "db": self.db, "gap": reason, "resnapshot": self._resnapshot is not None,
+        log.info("gap: changes since the last subscription or INFO reading were not announced", extra={"kv": {
+            "node": self.node, "db": self.db, "gap": reason, "resnapshot": self._healing is not None,
             "channels": [c.decode("utf-8", "replace") for c in self.channels()]}})
-        if self._resnapshot:
-            self._resnapshot.request()
+        if self._healing:
+            self._healing.request(reason)
 
     def _subscribe(self, pubsub: redis.client.PubSub) -> None:
         channels = self.channels()
@@ -142,12 +165,15 @@ class Listener:
                 self.capture(list(pending), Origin.LIVE)
                 pending.clear()
             self._publisher.reap()  # keeps the acknowledged-events counter current, also when idle
+            if time.monotonic() >= self._watch_due and (reason := self._unannounced()) is not None:
+                self._gap(reason)
+            if self._healing and self._healing.error is not None:
+                return  # run() raises it
         if pending:
             self.capture(list(pending), Origin.LIVE)
 
     def capture(self, keys: list[bytes], origin: Origin) -> int:
         return self._capture.capture(keys, origin)
-
 
 def _next_channel(pubsub: redis.client.PubSub, timeout: float) -> bytes | None:
     """The channel of the next keyspace notification; b"" for another reply; None when none came within timeout.
@@ -165,22 +191,31 @@ def _next_channel(pubsub: redis.client.PubSub, timeout: float) -> bytes | None:
     return b""
 
 
-class _Resnapshot:
-    """Background re-snapshots after gaps. A gap during a running re-snapshot restarts it from the beginning."""
+class _Healing:
+    """Heals gaps in the background: re-snapshot at once, reconcile once the gap's watermark is committed.
 
-    def __init__(self, listener: Listener) -> None:
+    A gap while one is being healed starts it over (its watermark is later, so it covers both). A failure to publish
+    is kept in ``error`` and stops the listener (its restart is a gap); Redis or Kafka not answering is retried.
+    """
+
+    def __init__(self, listener: Listener, reconciler: Reconciler | None) -> None:
         self._listener = listener
+        self._reconciler = reconciler
         self._requested = threading.Event()
+        self._reason = ""
         self._thread: threading.Thread | None = None
-        self._stop: threading.Event | None = None
-        self.completed = 0
+        self._stop = threading.Event()
+        self.resnapshots = 0
+        self.reconciles = 0
+        self.error: BaseException | None = None
 
     def start(self, stop: threading.Event) -> None:
         self._stop = stop
-        self._thread = threading.Thread(target=self._run, name="resnapshot", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"heal-{self._listener.node}", daemon=True)
         self._thread.start()
 
-    def request(self) -> None:
+    def request(self, reason: str) -> None:
+        self._reason = reason
         self._requested.set()
 
     def join(self) -> None:
@@ -188,48 +223,63 @@ class _Resnapshot:
             self._requested.set()  # wake it so it sees stop
             self._thread.join(60)
 
+    def _superseded(self) -> bool:
+        return self._stop.is_set() or self._requested.is_set()
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait; True when the wait should end early (stop, or a newer gap)."""
+        return self._stop.wait(seconds) or self._requested.is_set()
+
     def _run(self) -> None:
-        assert self._stop is not None
         stop = self._stop
-        listener = self._listener
         while not stop.is_set():
             self._requested.wait()
             if stop.is_set():
                 return
             self._requested.clear()
             try:
-                scanned, published = scan_and_capture(
-                    listener._client, listener._rules, listener._capture, listener._config.batch_size,
-                    should_stop=lambda: stop.is_set() or self._requested.is_set(),
-                )
-                reconciled = self._reconcile(stop)
-            except redis.RedisError as exc:
-                log.warning("re-snapshot failed; retrying", extra={"kv": {"node": listener.node, "error": str(exc)}})
+                self._heal(self._reason)
+            except (redis.RedisError, ReplicatorError) as exc:
+                if isinstance(exc, ReplicatorError) and not exc.retryable:
+                    self.error = exc
+                    return
+                log.warning("healing a gap failed; retrying", extra={"kv": {
+                    "node": self._listener.node, "error": str(exc)}})
                 self._requested.set()
                 stop.wait(1.0)
-                continue
-            if not (stop.is_set() or self._requested.is_set()):
-                self.completed += 1
-                metrics.GAP_RESNAPSHOTS.labels(node=listener.node).inc()
-                log.info("re-snapshot done", extra={"kv": {"node": listener.node, "keys_scanned": scanned,
-                                                           "events_published": published,
-                                                           "keys_reconciled": reconciled}})
+            except Exception as exc:
+                self.error = exc
+                return
 
-    def _reconcile(self, stop: threading.Event) -> int:
+    def _heal(self, reason: str) -> None:
         listener = self._listener
-        if listener._live_keys is None:
-            return 0
-        done = 0
-        batch: list[bytes] = []
-        for key in listener._live_keys():
-            batch.append(key)
-            if len(batch) >= listener._config.batch_size:
-                listener.capture(batch, Origin.SNAPSHOT)
-                done += len(batch)
-                batch = []
-                if stop.is_set() or self._requested.is_set():
-                    return done
-        if batch:
+        node = listener.node
+        watermark = None
+        if self._reconciler is not None:
+            # Everything read before the gap is then below the watermark (see capture/reconcile.py).
+            listener._publisher.flush()
+            watermark = self._reconciler.note(node, reason)
+        scanned, published = scan_and_capture(listener._client, listener._rules, listener._capture,
+                                              listener._config.batch_size, should_stop=self._superseded)
+        if self._superseded():
+            return
+        self.resnapshots += 1
+        log.info("re-snapshot done", extra={"kv": {"node": node, "gap": reason, "keys_scanned": scanned,
+                                                   "events_published": published}})
+        if self._reconciler is None or watermark is None:
+            metrics.GAP_RESNAPSHOTS.labels(node=node).inc()
+            return
+        if not self._reconciler.wait(node, watermark, self._superseded, self._pause):
+            return
+        reconciled = 0
+        for batch in batches(self._reconciler.live_keys(), listener._config.batch_size):
             listener.capture(batch, Origin.SNAPSHOT)
-            done += len(batch)
-        return done
+            reconciled += len(batch)
+            if self._superseded():
+                return
+        listener._publisher.flush()
+        self._reconciler.done(node)
+        self.reconciles += 1
+        metrics.GAP_RESNAPSHOTS.labels(node=node).inc()
+        log.info("reconcile done", extra={"kv": {"node": node, "gap": reason, "keys_reconciled": reconciled,
+                                                 "waited_s": round(time.time() - watermark.noted_at, 1)}})

@@ -8,6 +8,8 @@ comparable.
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -20,6 +22,8 @@ from replicator.config import CaptureConfig
 from replicator.events import ChangeEvent, Chunk, KeyType, Op, Origin, Value
 from replicator.mapping import RuleSet
 from replicator.publish.producer import EventPublisher
+
+log = logging.getLogger(__name__)
 
 READ_STATES = """
 local budget = tonumber(ARGV[1])
@@ -65,6 +69,10 @@ _TYPES = {
     b"zset": KeyType.ZSET,
     b"stream": KeyType.STREAM,
 }
+
+
+#: Redis types no rule or mirror item can hold yet.
+_UNSUPPORTED = (KeyType.STREAM, KeyType.UNKNOWN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +201,7 @@ def to_event(state: RawState, rules: RuleSet, origin: Origin, node: str, db: int
     if matched is None:
         return None
     rule, variables = matched
-    if state.type in (KeyType.STREAM, KeyType.UNKNOWN):
+    if state.type in _UNSUPPORTED:
         return None
     deleted = state.type is KeyType.NONE
     expire_at = None
@@ -235,6 +243,16 @@ class KeyCapture:
         self.db = db
         #: The labelled counters, looked up once: a lookup costs more than the increment.
         self._captured = {o: metrics.EVENTS_CAPTURED.labels(node=node, origin=o.value) for o in Origin}
+        self._unsupported = metrics.CAPTURE_SKIPPED.labels(node=node, reason="unsupported_type")
+        self._warned_at = -math.inf
+
+    def _skipped(self, state: RawState) -> None:
+        """A key of a type not replicated (a stream): counted, and said once a minute (a hot stream would flood)."""
+        self._unsupported.inc()
+        if time.monotonic() - self._warned_at >= 60 and self._rules.match(state.key) is not None:
+            self._warned_at = time.monotonic()
+            log.warning("key not replicated: its Redis type is not supported", extra={"kv": {
+                "node": self.node, "key": state.key, "type": state.type.value.lower()}})
 
     def capture(self, keys: Sequence[bytes], origin: Origin) -> int:
         """Returns the number of events handed to the publisher (acknowledged later; see EventPublisher.flush)."""
@@ -260,6 +278,8 @@ class KeyCapture:
                     publish(event)
                 if events:
                     published += 1
+                elif state.type in _UNSUPPORTED:
+                    self._skipped(state)
         finally:
             if published:
                 self._captured[origin].inc(published)
