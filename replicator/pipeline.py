@@ -86,6 +86,10 @@ def listener(ctx: Context) -> Listener | ClusterListener:
         for finding in preflight.redis_findings(conn, ctx.rules, None, name):  # what `replicator preflight` says
             if finding.level != "ok":
                 log.warning("preflight", extra={"kv": {"finding": finding.line()}})
+
+    def prepare(conn: redis.Redis) -> None:  # again before every subscription: a restarted Redis lost CONFIG SETs
+        ensure_notifications(conn, ctx.rules, ctx.config.redis.configure_notifications)
+
     reconciler = None
     if ctx.config.capture.resnapshot_on_gap:
         # Reading DynamoDB from the listener is what lets a gap's deletions be found, once the applier group has
@@ -104,8 +108,10 @@ def listener(ctx: Context) -> Listener | ClusterListener:
             return redis.Redis(host=host, port=port, ssl=urlsplit(ctx.config.redis.url).scheme == "rediss",
                                **_REDIS_OPTIONS, **options)
 
-        return ClusterListener(client, ctx.rules, publisher(ctx), ctx.config.capture, node_client, reconciler)
-    return Listener(client, ctx.rules, publisher(ctx), ctx.config.capture, node, db, reconciler=reconciler)
+        return ClusterListener(client, ctx.rules, publisher(ctx), ctx.config.capture, node_client, reconciler,
+                               prepare=prepare)
+    return Listener(client, ctx.rules, publisher(ctx), ctx.config.capture, node, db, reconciler=reconciler,
+                    prepare=prepare)
 
 
 def snapshot_loader(ctx: Context, max_keys_per_second: float | None = None,

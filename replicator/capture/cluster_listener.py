@@ -50,7 +50,8 @@ class _AllSubscribed:
 
 class ClusterListener:
     def __init__(self, cluster: RedisCluster, rules: RuleSet, publisher: EventPublisher, config: CaptureConfig,
-                 node_client: Callable[[str, int], Any], reconciler: Reconciler | None = None) -> None:
+                 node_client: Callable[[str, int], Any], reconciler: Reconciler | None = None,
+                 prepare: Callable[[Any], object] = lambda client: None) -> None:
         """``node_client(host, port)``: a client of one node for its subscription and re-snapshots, independent of
         the cluster client (whose connections it may reset when the slot map changes)."""
         self._cluster = cluster
@@ -59,6 +60,7 @@ class ClusterListener:
         self._publisher = publisher
         self._config = config
         self._reconciler = reconciler
+        self._prepare = prepare
         self._nodes: dict[str, _Node] = {}
         self._wake = threading.Event()
         self._started = False  # after the first listing, a new primary is a topology change
@@ -121,7 +123,8 @@ class ClusterListener:
         reconciler = None if self._reconciler is None else self._reconciler.scoped(
             lambda k: self._cluster.get_node_from_key(k).name == name)
         listener = Listener(client, self._rules, self._publisher, self._config, name, 0, reconciler=reconciler,
-                            read_client=self._cluster, first_gap="topology" if self._started else "start")
+                            read_client=self._cluster, first_gap="topology" if self._started else "start",
+                            prepare=self._prepare)
         node_stop = threading.Event()
 
         def body() -> None:

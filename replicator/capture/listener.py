@@ -6,6 +6,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -43,9 +44,12 @@ class Listener:
 
     def __init__(self, client: redis.Redis, rules: RuleSet, publisher: EventPublisher, config: CaptureConfig,
                  node: str, db: int = 0, reconciler: Reconciler | None = None,
-                 read_client: Any = None, first_gap: str = "start") -> None:
+                 read_client: Any = None, first_gap: str = "start",
+                 prepare: Callable[[redis.Redis], object] = lambda client: None) -> None:
         """``client`` is the node subscribed to, watched and re-snapshotted; keys are read through ``read_client``
-        (a cluster client routes each key to its current owner) when given. The publisher is the caller's to close."""
+        (a cluster client routes each key to its current owner) when given. ``prepare(client)`` runs before every
+        subscription (a restarted Redis has lost a notify-keyspace-events set by CONFIG SET). The publisher is the
+        caller's to close."""
         self._client = client
         self._rules = rules
         self._publisher = publisher
@@ -58,6 +62,7 @@ class Listener:
         self.subscribed = threading.Event()
         self._healing = _Healing(self, reconciler) if config.resnapshot_on_gap else None
         self._first_gap = first_gap
+        self._prepare = prepare
         self._marks: ServerMarks | None = None
         self._watch_due = 0.0
 
@@ -87,6 +92,7 @@ class Listener:
             while not stop.is_set():
                 pubsub = self._client.pubsub()
                 try:
+                    self._prepare(self._client)
                     self._subscribe(pubsub)
                     # A restart or failover also drops the subscription: say which it was.
                     self._gap(self._unannounced() or reason)
