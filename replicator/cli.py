@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from replicator import __version__, health, logs, pipeline
+from replicator.apply.dynamodb import make_client, translate
+from replicator.capture.reconcile import PendingReconciles
 from replicator.config import Config, load_config
 from replicator.errors import ConfigError, ReplicatorError
 
@@ -185,7 +187,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = _config(args)
     caps = broker.detect(config.kafka)
     group = args.group or config.kafka.group_id
-    print(status.format_status(status.group_status(config.kafka, caps, group, args.topic or config.kafka.topic)))
+    found = status.group_status(config.kafka, caps, group, args.topic or config.kafka.topic)
+    print(status.format_status(found))
+    try:
+        pending = PendingReconciles(make_client(config.dynamodb), config.dynamodb.state_table).list()
+    except Exception as exc:  # status must work while DynamoDB does not answer
+        print(f"reconciles: unknown ({translate(exc, 'reading the state table')})")
+    else:
+        print(status.format_reconciles(pending, found))
     return 0
 
 
@@ -245,7 +254,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     from replicator import preflight
-    from replicator.apply.dynamodb import make_client
 
     config = _config(args)
     rules = pipeline.context(config).rules

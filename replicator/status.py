@@ -1,7 +1,8 @@
-"""``replicator status``: one screen on how far the applier group is, read from Kafka alone.
+"""``replicator status``: one screen on how far the applier group is.
 
 It works when no applier runs (that is when it is needed most): lag per partition from the group's committed
-offsets, the capture time of the newest event and of the last applied one, the group's members, the DLQ size.
+offsets, the capture time of the newest event and of the last applied one, the group's members, the DLQ size; and,
+from the state table, the gap reconciles that wait for the group to commit past their watermark.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from kafka.errors import KafkaError
 
 from replicator.apply.dead_letters import dlq_topic
 from replicator.broker import BrokerCapabilities, client_kwargs, existing_topic_partitions, topic_partitions
+from replicator.capture.reconcile import Watermark
 from replicator.config import KafkaConfig
 from replicator.errors import ReplicatorError
 from replicator.events import EventCodec
@@ -118,6 +120,23 @@ def _captured_at(value: Any, codec: EventCodec) -> int | None:
         return codec.decode(value).captured_at_us
     except ReplicatorError:
         return None
+
+
+def format_reconciles(pending: list[tuple[str, str, Watermark]], status: GroupStatus,
+                      now_us: int | None = None) -> str:
+    """One line per gap reconcile waiting for the group to commit past its watermark (capture/reconcile.py)."""
+    now_us = now_us if now_us is not None else int(time.time() * 1_000_000)
+    if not pending:
+        return "reconciles: none pending"
+    committed = {p.partition: p.committed for p in status.partitions}
+    lines = []
+    for node, reason, watermark in pending:
+        remaining = watermark.remaining(committed)
+        since = _when(int(watermark.noted_at * 1_000_000), now_us)
+        lines.append(f"reconcile pending on {node} (gap: {reason}, since {since}): "
+                     + (f"waiting for group {status.group!r} to commit {remaining} more event(s)" if remaining
+                        else "the group is past its watermark; the listener is reconciling"))
+    return "\n".join(lines)
 
 
 def format_status(status: GroupStatus, now_us: int | None = None) -> str:

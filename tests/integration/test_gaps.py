@@ -23,6 +23,7 @@ from tests.support import (
     fully_committed,
     messaging_config,
     metric_sum,
+    run_cli,
     scrape,
     writing,
 )
@@ -105,12 +106,17 @@ def test_deletions_while_the_listener_is_down_and_the_appliers_lag_are_replicate
         eventually(lambda: metric_sum(scrape(port), "replicator_reconcile_pending") == 1, 30,
                    message="reconcile pending")
         assert metric_sum(scrape(port), "replicator_reconcile_waiting_events") > 0
+        shown = run_cli("status", "--config", str(path))
+        assert shown.returncode == 0, shown.stderr
+        assert "reconcile pending on 127.0.0.1:" in shown.stdout and "(gap: start" in shown.stdout, shown.stdout
+        assert "more event(s)" in shown.stdout
         applier = processes("apply", apply_path, tmp_path)
     assert_converged(r, client, config, timeout=240)
     eventually(lambda: "reconcile done" in listener.output(), 120, message="reconcile done")
     assert metric_sum(scrape(port), "replicator_reconcile_pending") == 0
     eventually(lambda: fully_committed(config), 60, message="everything committed")
     assert_converged(r, client, config, timeout=30)  # and nothing the backlog held brought anything back
+    assert "reconciles: none pending" in run_cli("status", "--config", str(path)).stdout
 
 
 def _gap_count(port: int, reason: str) -> float:
