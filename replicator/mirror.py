@@ -2,8 +2,10 @@
 
 The mirror holds any Redis value (the default for every key no rule maps), but a DynamoDB item holds at most
 400 KB. A value above ``INLINE_BYTES`` is therefore written to the parts table ``<mirror>_parts`` (partition key
-``key``, sort key ``part`` = version (8 bytes) + index (4 bytes)) as slices of a compact binary encoding of the typed
-value, and the mirror item holds ``parts`` (how many) instead of ``value``.
+``key``, sort key ``part`` = version and index) as slices of a compact binary encoding of the typed
+value, and the mirror item holds ``parts`` (how many) instead of ``value``. The sort key is a string of fixed-width
+digits (``<version:020>.<index:010>``): it sorts the same way everywhere, where binary sort keys are compared as
+signed bytes by some emulators.
 
 Parts are immutable: a version's parts are written before the mirror item that points at them, so a reader that
 reads the item and then its version's parts always sees one whole value. Parts of older versions are deleted once
@@ -99,8 +101,12 @@ def split(value: TypedValue, part_bytes: int = PART_BYTES) -> tuple[bytes, ...]:
     return tuple(data[i:i + part_bytes] for i in range(0, len(data), part_bytes))
 
 
+def part_name(version: int, index: int) -> str:
+    return f"{version:020d}.{index:010d}"
+
+
 def part_key(key: bytes, version: int, index: int) -> dict[str, Any]:
-    return {"key": {"B": key}, "part": {"B": struct.pack(">QI", version, index)}}
+    return {"key": {"B": key}, "part": {"S": part_name(version, index)}}
 
 
 def part_range(key: bytes, low: tuple[int, int], high: tuple[int, int]) -> dict[str, Any]:
@@ -108,10 +114,10 @@ def part_range(key: bytes, low: tuple[int, int], high: tuple[int, int]) -> dict[
     return {
         "KeyConditionExpression": "#k = :k AND #p BETWEEN :lo AND :hi",
         "ExpressionAttributeNames": {"#k": "key", "#p": "part"},
-        "ExpressionAttributeValues": {":k": {"B": key}, ":lo": {"B": struct.pack(">QI", *low)},
-                                      ":hi": {"B": struct.pack(">QI", *high)}},
+        "ExpressionAttributeValues": {":k": {"B": key}, ":lo": {"S": part_name(*low)},
+                                      ":hi": {"S": part_name(*high)}},
     }
 
 
 #: The highest part index.
-LAST = 0xFFFFFFFF
+LAST = 9_999_999_999

@@ -246,28 +246,29 @@ def _mirror_key(write: ItemWrite) -> bytes:
     return bytes(key)
 
 
-def read_mirror_value(client: Any, table: str, item: Mapping[str, Any]) -> TypedValue | None:
+def read_mirror_value(client: Any, table: str, item: Mapping[str, Any], attempts: int = 5) -> TypedValue | None:
     """The value a mirror item holds, put together from its parts when it has them; None for a tombstone.
 
     Parts of a version are written before the item that names them and deleted only after a newer item replaced
-    it, so they are all there unless that happened between the two reads: then this raises a retryable SinkError.
+    it, so they are all there unless that happened between the two reads: then the item is read again.
     """
-    if "value" in item:
-        return from_attribute_value(item["value"])
-    if "parts" not in item:
-        return None
-    key, version, count = bytes(item["key"]["B"]), int(item["_v_mirror"]["N"]), int(item["parts"]["N"])
-    params = {"TableName": mirror.parts_table(table), "ConsistentRead": True,
-              **mirror.part_range(key, (version, 0), (version, mirror.LAST))}
-    try:
-        pieces = [bytes(p["data"]["B"]) for page in client.get_paginator("query").paginate(**params)
-                  for p in page["Items"]]
-    except Exception as exc:
-        raise translate(exc, f"reading the parts of mirror item {key!r}") from None
-    if len(pieces) != count:
-        raise SinkError(f"mirror item {key!r} names {count} part(s) of version {version} but {len(pieces)} are "
-                        "there: it changed while it was read; read it again", retryable=True)
-    return mirror.decode(b"".join(pieces))
+    for _ in range(attempts):
+        if "value" in item:
+            return from_attribute_value(item["value"])
+        if "parts" not in item:
+            return None
+        key, version, count = bytes(item["key"]["B"]), int(item["_v_mirror"]["N"]), int(item["parts"]["N"])
+        params = {"TableName": mirror.parts_table(table), "ConsistentRead": True,
+                  **mirror.part_range(key, (version, 0), (version, mirror.LAST))}
+        try:
+            pieces = [bytes(p["data"]["B"]) for page in client.get_paginator("query").paginate(**params)
+                      for p in page["Items"]]
+            if len(pieces) == count:
+                return mirror.decode(b"".join(pieces))
+            item = client.get_item(TableName=table, Key={"key": {"B": key}}, ConsistentRead=True).get("Item") or {}
+        except Exception as exc:
+            raise translate(exc, f"reading mirror item {key!r}") from None
+    raise SinkError(f"mirror item {key!r} kept changing while its parts were read; read it again", retryable=True)
 
 
 def live_filter(rule: Rule) -> tuple[str, dict[str, str]]:

@@ -19,7 +19,7 @@ def table_definitions(rules: RuleSet, state_table: str) -> list[dict[str, Any]]:
     definitions = [_definition(spec) for spec in rules.tables.values()]
     if rules.mirror is not None:
         definitions.append(_definition(TableSpec(mirror.parts_table(rules.mirror.table), ("key", "B"),
-                                                 ("part", "B"), {}, ())))
+                                                 ("part", "S"), {}, ())))
     definitions.append(_definition(TableSpec(state_table, ("k", "B"), None, {}, ())))
     return definitions
 
