@@ -154,6 +154,10 @@ class ApplyConfig(_Frozen):
     #: "transaction": up to 100 per TransactWriteItems, still conditional per item: far fewer requests for big
     #: collections, but DynamoDB bills transactional writes at 2 WCU per item.
     write_mode: Literal["item", "transaction"] = "item"
+    #: Chunks of a big state are dropped once an event read this much later has been consumed from the same
+    #: partition: the rest were never published (a listener died mid-state), and they would hold commits forever.
+    #: Above the producer's delivery timeout (120 s) plus the clock skew between listener hosts.
+    abandon_chunks_after_s: float = Field(default=300.0, ge=130.0)
 
 
 class TombstoneConfig(_Frozen):

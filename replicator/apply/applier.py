@@ -62,6 +62,8 @@ class _Partial:
     count: int
     first_offset: int
     parts: dict[int, tuple[Any, ChangeEvent]]
+    #: When its state was read: chunks of one state are published within the producer's delivery timeout of it.
+    captured_at_us: int = 0
 
 
 class _ChunkError(Exception):
@@ -329,7 +331,8 @@ class Applier:
         chunk's record) when the chunks do not make one state."""
         assert event.chunk is not None
         slot = (record.partition, event.key, event.version)
-        partial = self._partials.setdefault(slot, _Partial(event.chunk.count, record.offset, {}))
+        partial = self._partials.setdefault(slot, _Partial(event.chunk.count, record.offset, {},
+                                                           event.captured_at_us))
         partial.parts[event.chunk.index] = (record, event)  # a redelivered chunk replaces itself
         if len(partial.parts) < partial.count:
             return None
@@ -342,6 +345,20 @@ class Applier:
         except Exception as exc:
             raise _ChunkError(tuple(r for r, _e in partial.parts.values())) from exc
         return replace(event, value=merged, chunk=None), tuple(r for r, _e in ordered[:-1])
+
+    def _drop_abandoned_partials(self, read_after_us: dict[int, int]) -> None:
+        """Chunks whose state was read long before an event already consumed from the same partition: the rest of
+        them was never published (a listener died mid-state; its restart is a gap that heals the key). Kept, they
+        would hold the partition's commits, and every gap reconcile waiting on them, forever."""
+        window_us = int(self._config.abandon_chunks_after_s * 1_000_000)
+        for slot, partial in list(self._partials.items()):
+            newest = read_after_us.get(slot[0])
+            if newest is not None and newest - partial.captured_at_us > window_us:
+                del self._partials[slot]
+                metrics.EVENTS_APPLIED.labels(table="", result="abandoned_chunks").inc()
+                log.warning("dropped the chunks of a state whose other chunks never came", extra={"kv": {
+                    "partition": slot[0], "key": slot[1], "version": slot[2], "chunks": len(partial.parts),
+                    "of": partial.count, "first_offset": partial.first_offset}})
 
     def _drop_superseded_partials(self, partition: int, key: bytes, version: int) -> None:
         """Chunks of an older state that will never complete (a listener died mid-publish) must not hold commits."""
@@ -409,6 +426,7 @@ class Applier:
 
     def _newest_per_key(self, batch: dict[TopicPartition, list[Any]]) -> list[_KeyWork]:
         newest: dict[tuple[str, bytes], _KeyWork] = {}
+        read_after_us: dict[int, int] = {}  # per partition, the latest read time of an event in this batch
         for records in batch.values():
             for record in records:
                 try:
@@ -425,6 +443,8 @@ class Applier:
                     continue
                 if found is None:
                     continue
+                read_after_us[record.partition] = max(read_after_us.get(record.partition, 0),
+                                                      found.event.captured_at_us)
                 slot = (found.rule.name, found.event.key)
                 current = newest.get(slot)
                 if current is not None:
@@ -432,6 +452,8 @@ class Applier:
                     metrics.EVENTS_APPLIED.labels(table=found.rule.table, result="superseded").inc()
                 if current is None or found.event.version >= current.event.version:
                     newest[slot] = found
+        if self._partials and read_after_us:
+            self._drop_abandoned_partials(read_after_us)
         return list(newest.values())
 
     def _key_work(self, record: Any) -> _KeyWork | None:
