@@ -548,7 +548,13 @@ def render_attr(rule: Rule, attr: str, values: Mapping[str, bytes], key: bytes) 
         return ("B", raw)
     if attr_type == "N":
         try:
-            return ("N", canonical_number(raw.decode("ascii")))
+            number = canonical_number(raw.decode("ascii"))
+            if not _fits_dynamodb_number(Decimal(number)):
+                raise MappingError(
+                    f"key {key!r}: attribute {attr!r} of rule {rule.name!r} is a number (N) but {raw[:40]!r} is "
+                    "outside what DynamoDB numbers hold (magnitudes 1E-130 to below 1E+126); change "
+                    f"tables.*.types.{attr} to S")
+            return ("N", number)
         except (UnicodeDecodeError, ValueError):
             raise MappingError(
                 f"key {key!r}: attribute {attr!r} of rule {rule.name!r} is a number (N) but the value is "
@@ -586,11 +592,23 @@ def _score_text(score: float) -> bytes:
         return repr(score).encode()  # inf/nan: only a number attribute rejects it, with a clear error
 
 
+#: DynamoDB numbers: magnitudes from 1E-130 to below 1E+126 (and 0).
+_DYNAMODB_NUMBER_RANGE = (Decimal("1E-130"), Decimal("1E+126"))
+
+
+def _fits_dynamodb_number(number: Decimal) -> bool:
+    low, high = _DYNAMODB_NUMBER_RANGE
+    return number == 0 or low <= abs(number) < high
+
+
 def _mirror_score(score: float) -> TypedValue:
-    """A number; +inf and -inf (valid Redis scores that DynamoDB numbers cannot hold) as the strings Redis prints."""
-    if math.isinf(score):
-        return ("S", "inf" if score > 0 else "-inf")
-    return ("N", _score_text(score).decode())
+    """A number where DynamoDB can hold it; else (+inf, -inf, 1e300, 5e-324: all valid Redis scores) the string
+    Python prints for it, which reads back as the same float."""
+    if math.isfinite(score):
+        if _fits_dynamodb_number(Decimal(score)):
+            return ("N", _score_text(score).decode())
+        return ("S", repr(score))
+    return ("S", "inf" if score > 0 else "-inf")
 
 
 def _mirror_attrs(event: ChangeEvent) -> Attrs:

@@ -47,6 +47,9 @@ HOSTILE = {
     "infinite_score_under_a_number_attribute": (
         lambda r, cfg, caps: r.zadd("opponents:infinite", {"up": float("inf"), "down": float("-inf"), "ok": 1}),
         "unmappable", "is a number (N)", lambda r: r.delete("opponents:infinite")),
+    "score_outside_the_range_of_dynamodb_numbers": (
+        lambda r, cfg, caps: r.zadd("opponents:tiny", {"p": 1e-200}),
+        "unmappable", "outside what DynamoDB numbers hold", lambda r: r.delete("opponents:tiny")),
     "value_above_the_item_limit_under_a_rule": (
         lambda r, cfg, caps: r.set("meta:big:p1", "x" * 420_000),
         "rejected_by_dynamodb", "size", lambda r: r.delete("meta:big:p1")),
