@@ -81,11 +81,12 @@ def publisher(ctx: Context) -> EventPublisher:
 def listener(ctx: Context) -> Listener | ClusterListener:
     client, node, db = redis_client(ctx.config)
     nodes = primaries(client) if isinstance(client, RedisCluster) else [(node, client)]
-    for name, conn in nodes:  # notification settings are per node
+    for _name, conn in nodes:  # notification settings are per node
         ensure_notifications(conn, ctx.rules, ctx.config.redis.configure_notifications)
-        for finding in preflight.redis_findings(conn, ctx.rules, None, name):  # what `replicator preflight` says
-            if finding.level != "ok":
-                log.warning("preflight", extra={"kv": {"finding": finding.line()}})
+    # What `replicator preflight` says about Redis (clock skew across every primary included).
+    for finding in preflight.redis_findings(client, ctx.rules, None, node):
+        if finding.level != "ok":
+            log.warning("preflight", extra={"kv": {"finding": finding.line()}})
 
     def prepare(conn: redis.Redis) -> None:  # again before every subscription: a restarted Redis lost CONFIG SETs
         ensure_notifications(conn, ctx.rules, ctx.config.redis.configure_notifications)

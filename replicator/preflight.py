@@ -7,6 +7,7 @@ so each rule is unit-testable; :func:`run` does the reading.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -168,6 +169,61 @@ def _bytes(value: str) -> int:
     return int(text)
 
 
+#: Clock skew between primaries above which versions from different nodes stop being comparable in practice.
+SKEW_WARN_MS = 50.0
+#: Offset from this machine's clock above which latency figures and the chunk-abandon window drift.
+MACHINE_OFFSET_WARN_MS = 1000.0
+
+
+def check_clock_skew(offsets_ms: dict[str, float], uncertainty_ms: float = 0.0,
+                     threshold_ms: float = SKEW_WARN_MS) -> Finding:
+    """Offsets of each primary's TIME from this machine's clock (ms): how far apart the primaries are, and from us.
+
+    Versions are each primary's TIME. After a key moves to another primary (resharding, failover), its next
+    changes are versioned by that node's clock; if it is behind, changes made within the skew look older than the
+    version DynamoDB already holds and are dropped as stale until the clock catches up.
+    """
+    if not offsets_ms:
+        return Finding("ok", "clock: no primary answered TIME")
+    ahead = max(offsets_ms, key=lambda n: offsets_ms[n])
+    behind = min(offsets_ms, key=lambda n: offsets_ms[n])
+    skew = offsets_ms[ahead] - offsets_ms[behind] - 2 * uncertainty_ms
+    worst = max(offsets_ms.values(), key=abs)
+    if len(offsets_ms) > 1 and skew > threshold_ms:
+        return Finding(
+            "warning", f"clock skew of {skew:.0f} ms between primaries {ahead} (ahead) and {behind}",
+            "versions are each primary's TIME: after a key moves to a primary whose clock is behind, its changes "
+            "within the skew look older than what DynamoDB holds and are dropped as stale",
+            "keep every primary's clock synchronised (NTP/chrony); ElastiCache does this for you")
+    if abs(worst) - uncertainty_ms > MACHINE_OFFSET_WARN_MS:
+        return Finding("warning", f"Redis clock is {worst:.0f} ms off this machine's",
+                       "end-to-end latency is measured across the two clocks, and chunks of a big state are "
+                       "dropped as abandoned by capture time", "synchronise the clocks (NTP/chrony)")
+    spread = f"{skew:.0f} ms apart" if len(offsets_ms) > 1 else f"{worst:.0f} ms from this machine"
+    return Finding("ok", f"clock: primaries within {spread}")
+
+
+def clock_offsets(nodes: list[tuple[str, Any]]) -> tuple[dict[str, float], float]:
+    """Each node's TIME minus this machine's clock at the middle of the round trip (ms), and the largest
+    uncertainty (half a round trip)."""
+    offsets, uncertainty = {}, 0.0
+    for name, conn in nodes:
+        try:
+            before = time.time()
+            seconds, micros = conn.time()
+            after = time.time()
+        except redis.RedisError:
+            continue
+        offsets[name] = (seconds + micros / 1e6 - (before + after) / 2) * 1000
+        uncertainty = max(uncertainty, (after - before) * 500)
+    return offsets, uncertainty
+
+
+def clock_findings(nodes: list[tuple[str, Any]]) -> Finding:
+    offsets, uncertainty = clock_offsets(nodes)
+    return check_clock_skew(offsets, uncertainty)
+
+
 # -- reading ---------------------------------------------------------------------------------------------------------
 
 
@@ -183,6 +239,7 @@ def redis_findings(client: Any, rules: RuleSet, writes_per_second: float | None,
         findings.append(check_pubsub_buffer(name, _config_get(conn, "client-output-buffer-limit"), per_node_rate,
                                             avg_key_bytes=40))
         findings.append(check_eviction(name, _config_get(conn, "maxmemory-policy")))
+    findings.append(clock_findings(nodes))
     return findings
 
 

@@ -44,3 +44,13 @@ def test_tables_lsis_and_partitions():
     assert check_table(SPEC, None, create_tables=True).level == "ok"
     assert check_partitions("t", 4, 9, 12).level == "warning"
     assert check_partitions("t", 12, 9, 12).level == "ok"
+
+
+def test_clock_skew_between_primaries_is_a_warning_naming_both_nodes():
+    from replicator.preflight import check_clock_skew
+
+    found = check_clock_skew({"a:1": 3.0, "b:2": 180.0, "c:3": -2.0}, uncertainty_ms=1.0)
+    assert found.level == "warning"
+    assert "b:2 (ahead) and c:3" in found.what and "stale" in found.why
+    assert check_clock_skew({"a:1": 3.0, "b:2": 20.0}).level == "ok"
+    assert check_clock_skew({"a:1": 5000.0}).level == "warning"  # one node, far off this machine
