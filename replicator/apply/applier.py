@@ -496,9 +496,9 @@ class Applier:
         """Every planned write; per write its outcome (True applied, False stale, or the exception)."""
         if self._config.write_mode != "transaction":
             return self._parallel(lambda pair: self._writer.write(pair[1]), writes)
-        # Mirror writes go one by one: they keep the parts table in step, which a transaction cannot tell them.
-        singles = [pair for pair in writes if pair[1].rule.type == "mirror"]
-        writes = [pair for pair in writes if pair[1].rule.type != "mirror"]
+        # Values in parts go one by one: their parts are written first (see DynamoWriter.write).
+        singles = [pair for pair in writes if pair[1].parts]
+        writes = [pair for pair in writes if not pair[1].parts]
         results: list[Any] = self._parallel(lambda pair: self._writer.write(pair[1]), singles)
         # Writes of all keys share transactions (each still conditional): a round's items are distinct, so its
         # transactions run in parallel without conflicting; an item two keys write goes again in the next round.

@@ -167,7 +167,8 @@ class DynamoWriter:
             if len(pending) == 1:  # a transaction of one costs twice an UpdateItem
                 outcome[pending[0]] = self._write_or_poison(writes[pending[0]])
                 return
-            items = [{"Update": requests.update_request(writes[i], self._rules, expire_at)} for i in pending]
+            items = [{"Update": _transactional(requests.update_request(writes[i], self._rules, expire_at), writes[i])}
+                     for i in pending]
             try:
                 # botocore would fill the idempotency token with uuid4(), one os.urandom read per transaction.
                 self._client.transact_write_items(TransactItems=items, ClientRequestToken=ChangeEvent.new_id())
@@ -188,7 +189,14 @@ class DynamoWriter:
                     codes = sorted({r.get("Code", "None") for r in reasons} - {"None"})
                     raise SinkError(f"{where}: DynamoDB TransactionCanceledException: {', '.join(codes)}",
                                     retryable=True) from None
-                outcome.update(failed)
+                for i, result in failed.items():
+                    if result is False and writes[i].rule.type == "mirror":
+                        # Stale, or the value it replaces is in parts: the item path tells which (and cleans up).
+                        outcome[i] = self._write_or_poison(writes[i])
+                    else:
+                        outcome[i] = result
+                        if result is False:
+                            metrics.ITEM_WRITES.labels(table=writes[i].table, result="stale").inc()
                 pending = [i for i in pending if i not in outcome]
                 continue
             except Exception as exc:
@@ -239,6 +247,15 @@ class DynamoWriter:
             return KeyState(version, live_items(self._client, rule, key, variables))
         except Exception as exc:
             raise translate(exc, where) from None
+
+
+def _transactional(request: dict[str, Any], write: ItemWrite) -> dict[str, Any]:
+    """A mirror write in a transaction also requires that the value it replaces is not in parts: a transaction
+    cannot return old values, so such a write fails here and is redone on the item path, which cleans the parts."""
+    if write.rule.type == "mirror":
+        request["ConditionExpression"] = f"({request['ConditionExpression']}) AND attribute_not_exists(#parts)"
+        request["ExpressionAttributeNames"] = {**request["ExpressionAttributeNames"], "#parts": "parts"}
+    return request
 
 
 def _mirror_key(write: ItemWrite) -> bytes:
@@ -338,7 +355,6 @@ def _cancellation_outcomes(pending: list[int], reasons: list[dict[str, str]], wr
     for i, code, reason in zip(pending, codes, reasons, strict=False):
         if code == "ConditionalCheckFailed":
             failed[i] = False
-            metrics.ITEM_WRITES.labels(table=writes[i].table, result="stale").inc()
         elif code in _POISON_REASONS:
             failed[i] = SinkError(f"table {writes[i].table} item {_describe(writes[i])}: DynamoDB "
                                   f"{_POISON_REASONS[code]}: {reason.get('Message', '')}", retryable=False)

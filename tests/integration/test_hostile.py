@@ -119,9 +119,10 @@ def _parts(client, config) -> list:
     return scan_all(client, f"{config.default.table}_parts")
 
 
-def test_one_megabyte_values_of_every_type_are_mirrored_whole_then_shrink_and_go(stack, uid):
+@pytest.mark.parametrize("write_mode", ["item", "transaction"])
+def test_one_megabyte_values_of_every_type_are_mirrored_whole_then_shrink_and_go(stack, uid, write_mode):
     r, client = clean_redis(stack), ddb(stack)
-    config = messaging_config(stack, uid)
+    config = messaging_config(stack, uid, apply={"write_mode": write_mode})
     with Running(config) as run:
         run.start_applier().start_listener()
         pipe = r.pipeline(transaction=False)
