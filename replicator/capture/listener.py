@@ -238,6 +238,7 @@ class _Healing:
 
     def _run(self) -> None:
         stop = self._stop
+        delay = 1.0
         while not stop.is_set():
             self._requested.wait()
             if stop.is_set():
@@ -245,17 +246,21 @@ class _Healing:
             self._requested.clear()
             try:
                 self._heal(self._reason)
-            except (redis.RedisError, ReplicatorError) as exc:
-                if isinstance(exc, ReplicatorError) and not exc.retryable:
+                delay = 1.0
+            except ReplicatorError as exc:
+                if not exc.retryable:  # an event Kafka did not take: the listener must not run on past it
                     self.error = exc
                     return
-                log.warning("healing a gap failed; retrying", extra={"kv": {
-                    "node": self._listener.node, "error": str(exc)}})
-                self._requested.set()
-                stop.wait(1.0)
-            except Exception as exc:
-                self.error = exc
-                return
+                delay = self._retry(exc, delay)
+            except Exception as exc:  # Redis, DynamoDB or Kafka not answering: heal again from the start
+                delay = self._retry(exc, delay)
+
+    def _retry(self, exc: Exception, delay: float) -> float:
+        log.warning("healing a gap failed; retrying", extra={"kv": {
+            "node": self._listener.node, "error": f"{type(exc).__name__}: {exc}"[:300], "retry_in_s": delay}})
+        self._requested.set()
+        self._stop.wait(delay)
+        return min(30.0, delay * 2)
 
     def _heal(self, reason: str) -> None:
         listener = self._listener

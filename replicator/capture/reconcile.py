@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from replicator import metrics
+from replicator.errors import ReplicatorError
 from replicator.mapping import Rule, RuleSet, from_attribute_value
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,7 @@ class Reconciler:
     def note(self, node: str, reason: str) -> Watermark:
         """The watermark of a gap (call it after subscribing again and flushing the producer)."""
         watermark = Watermark(self._progress.end() if self._progress is not None else {})
-        if self._pending is not None:
-            self._pending.save(node, watermark, reason)
+        self._show(lambda pending: pending.save(node, watermark, reason))
         metrics.RECONCILE_PENDING.labels(node=node).set(1)
         return watermark
 
@@ -138,7 +138,16 @@ class Reconciler:
             return not cancelled()
         reported = 0.0
         while not cancelled():
-            remaining = watermark.remaining(self._progress.committed())
+            try:
+                committed = self._progress.committed()
+            except ReplicatorError as exc:  # Kafka away for a moment: keep waiting, the watermark stands
+                if not exc.retryable:
+                    raise
+                log.debug("cannot read the group's offsets", extra={"kv": {"node": node, "error": str(exc)}})
+                if pause(self._poll_s):
+                    break
+                continue
+            remaining = watermark.remaining(committed)
             metrics.RECONCILE_WAITING_EVENTS.labels(node=node).set(remaining)
             if remaining == 0:
                 return True
@@ -154,8 +163,17 @@ class Reconciler:
     def done(self, node: str) -> None:
         metrics.RECONCILE_PENDING.labels(node=node).set(0)
         metrics.RECONCILE_WAITING_EVENTS.labels(node=node).set(0)
-        if self._pending is not None:
-            self._pending.clear(node)
+        self._show(lambda pending: pending.clear(node))
+
+    def _show(self, update: Callable[[PendingReconciles], object]) -> None:
+        """Keep ``replicator status`` informed; a DynamoDB hiccup here must not hold up healing."""
+        if self._pending is None:
+            return
+        try:
+            update(self._pending)
+        except Exception as exc:
+            log.warning("cannot record the pending reconcile for replicator status", extra={"kv": {
+                "error": f"{type(exc).__name__}: {exc}"[:300]}})
 
 
 def live_source_keys(client: Any, rules: RuleSet, state_table: str) -> Iterator[bytes]:

@@ -73,3 +73,39 @@ def test_only_values_above_the_inline_limit_go_to_parts():
 def test_part_names_sort_by_version_then_index():
     names = [mirror.part_name(v, i) for v, i in [(1, 2), (10, 0), (2, 11), (2, 3), (10**15, 0)]]
     assert sorted(names) == [mirror.part_name(*p) for p in [(1, 2), (2, 3), (2, 11), (10, 0), (10**15, 0)]]
+
+
+class _Progress:
+    """The applier group committing a little more on each look, with Kafka away once."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+
+    def end(self) -> dict[int, int]:
+        return {0: 30, 1: 3}
+
+    def committed(self) -> dict[int, int | None]:
+        from replicator.errors import BrokerError
+
+        self.looks += 1
+        if self.looks == 2:
+            raise BrokerError("coordinator not available", retryable=True)
+        return {0: min(30, self.looks * 10), 1: None if self.looks < 3 else 3}
+
+
+def test_the_reconcile_waits_until_the_group_is_past_the_watermark_through_a_kafka_hiccup():
+    from replicator.capture.reconcile import Reconciler
+
+    progress = _Progress()
+    reconciler = Reconciler(lambda: iter(()), progress, None, poll_s=0)
+    watermark = reconciler.note("node", "restart")
+    assert reconciler.wait("node", watermark, cancelled=lambda: False, pause=lambda s: False)
+    assert progress.looks == 3
+
+
+def test_a_newer_gap_cancels_the_wait():
+    from replicator.capture.reconcile import Reconciler
+
+    reconciler = Reconciler(lambda: iter(()), _Progress(), None, poll_s=0)
+    watermark = reconciler.note("node", "flushdb")
+    assert not reconciler.wait("node", watermark, cancelled=lambda: False, pause=lambda s: True)
