@@ -131,9 +131,10 @@ class Listener:
 
     def _gap(self, reason: str) -> None:
         metrics.NOTIFICATION_GAPS.labels(node=self.node, reason=reason).inc()
-        log.info("gap: changes since the last subscription or INFO reading were not announced", extra={"kv": {
-            "node": self.node, "db": self.db, "gap": reason, "resnapshot": self._healing is not None,
-            "channels": [c.decode("utf-8", "replace") for c in self.channels()]}})
+        channels = [c.decode("utf-8", "replace") for c in self.channels()]
+        log.info("subscribed; a gap: changes since the last subscription or INFO reading were not announced",
+                 extra={"kv": {"node": self.node, "db": self.db, "gap": reason,
+                               "resnapshot": self._healing is not None, "channels": channels}})
         if self._healing:
             self._healing.request(reason)
 

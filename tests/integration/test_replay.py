@@ -115,7 +115,8 @@ def test_replay_command_moves_a_stopped_group_and_the_reapplied_state_is_unchang
     assert _state(client, messaging_table(config)) == before
     caught_up = run_cli("status", "--config", str(path))
     assert "total lag 0 record(s)" in caught_up.stdout
-    assert len(caught_up.stdout.splitlines()) == 2 + stack.kafka_partitions + 1
+    assert len(caught_up.stdout.splitlines()) == 2 + stack.kafka_partitions + 2
+    assert caught_up.stdout.splitlines()[-1] == "reconciles: none pending"
 
 
 @pytest.mark.modern_kafka
