@@ -123,8 +123,8 @@ def _gap_count(port: int, reason: str) -> float:
     return metric_sum(scrape(port), "replicator_notifications_gaps_total", reason=reason)
 
 
-@pytest.mark.parametrize("command", ["flushdb", "flushall", "swapdb"])
-def test_a_flush_or_swap_no_notification_announces_is_replicated(stack, uid, tmp_path, processes, command):
+@pytest.mark.parametrize("command", ["flushdb", "flushall", "swapdb", "resetstat"])
+def test_a_flush_swap_or_counter_reset_no_notification_announces_is_healed(stack, uid, tmp_path, processes, command):
     r, client = clean_redis(stack), ddb(stack)
     other = redis.Redis.from_url(stack.redis_url, db=1)
     other.flushdb()
@@ -142,6 +142,8 @@ def test_a_flush_or_swap_no_notification_announces_is_replicated(stack, uid, tmp
         with writing(stack, owners=30, seed=5):  # live writes go on around the flush
             if command == "swapdb":
                 r.swapdb(0, 1)
+            elif command == "resetstat":  # zeroes the counters a flush would show in: a gap in itself
+                r.config_resetstat()
             else:
                 getattr(r, command)()
             eventually(lambda: _gap_count(port, command) >= 1, 30, message=f"{command} seen as a gap")
