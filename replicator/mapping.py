@@ -224,6 +224,13 @@ class RuleSet:
             return key
         return rule.owner.render({**variables, "key": key})
 
+    @property
+    def parts_table(self) -> TableSpec | None:
+        """The mirror's table for values above the item limit (see mirror.py); None without a mirror."""
+        if self.mirror is None:
+            return None
+        return TableSpec(mirror.parts_table(self.mirror.table), ("key", "B"), ("part", "S"), {}, ())
+
     def globs(self) -> tuple[bytes, ...]:
         """Distinct globs covering every captured key; a catch-all mirror makes the others redundant."""
         globs: list[bytes] = []

@@ -253,7 +253,7 @@ def _config_get(client: redis.Redis, name: str) -> str | None:
 
 def table_findings(dynamodb: Any, rules: RuleSet, create_tables: bool) -> list[Finding]:
     findings = []
-    for spec in rules.tables.values():
+    for spec in [*rules.tables.values(), *([rules.parts_table] if rules.parts_table else [])]:
         try:
             described = dynamodb.describe_table(TableName=spec.name)["Table"]
         except dynamodb.exceptions.ResourceNotFoundException:

@@ -6,7 +6,6 @@ import logging
 import time
 from typing import Any
 
-from replicator import mirror
 from replicator.apply.dynamodb import translate
 from replicator.errors import SinkError
 from replicator.mapping import RuleSet, TableSpec
@@ -17,9 +16,8 @@ log = logging.getLogger(__name__)
 def table_definitions(rules: RuleSet, state_table: str) -> list[dict[str, Any]]:
     """CreateTable parameters for every rule table, the mirror's parts table and the state table. Pure."""
     definitions = [_definition(spec) for spec in rules.tables.values()]
-    if rules.mirror is not None:
-        definitions.append(_definition(TableSpec(mirror.parts_table(rules.mirror.table), ("key", "B"),
-                                                 ("part", "S"), {}, ())))
+    if rules.parts_table is not None:
+        definitions.append(_definition(rules.parts_table))
     definitions.append(_definition(TableSpec(state_table, ("k", "B"), None, {}, ())))
     return definitions
 

@@ -54,3 +54,15 @@ def test_clock_skew_between_primaries_is_a_warning_naming_both_nodes():
     assert "b:2 (ahead) and c:3" in found.what and "stale" in found.why
     assert check_clock_skew({"a:1": 3.0, "b:2": 20.0}).level == "ok"
     assert check_clock_skew({"a:1": 5000.0}).level == "warning"  # one node, far off this machine
+
+
+def test_a_missing_mirror_parts_table_is_a_blocker_naming_it():
+    parts = RULES.parts_table
+    assert parts is not None and parts.name == "redis_mirror_parts"
+    found = check_table(parts, None, create_tables=False)
+    assert found.level == "blocker" and "redis_mirror_parts" in found.what
+    described = {"AttributeDefinitions": [{"AttributeName": "key", "AttributeType": "B"},
+                                          {"AttributeName": "part", "AttributeType": "S"}],
+                 "KeySchema": [{"AttributeName": "key", "KeyType": "HASH"},
+                               {"AttributeName": "part", "KeyType": "RANGE"}]}
+    assert check_table(parts, described, create_tables=False).level == "ok"
