@@ -23,6 +23,7 @@ from redis.cluster import RedisCluster
 from replicator.capture.listener import Listener
 from replicator.capture.reconcile import Reconciler
 from replicator.config import CaptureConfig
+from replicator.errors import SourceError
 from replicator.mapping import RuleSet
 from replicator.publish.producer import EventPublisher
 
@@ -86,7 +87,8 @@ class ClusterListener:
                 failed = [(name, n.error) for name, n in self._nodes.items() if n.error is not None]
                 if failed:
                     name, error = failed[0]
-                    raise RuntimeError(f"listener of primary {name} failed: {error}") from error
+                    # One line for the user (the CLI prints ReplicatorErrors), whatever the node's error was.
+                    raise SourceError(f"listener of primary {name} failed: {error}") from error
                 deadline = time.monotonic() + self._config.topology_refresh_s
                 while not (stop.is_set() or self._wake.is_set()) and time.monotonic() < deadline:
                     stop.wait(0.2)
