@@ -134,11 +134,8 @@ class DynamoWriter:
 
     def _parts_of(self, write: ItemWrite, low: int, high: int) -> list[dict[str, Any]]:
         """Keys of the parts of versions ``low`` to ``high`` of the write's key."""
-        params = {"TableName": mirror.parts_table(write.table), "ConsistentRead": True,
-                  **mirror.part_range(_mirror_key(write), (low, 0), (high, mirror.LAST))}
-        params["ProjectionExpression"] = "#k, #p"
         return [{"key": p["key"], "part": p["part"]}
-                for page in self._client.get_paginator("query").paginate(**params) for p in page["Items"]]
+                for p in _query_parts(self._client, write.table, _mirror_key(write), low, high, keys_only=True)]
 
     def _delete_parts(self, write: ItemWrite, keys: list[dict[str, Any]], where: str) -> None:
         try:
@@ -263,6 +260,16 @@ def _mirror_key(write: ItemWrite) -> bytes:
     return bytes(key)
 
 
+def _query_parts(client: Any, table: str, key: bytes, low: int, high: int,
+                 keys_only: bool = False) -> list[dict[str, Any]]:
+    """The parts of versions ``low`` to ``high`` of a mirrored key, in order (a strongly consistent query)."""
+    params: dict[str, Any] = {"TableName": mirror.parts_table(table), "ConsistentRead": True,
+                              **mirror.part_range(key, (low, 0), (high, mirror.LAST))}
+    if keys_only:
+        params["ProjectionExpression"] = "#k, #p"
+    return [p for page in client.get_paginator("query").paginate(**params) for p in page["Items"]]
+
+
 def read_mirror_value(client: Any, table: str, item: Mapping[str, Any], attempts: int = 5) -> TypedValue | None:
     """The value a mirror item holds, put together from its parts when it has them; None for a tombstone.
 
@@ -275,11 +282,8 @@ def read_mirror_value(client: Any, table: str, item: Mapping[str, Any], attempts
         if "parts" not in item:
             return None
         key, version, count = bytes(item["key"]["B"]), int(item["_v_mirror"]["N"]), int(item["parts"]["N"])
-        params = {"TableName": mirror.parts_table(table), "ConsistentRead": True,
-                  **mirror.part_range(key, (version, 0), (version, mirror.LAST))}
         try:
-            pieces = [bytes(p["data"]["B"]) for page in client.get_paginator("query").paginate(**params)
-                      for p in page["Items"]]
+            pieces = [bytes(p["data"]["B"]) for p in _query_parts(client, table, key, version, version)]
             if len(pieces) == count:
                 return mirror.decode(b"".join(pieces))
             item = client.get_item(TableName=table, Key={"key": {"B": key}}, ConsistentRead=True).get("Item") or {}

@@ -247,9 +247,12 @@ class KeyCapture:
         self._warned_at = -math.inf
 
     def _skipped(self, state: RawState) -> None:
-        """A key of a type not replicated (a stream): counted, and said once a minute (a hot stream would flood)."""
+        """A captured key of a type not replicated (a stream): counted, and said once a minute (a hot stream would
+        flood the log). Keys no rule captures are none of our business (globs select more than the rules)."""
+        if self._rules.match(state.key) is None:
+            return
         self._unsupported.inc()
-        if time.monotonic() - self._warned_at >= 60 and self._rules.match(state.key) is not None:
+        if time.monotonic() - self._warned_at >= 60:
             self._warned_at = time.monotonic()
             log.warning("key not replicated: its Redis type is not supported", extra={"kv": {
                 "node": self.node, "key": state.key, "type": state.type.value.lower()}})
