@@ -121,6 +121,14 @@ class Running:
         self.stop()
 
 
+def answers(client: redis.Redis) -> bool:
+    """Whether a redis-server answers PING (for polling one that is starting)."""
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
 def clean_redis(stack: LocalStack) -> redis.Redis:
     client = redis.Redis.from_url(stack.redis_url)
     client.flushall()

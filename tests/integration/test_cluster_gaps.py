@@ -6,6 +6,7 @@ import redis
 from prometheus_client import REGISTRY
 from redis.cluster import RedisCluster
 
+from replicator.capture.cluster import primaries
 from replicator.preflight import clock_findings, clock_offsets
 from tests.integration.test_cluster_capture import _cluster
 from tests.support import Running, assert_converged, ddb, eventually, messaging_config, writing
@@ -23,13 +24,8 @@ class _Shifted:
         return total // 1_000_000, total % 1_000_000
 
 
-def _primaries(url: str) -> list[tuple[str, redis.Redis]]:
-    cluster = RedisCluster.from_url(url)
-    return [(n.name, cluster.get_redis_connection(n)) for n in cluster.get_primaries()]
-
-
 def test_preflight_warns_when_the_primaries_clocks_are_apart(redis_cluster):
-    nodes = _primaries(redis_cluster)
+    nodes = primaries(RedisCluster.from_url(redis_cluster))
     assert clock_findings(nodes).level == "ok"  # one machine, one clock
     offsets, _uncertainty = clock_offsets(nodes)
     assert len(offsets) == len(nodes) >= 3
@@ -57,7 +53,7 @@ def test_flushall_on_every_primary_is_replicated(stack, uid, redis_cluster):
             rc.set(f"mirrored:{i}", f"v{i}")
         assert_converged(rc, client, config, timeout=120)
         with writing(stack, owners=10, seed=8, client=RedisCluster.from_url(redis_cluster)):
-            for _name, node in _primaries(redis_cluster):
+            for _name, node in primaries(RedisCluster.from_url(redis_cluster)):
                 node.flushall()
             eventually(lambda: flush_gaps() >= before + 3, 30, message="a flushall gap on every primary")
         assert_converged(rc, client, config, timeout=120)

@@ -14,6 +14,7 @@ from replicator.demo import Workload
 from replicator.localstack import free_port
 from tests.support import (
     Running,
+    answers,
     assert_converged,
     clean_redis,
     committed_and_end,
@@ -171,14 +172,7 @@ def test_redis_restarted_empty_is_replicated(stack, uid, tmp_path, processes):
         with stack.stopped("redis"):  # saves nothing (--save ""): it comes back empty, on the same port
             pass
         r = redis.Redis.from_url(stack.redis_url)
-        eventually(lambda: _answers(r), 30, message="redis-server back")
+        eventually(lambda: answers(r), 30, message="redis-server back")
         r.zadd("opponents:after-restart", {"p1": 1})
         eventually(lambda: _gap_count(port, "restart") >= 1, 60, message="the restart seen as a gap")
         assert_converged(r, client, config, timeout=120)
-
-
-def _answers(r: redis.Redis) -> bool:
-    try:
-        return bool(r.ping())
-    except redis.ConnectionError:
-        return False

@@ -10,7 +10,7 @@ import redis
 
 from replicator import broker
 from replicator.localstack import free_port
-from tests.support import config_file, ddb, eventually, messaging_config, messaging_table, run_cli
+from tests.support import answers, config_file, ddb, eventually, messaging_config, messaging_table, run_cli
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary")
 
@@ -22,17 +22,10 @@ def own_redis(tmp_path):
     server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
     client = redis.Redis(port=port)
-    eventually(lambda: _pings(client), 20, message="redis-server up")
+    eventually(lambda: answers(client), 20, message="redis-server up")
     yield client, f"redis://127.0.0.1:{port}/0"
     server.kill()
     server.wait(10)
-
-
-def _pings(client):
-    try:
-        return client.ping()
-    except redis.ConnectionError:
-        return False
 
 
 def _preflight(stack, uid, tmp_path, url, *args, **sections):
