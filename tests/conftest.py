@@ -8,8 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from replicator import broker
-from replicator.config import KafkaConfig
 from replicator.localstack import LocalStack
 from tests.support import Process
 
@@ -35,16 +33,14 @@ def processes():
         process.kill()
 
 
-@pytest.fixture
-def modern(stack):
-    """The broker's capabilities when it is modern (>= 0.11); skips the test on the local stack's Kafka 0.9."""
-    caps = broker.probe(KafkaConfig(bootstrap_servers=stack.kafka_bootstrap))
-    if caps.legacy:
-        pytest.skip("needs a broker >= 0.11 (set KAFKA_BOOTSTRAP_SERVERS, or run where Docker answers)")
-    return caps
-
-
 @pytest.fixture(scope="session")
 def redis_cluster(stack):
     """A 3-primary Redis Cluster (redis-server processes), started once when a test first asks; its seed URL."""
     return stack.redis_cluster()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(stack):
+    """A 3-broker KRaft cluster (replication factor 3, min.insync.replicas=2), started once when a test first asks;
+    its bootstrap servers."""
+    return stack.kafka_cluster()
