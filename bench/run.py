@@ -3,7 +3,7 @@
     .venv/bin/python bench/run.py [--repeat 3] [--events 20000] [--keys 1000000] [--rate 5000 1500]
                                   [--seconds 60] [--write-mode transaction]
 
-Starts the embedded local stack (redis-server, Kafka 0.9, DynamoDB Local), then for every figure prints
+Starts the embedded local stack (redis-server, Kafka 4 in KRaft mode, DynamoDB Local), then for every figure prints
 min / median / max over ``--repeat`` runs and writes everything to ``bench/results/<utc time>.json`` so results can
 be compared across commits. The figures:
 
@@ -129,9 +129,8 @@ def _stage_rate(stage: Any, counter: str, n: int, timeout: float, ready: Callabl
 
 def raw_producer_rate(stack: LocalStack, n: int, size: int) -> float:
     config = _config(stack, f"raw{uuid.uuid4().hex[:6]}")
-    caps = broker.detect(config.kafka)
-    broker.ensure_topic(config.kafka, caps, config.kafka.topic, config.kafka.partitions)
-    producer = KafkaProducer(**broker.client_kwargs(config.kafka, caps), acks="all", linger_ms=5,
+    broker.ensure_topic(config.kafka, config.kafka.topic, config.kafka.partitions)
+    producer = KafkaProducer(**broker.client_kwargs(config.kafka), acks="all", linger_ms=5,
                              max_in_flight_requests_per_connection=1)
     payload = b"p" * size
     started = time.perf_counter()
@@ -147,9 +146,8 @@ def raw_librdkafka_rate(stack: LocalStack, n: int, size: int) -> float:
     """The same messages through a bare confluent-kafka producer with the publisher's settings: the ceiling of
     what capture can publish."""
     config = _config(stack, f"rdk{uuid.uuid4().hex[:6]}")
-    caps = broker.detect(config.kafka)
-    broker.ensure_topic(config.kafka, caps, config.kafka.topic, config.kafka.partitions)
-    producer = Producer(producer_settings(config.kafka, caps), logger=logging.getLogger("bench.librdkafka"))
+    broker.ensure_topic(config.kafka, config.kafka.topic, config.kafka.partitions)
+    producer = Producer(producer_settings(config.kafka), logger=logging.getLogger("bench.librdkafka"))
     payload = b"p" * size
     started = time.perf_counter()
     for i in range(n):
@@ -285,7 +283,7 @@ def sharded_snapshot_rate(stack: LocalStack, shards: int) -> float:
     config = parse_config(data)
     ctx = pipeline.context(config)
     pipeline.dynamodb(ctx)  # tables and topic exist before the processes race to create them
-    broker.ensure_topic(config.kafka, ctx.caps, config.kafka.topic, config.kafka.partitions)
+    broker.ensure_topic(config.kafka, config.kafka.topic, config.kafka.partitions)
     keys = redis.Redis.from_url(stack.redis_url).dbsize()
     with _config_file(data) as path:
         started = time.perf_counter()
@@ -382,7 +380,7 @@ def _replicator(command: str, config_path: str, **env: str) -> subprocess.Popen:
 def _group_lag(config: Config) -> Callable[[], int]:
     """Records in the topic that the applier's group has not committed yet."""
     kafka = config.kafka
-    consumer = KafkaConsumer(**broker.client_kwargs(kafka, broker.detect(kafka)), group_id=kafka.group_id,
+    consumer = KafkaConsumer(**broker.client_kwargs(kafka), group_id=kafka.group_id,
                              enable_auto_commit=False)
     partitions = [TopicPartition(kafka.topic, p) for p in consumer.partitions_for_topic(kafka.topic)]
 

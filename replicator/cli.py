@@ -145,14 +145,14 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     from replicator.apply import dead_letters
 
     config = _config(args)
-    caps = broker.detect(config.kafka)
+    broker.check_broker(config.kafka)
     if args.action == "list":
-        letters = dead_letters.list_dead_letters(config.kafka, caps, config.kafka.topic)
+        letters = dead_letters.list_dead_letters(config.kafka, config.kafka.topic)
         for letter in letters[-args.limit:] if args.limit else letters:
             print(letter.line())
         print(f"{len(letters)} dead letter(s) in {dead_letters.dlq_topic(config.kafka.topic)}")
     else:
-        sent = dead_letters.redrive(config.kafka, caps, config.kafka.topic, set(args.reason or ()) or None)
+        sent = dead_letters.redrive(config.kafka, config.kafka.topic, set(args.reason or ()) or None)
         print(f"re-drove {sent} dead letter(s) to {config.kafka.topic}")
     return 0
 
@@ -161,6 +161,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from replicator import broker, replay
 
     config = _config(args)
+    broker.check_broker(config.kafka)
     if args.to_offset is not None:
         target = replay.Target("offset", args.to_offset)
     elif args.to_earliest:
@@ -175,8 +176,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     group = args.group or config.kafka.group_id
     topic = args.topic or config.kafka.topic
     partitions = args.partitions
-    caps = broker.detect(config.kafka)
-    moves = replay.reset_offsets(config.kafka, caps, group, topic, target, partitions, dry_run=args.dry_run)
+    moves = replay.reset_offsets(config.kafka, group, topic, target, partitions, dry_run=args.dry_run)
     print(replay.format_moves(moves, group, topic, target, args.dry_run))
     return 0
 
@@ -185,9 +185,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from replicator import broker, status
 
     config = _config(args)
-    caps = broker.detect(config.kafka)
     group = args.group or config.kafka.group_id
-    found = status.group_status(config.kafka, caps, group, args.topic or config.kafka.topic)
+    broker.check_broker(config.kafka)
+    found = status.group_status(config.kafka, group, args.topic or config.kafka.topic)
     print(status.format_status(found))
     try:
         pending = PendingReconciles(make_client(config.dynamodb), config.dynamodb.state_table).list()
@@ -211,14 +211,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     config = _config(args)
     ctx = pipeline.context(config)
     client, node, db = pipeline.redis_client(config)
+    offsets = pipeline.group_offsets(ctx)
     verifier = verify.Verifier(client, pipeline.dynamodb(ctx), ctx.rules, config.dynamodb.state_table,
-                               config.capture.max_inline_members, node, db)
+                               config.capture.max_inline_members, node, db, progress=offsets)
     options = verify.VerifyOptions(
         sample=args.sample, owner=args.owner.encode() if args.owner else None, settle_s=args.settle_seconds,
         rechecks=args.rechecks, workers=args.workers, max_keys_per_second=args.max_keys_per_second,
         examples=args.examples)
     progress = Progress("verify", args.sample or dbsize(client)) if _show_progress(args) else None
-    report = verifier.run(options, _stop_on_signals(), progress)
+    try:
+        report = verifier.run(options, _stop_on_signals(), progress)
+    finally:
+        if offsets is not None:
+            offsets.close()
     if progress:
         progress.close()
     if args.repair and report.drifted_keys:

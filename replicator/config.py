@@ -57,28 +57,57 @@ class RedisConfig(_Frozen):
 
 
 class KafkaConfig(_Frozen):
+    """Where the change topic lives and how to reach it. Brokers 2.8 and newer (see broker.MINIMUM_BROKER)."""
+
     bootstrap_servers: str = "127.0.0.1:9092"
     topic: str = "redis.changes"
     #: Partition count used when the replicator creates the topic. Bounds the number of useful appliers.
     partitions: int = Field(default=12, ge=1, le=10000)
     replication_factor: int = Field(default=3, ge=1, le=16)
-    #: "auto" probes the broker (ApiVersions); an explicit "0.9" or "3.7" skips the probe.
-    api_version: str = "auto"
+    #: Topic setting on creation: with acks=all a write needs this many in-sync replicas (never more than the
+    #: replication factor; 2 of 3 survives one broker down without losing an acknowledged event).
+    min_insync_replicas: int = Field(default=2, ge=1, le=16)
+    #: How long the change topic (and the DLQ) keep events: the window a replay can reach back.
+    retention_hours: float = Field(default=168, gt=0)
     group_id: str = "replicator-apply"
+    #: Static group membership (KIP-345): a stable id per applier pod, so a restart within the session timeout keeps
+    #: its partitions without a rebalance. The Helm chart sets it from the pod name.
+    group_instance_id: str | None = None
     client_id: str = "redis-dynamodb-replicator"
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     linger_ms: int = Field(default=5, ge=0, le=10000)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    #: TLS: CA bundle to verify the brokers (default: the system's), and a client certificate for mutual TLS.
+    ssl_ca_file: str | None = None
+    ssl_cert_file: str | None = None
+    ssl_key_file: str | None = None
+    ssl_key_password: SecretStr | None = None
+    #: SASL: PLAIN, SCRAM-SHA-256/512 with a username and password, or AWS_MSK_IAM (OAUTHBEARER tokens signed with
+    #: the usual AWS credential chain: IRSA, instance profile, env), for Amazon MSK.
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "AWS_MSK_IAM"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    #: AWS_MSK_IAM: the cluster's region (default: the credential chain's region) and an optional role to assume.
+    aws_region: str | None = None
+    aws_role_arn: str | None = None
 
-    @field_validator("api_version")
-    @classmethod
-    def _api_version(cls, v: str) -> str:
-        if v != "auto" and not re.fullmatch(r"\d+(\.\d+){1,2}", v):
-            raise ValueError(f"expected 'auto' or a broker version like '0.9' or '3.7', got {v!r}")
-        return v
+    @model_validator(mode="after")
+    def _security(self) -> KafkaConfig:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(f"min_insync_replicas ({self.min_insync_replicas}) cannot exceed replication_factor "
+                             f"({self.replication_factor})")
+        if self.sasl_mechanism and not self.security_protocol.startswith("SASL_"):
+            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs security_protocol SASL_SSL (or "
+                             f"SASL_PLAINTEXT), not {self.security_protocol}")
+        if self.security_protocol.startswith("SASL_") and not self.sasl_mechanism:
+            raise ValueError(f"security_protocol {self.security_protocol} needs a sasl_mechanism")
+        # The password usually comes from a secret (REPLICATOR_KAFKA_SASL_PASSWORD); the user is part of the config.
+        if self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not self.sasl_username:
+            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_username (and sasl_password, "
+                             "e.g. from REPLICATOR_KAFKA_SASL_PASSWORD)")
+        if self.ssl_key_file and not self.ssl_cert_file:
+            raise ValueError("ssl_key_file needs ssl_cert_file")
+        return self
 
     @field_validator("bootstrap_servers")
     @classmethod

@@ -38,6 +38,11 @@ def setup(level: str = "INFO", stream: Any = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # kafka-python logs every reconnect attempt at WARNING/ERROR; ours say what matters.
-    logging.getLogger("kafka").setLevel(max(logging.getLevelName(level.upper()), logging.ERROR))
+    # kafka-python's network layer logs every lost connection and reconnect attempt at ERROR (a broker restart is
+    # dozens of lines, a refused login a line per retry); the failures that matter reach our code as exceptions,
+    # which say them once. Its group coordinator's warnings (a rejected assignment, a slow rebalance) stay visible.
+    debug = level.upper() == "DEBUG"
+    logging.getLogger("kafka").setLevel(logging.DEBUG if debug else logging.WARNING)
+    for noisy in ("kafka.net", "kafka.cluster", "kafka.conn", "kafka.client_async"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.CRITICAL)
     logging.getLogger("botocore").setLevel(logging.WARNING)

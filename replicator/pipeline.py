@@ -22,7 +22,7 @@ from replicator.capture.listener import Listener
 from replicator.capture.notifications import ensure_notifications
 from replicator.capture.reconcile import PendingReconciles, Reconciler, live_source_keys
 from replicator.config import Config, mask_url
-from replicator.errors import SourceError
+from replicator.errors import ReplicatorError, SourceError
 from replicator.mapping import RuleSet, compile_rules
 from replicator.publish.producer import EventPublisher
 from replicator.snapshot.checkpoints import Checkpoints
@@ -33,17 +33,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Context:
-    """A config with its compiled rules; the broker is probed on first use (plan and verify never need it)."""
+    """A config with its compiled rules. The broker's version is checked once, before the first Kafka client is made
+    (plan never needs Kafka), so that a broker older than the minimum fails at start with one line."""
 
     config: Config
     rules: RuleSet
-    _caps: broker.BrokerCapabilities | None = None
+    _broker: broker.BrokerInfo | None = None
 
     @property
-    def caps(self) -> broker.BrokerCapabilities:
-        if self._caps is None:
-            self._caps = broker.detect(self.config.kafka)
-        return self._caps
+    def broker(self) -> broker.BrokerInfo:
+        if self._broker is None:
+            self._broker = broker.check_broker(self.config.kafka)
+        return self._broker
 
 
 def context(config: Config) -> Context:
@@ -52,6 +53,20 @@ def context(config: Config) -> Context:
 
 #: Every Redis client the replicator opens: binary-safe, kept alive, checked when idle.
 _REDIS_OPTIONS: dict[str, Any] = {"decode_responses": False, "socket_keepalive": True, "health_check_interval": 30}
+
+
+def group_offsets(ctx: Context) -> broker.GroupOffsets | None:
+    """The applier group's progress on the change topic, or None (with a warning) when Kafka does not answer.
+
+    For tools that are better with it but work without it (verify waits on it before calling a difference drift).
+    """
+    kafka = ctx.config.kafka
+    try:
+        _ = ctx.broker
+        return broker.GroupOffsets(kafka, kafka.topic, kafka.group_id)
+    except ReplicatorError as exc:
+        log.warning("cannot read the applier group's offsets", extra={"kv": {"error": str(exc)}})
+        return None
 
 
 def redis_client(config: Config) -> tuple[Any, str, int]:
@@ -74,8 +89,9 @@ def redis_client(config: Config) -> tuple[Any, str, int]:
 
 
 def publisher(ctx: Context) -> EventPublisher:
-    broker.ensure_topic(ctx.config.kafka, ctx.caps, ctx.config.kafka.topic, ctx.config.kafka.partitions)
-    return EventPublisher(ctx.config.kafka, ctx.caps)
+    _ = ctx.broker
+    broker.ensure_topic(ctx.config.kafka, ctx.config.kafka.topic, ctx.config.kafka.partitions)
+    return EventPublisher(ctx.config.kafka)
 
 
 def listener(ctx: Context) -> Listener | ClusterListener:
@@ -99,7 +115,7 @@ def listener(ctx: Context) -> Listener | ClusterListener:
         state_table = ctx.config.dynamodb.state_table
         kafka = ctx.config.kafka
         reconciler = Reconciler(lambda: live_source_keys(ddb, ctx.rules, state_table),
-                                broker.GroupOffsets(kafka, ctx.caps, kafka.topic, kafka.group_id),
+                                broker.GroupOffsets(kafka, kafka.topic, kafka.group_id),
                                 PendingReconciles(ddb, state_table))
 
     if isinstance(client, RedisCluster):
@@ -137,19 +153,27 @@ def dynamodb(ctx: Context) -> Any:
 def applier(ctx: Context, group_id: str | None = None) -> Applier:
     cfg = ctx.config
     client = dynamodb(ctx)
-    broker.ensure_topic(cfg.kafka, ctx.caps, cfg.kafka.topic, cfg.kafka.partitions)
+    _ = ctx.broker
+    broker.ensure_topic(cfg.kafka, cfg.kafka.topic, cfg.kafka.partitions)
+    static = cfg.kafka.group_instance_id is not None and group_id is None
     consumer = KafkaConsumer(
-        **broker.client_kwargs(cfg.kafka, ctx.caps),
+        **broker.client_kwargs(cfg.kafka),
         group_id=group_id or cfg.kafka.group_id,
+        # Static membership: a pod restarted within the session timeout gets its partitions back without a
+        # rebalance; the session is longer then, to cover a restart (a crashed pod's partitions wait that long).
+        group_instance_id=cfg.kafka.group_instance_id if static else None,
+        session_timeout_ms=45_000 if static else 10_000,
+        heartbeat_interval_ms=2_000,
+        # Eager assignment (kafka-python's default), not cooperative-sticky: with kafka-python 3.0.12 the
+        # cooperative follow-up rebalance was seen to stall a consumer for minutes (tests). Restarts and rolling
+        # updates do not rebalance at all under static membership, which is where incremental assignment mattered.
+        # Partitions added to the topic reach the group within 30 s, not the client's default 5 minutes.
+        metadata_max_age_ms=30_000,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=cfg.apply.max_batch,
-        # Short, so a crashed applier's partitions move on quickly. On brokers before 0.10.1 heartbeats only come
-        # from poll(), so a batch retried for longer loses the group; the applier handles the refused commit.
-        session_timeout_ms=10_000,
-        heartbeat_interval_ms=2_000,
     )
     writer = DynamoWriter(client, ctx.rules, cfg.tombstones, cfg.dynamodb.state_table)
-    dead_letters = DeadLetters(cfg.kafka, ctx.caps, cfg.kafka.topic)
+    dead_letters = DeadLetters(cfg.kafka, cfg.kafka.topic)
     return Applier(consumer, writer, ctx.rules, cfg.apply, dead_letters, cfg.kafka.topic,
                    lag_interval_s=cfg.metrics.lag_interval_s)

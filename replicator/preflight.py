@@ -266,11 +266,34 @@ def kafka_findings(config: Any, appliers: int | None) -> list[Finding]:
     from replicator import broker
     from replicator.errors import BrokerError
 
+    kafka = config.kafka
     try:
-        partitions = broker.existing_topic_partitions(config.kafka, config.kafka.topic)
+        info = broker.check_broker(kafka)
+        report = broker.describe_topic(kafka, kafka.topic)
     except BrokerError as exc:
-        return [Finding("blocker", "Kafka is unreachable", str(exc), "check kafka.bootstrap_servers and the network")]
-    return [check_partitions(config.kafka.topic, partitions, appliers, config.kafka.partitions)]
+        return [Finding("blocker", "Kafka is unreachable" if exc.retryable else "Kafka cannot be used", str(exc),
+                        "check kafka.bootstrap_servers and the kafka security settings")]
+    findings = [Finding("ok", f"Kafka {info.version_text} ({info.brokers} broker(s))"),
+                check_partitions(kafka.topic, report.partitions if report.exists else None, appliers,
+                                 kafka.partitions)]
+    return findings + check_topic(kafka, report)
+
+
+def check_topic(kafka: Any, report: Any) -> list[Finding]:
+    """An existing change topic's settings: compaction loses events (blocker); short retention, too few replicas or
+    in-sync replicas risk them (warnings)."""
+    from replicator.broker import topic_configs, unsafe_topic_settings
+
+    wanted = topic_configs(kafka)
+    findings = []
+    for problem in unsafe_topic_settings(kafka, report) if report.exists else []:
+        setting, why = problem.split(": ", 1)
+        name = setting.split("=")[0].split(" (")[0]
+        fix = (f"kafka-configs --alter --entity-type topics --entity-name {report.topic} --add-config "
+               f"{name}={wanted[name]}" if name in wanted else "recreate the topic with replication factor 3")
+        findings.append(Finding("blocker" if name == "cleanup.policy" else "warning",
+                                f"topic {report.topic!r}: {setting}", why, fix))
+    return findings
 
 
 def format_findings(findings: list[Finding]) -> str:

@@ -15,7 +15,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from replicator.broker import BrokerCapabilities, client_kwargs, topic_partitions
+from replicator.broker import client_kwargs, topic_partitions
 from replicator.config import KafkaConfig
 from replicator.errors import BrokerError, ConfigError
 
@@ -96,9 +96,9 @@ def plan_moves(offsets: dict[int, tuple[int | None, int, int]], target: Target,
     return moves
 
 
-def active_members(config: KafkaConfig, caps: BrokerCapabilities, group: str) -> list[str]:
+def active_members(config: KafkaConfig, group: str) -> list[str]:
     """The group's live members (client id @ host); empty when no consumer is joined."""
-    admin = KafkaAdminClient(**client_kwargs(config, caps))
+    admin = KafkaAdminClient(**client_kwargs(config))
     try:
         described = admin.describe_groups([group])
     except KafkaError as exc:
@@ -109,20 +109,16 @@ def active_members(config: KafkaConfig, caps: BrokerCapabilities, group: str) ->
     return [f"{m.get('client_id', '?')}@{str(m.get('client_host', '?')).lstrip('/')}" for m in members]
 
 
-def reset_offsets(config: KafkaConfig, caps: BrokerCapabilities, group: str, topic: str, target: Target,
+def reset_offsets(config: KafkaConfig, group: str, topic: str, target: Target,
                   partitions: list[int] | None = None, dry_run: bool = False) -> list[Move]:
     """Move ``group``'s committed offsets on ``topic`` (all partitions, or the given ones) to ``target``."""
-    if target.kind == "timestamp" and not caps.offsets_by_timestamp:
-        raise BrokerError(
-            "this Kafka broker cannot look up offsets by timestamp (ListOffsets v1, Kafka 0.10.1+; "
-            f"{caps.describe()}); use --to-offset or --to-earliest instead")
-    members = active_members(config, caps, group)
+    members = active_members(config, group)
     if members and not dry_run:
         raise BrokerError(
             f"consumer group {group!r} has {len(members)} active member(s) ({', '.join(members[:5])}); their commits "
             "would overwrite the new offsets: stop the appliers first (e.g. kubectl scale deployment <applier> "
             "--replicas=0), replay, then start them again")
-    consumer = KafkaConsumer(**client_kwargs(config, caps), group_id=group, enable_auto_commit=False)
+    consumer = KafkaConsumer(**client_kwargs(config), group_id=group, enable_auto_commit=False)
     try:
         tps = topic_partitions(config, topic)
         known = {tp.partition for tp in tps}
@@ -148,9 +144,9 @@ def reset_offsets(config: KafkaConfig, caps: BrokerCapabilities, group: str, top
         consumer.close(autocommit=False)
 
 
-def reset_to_earliest(config: KafkaConfig, caps: BrokerCapabilities, group: str, topic: str) -> dict[int, int]:
+def reset_to_earliest(config: KafkaConfig, group: str, topic: str) -> dict[int, int]:
     """Commit each partition's earliest available offset for ``group``. Returns the new offsets."""
-    return {m.partition: m.after for m in reset_offsets(config, caps, group, topic, Target("earliest"))}
+    return {m.partition: m.after for m in reset_offsets(config, group, topic, Target("earliest"))}
 
 
 def format_moves(moves: list[Move], group: str, topic: str, target: Target, dry_run: bool) -> str:

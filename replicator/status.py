@@ -16,7 +16,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from replicator.apply.dead_letters import dlq_topic
-from replicator.broker import BrokerCapabilities, client_kwargs, existing_topic_partitions, topic_partitions
+from replicator.broker import client_kwargs, existing_topic_partitions, topic_partitions
 from replicator.capture.reconcile import Watermark
 from replicator.config import KafkaConfig
 from replicator.errors import ReplicatorError
@@ -52,11 +52,11 @@ class GroupStatus:
         return sum(p.lag for p in self.partitions)
 
 
-def group_status(config: KafkaConfig, caps: BrokerCapabilities, group: str, topic: str,
+def group_status(config: KafkaConfig, group: str, topic: str,
                  codec: EventCodec | None = None) -> GroupStatus:
     codec = codec or EventCodec()
-    state, members = _describe(config, caps, group)
-    consumer = KafkaConsumer(**client_kwargs(config, caps), group_id=group, enable_auto_commit=False)
+    state, members = _describe(config, group)
+    consumer = KafkaConsumer(**client_kwargs(config), group_id=group, enable_auto_commit=False)
     try:
         tps = topic_partitions(config, topic)
         earliest = consumer.beginning_offsets(tps)
@@ -84,8 +84,8 @@ def group_status(config: KafkaConfig, caps: BrokerCapabilities, group: str, topi
         consumer.close(autocommit=False)
 
 
-def _describe(config: KafkaConfig, caps: BrokerCapabilities, group: str) -> tuple[str, int]:
-    admin = KafkaAdminClient(**client_kwargs(config, caps))
+def _describe(config: KafkaConfig, group: str) -> tuple[str, int]:
+    admin = KafkaAdminClient(**client_kwargs(config))
     try:
         described = admin.describe_groups([group]).get(group) or {}
     except KafkaError:

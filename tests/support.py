@@ -148,12 +148,12 @@ def scan_all(client: Any, table: str) -> list[dict[str, Any]]:
 
 def topic_records(config: Config, timeout: float = 30.0) -> list[Any]:
     """Every record of the config's topic, read with a throwaway consumer (no group)."""
-    records, _end = broker.read_topic(config.kafka, broker.detect(config.kafka), config.kafka.topic, timeout=timeout)
+    records, _end = broker.read_topic(config.kafka, config.kafka.topic, timeout=timeout)
     return records
 
 
 def dead_letter_records(config: Config) -> list[Any]:
-    records, _end = broker.read_topic(config.kafka, broker.detect(config.kafka), f"{config.kafka.topic}.dlq")
+    records, _end = broker.read_topic(config.kafka, f"{config.kafka.topic}.dlq")
     return records
 
 
@@ -167,8 +167,7 @@ def fully_committed(config: Config, group: str | None = None) -> bool:
 
 
 def committed_and_end(config: Config, group: str | None = None) -> tuple[dict[int, int | None], dict[int, int]]:
-    caps = broker.detect(config.kafka)
-    consumer = KafkaConsumer(**broker.client_kwargs(config.kafka, caps), group_id=group or config.kafka.group_id,
+    consumer = KafkaConsumer(**broker.client_kwargs(config.kafka), group_id=group or config.kafka.group_id,
                              enable_auto_commit=False)
     try:
         partitions = broker.topic_partitions(config.kafka, config.kafka.topic)

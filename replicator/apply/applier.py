@@ -156,6 +156,11 @@ class Applier:
         self._consumer.subscribe([self.topic], listener=_Rebalance(self))
         log.info("applying", extra={"kv": {"topic": self.topic}})
         try:
+            # The group is joined in the first poll: have the topic's partitions in the client's metadata by then.
+            # A leader that joins without them assigns nothing ("no partition metadata") and must rebalance again.
+            deadline = time.monotonic() + 30
+            while not self._consumer.partitions_for_topic(self.topic) and time.monotonic() < deadline:
+                stop.wait(0.2)
             while not stop.is_set():
                 try:
                     batch = self._consumer.poll(timeout_ms=self._config.poll_timeout_ms,

@@ -16,7 +16,7 @@ from typing import Any
 from kafka import KafkaProducer
 
 from replicator import metrics
-from replicator.broker import BrokerCapabilities, client_kwargs, commit_offsets, ensure_topic, read_topic
+from replicator.broker import client_kwargs, commit_offsets, ensure_topic, read_topic
 from replicator.config import KafkaConfig
 from replicator.errors import BrokerError
 
@@ -42,12 +42,12 @@ def envelope(record: Any, reason: str, error: str) -> dict[str, Any]:
 
 
 class DeadLetters:
-    def __init__(self, config: KafkaConfig, caps: BrokerCapabilities, topic: str) -> None:
+    def __init__(self, config: KafkaConfig, topic: str) -> None:
         self.topic = dlq_topic(topic)
         # Created up front: a producer meeting a missing topic only at the first poison record can stall there.
-        ensure_topic(config, caps, self.topic)
+        ensure_topic(config, self.topic)
         self._producer = KafkaProducer(
-            **client_kwargs(config, caps), acks="all", retries=2**31 - 1,
+            **client_kwargs(config), acks="all", retries=2**31 - 1,
             max_in_flight_requests_per_connection=1, enable_idempotence=False,
         )
         self._failed: list[BaseException] = []
@@ -101,20 +101,20 @@ def parse(record: Any) -> DeadLetter:
         return DeadLetter(position, "?", "unreadable", f"not a dead-letter envelope: {exc}", record.key, None)
 
 
-def list_dead_letters(config: KafkaConfig, caps: BrokerCapabilities, topic: str) -> list[DeadLetter]:
-    records, _end = read_topic(config, caps, dlq_topic(topic))
+def list_dead_letters(config: KafkaConfig, topic: str) -> list[DeadLetter]:
+    records, _end = read_topic(config, dlq_topic(topic))
     return [parse(r) for r in records]
 
 
-def redrive(config: KafkaConfig, caps: BrokerCapabilities, topic: str, reasons: set[str] | None = None) -> int:
+def redrive(config: KafkaConfig, topic: str, reasons: set[str] | None = None) -> int:
     """Re-publish dead letters (original key and value) to ``topic``, once: progress is kept in a consumer group.
 
     Safe after fixing what made them poison (a rule, a type): the events carry their original versions, so a
     re-driven state older than what DynamoDB holds changes nothing.
     """
     group = f"{config.group_id}.redrive"
-    records, end = read_topic(config, caps, dlq_topic(topic), group=group)
-    producer = KafkaProducer(**client_kwargs(config, caps), acks="all", retries=2**31 - 1,
+    records, end = read_topic(config, dlq_topic(topic), group=group)
+    producer = KafkaProducer(**client_kwargs(config), acks="all", retries=2**31 - 1,
                              max_in_flight_requests_per_connection=1, enable_idempotence=False)
     sent = 0
     try:
@@ -127,6 +127,6 @@ def redrive(config: KafkaConfig, caps: BrokerCapabilities, topic: str, reasons: 
         producer.flush()
     finally:
         producer.close()
-    commit_offsets(config, caps, group, end)
+    commit_offsets(config, group, end)
     log.info("re-drove dead letters", extra={"kv": {"topic": topic, "sent": sent, "read": len(records)}})
     return sent

@@ -2,7 +2,7 @@
 
 Change events are produced with confluent-kafka (librdkafka): its ``produce`` costs a few µs of Python time where
 kafka-python's costs about 40, which made the Kafka client most of a listener's CPU. Everything else that talks to
-Kafka (the applier's consumer, admin calls, the dead-letter and replay producers: low volume) uses kafka-python.
+Kafka uses kafka-python; both get their connection settings from :mod:`replicator.kafka_settings`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 from confluent_kafka import KafkaException, Producer
 
 from replicator import metrics
-from replicator.broker import BrokerCapabilities
 from replicator.config import KafkaConfig
 from replicator.errors import BrokerError
 from replicator.events import CONTENT_TYPE, ChangeEvent, EventCodec
+from replicator.kafka_settings import librdkafka
 
 log = logging.getLogger(__name__)
 
@@ -27,36 +27,24 @@ _POLL_EVERY = 1000
 DELIVERY_TIMEOUT_MS = 120_000
 
 
-def producer_settings(config: KafkaConfig, caps: BrokerCapabilities) -> dict[str, Any]:
+def producer_settings(config: KafkaConfig) -> dict[str, Any]:
     """librdkafka settings for the change-event producer.
 
-    Ordering per owner: the idempotent producer keeps it with up to 5 requests in flight; without it (brokers before
-    0.11) retries could reorder batches, so one request in flight per connection. Partitioning is murmur2, as in the
-    Java client and kafka-python, so an owner's partition does not depend on which client wrote it.
+    Ordering per owner: the idempotent producer keeps it with up to 5 requests in flight, retries included, and
+    acks=all with the topic's ``min.insync.replicas`` keeps an acknowledged event through a broker's loss.
+    Partitioning is murmur2, as in the Java client and kafka-python, so an owner's partition does not depend on
+    which client wrote it.
     """
-    settings: dict[str, Any] = {
-        "bootstrap.servers": config.bootstrap_servers,
-        "client.id": config.client_id,
-        "security.protocol": config.security_protocol.lower(),
+    return {
+        **librdkafka(config),
         "acks": "all",
+        "enable.idempotence": True,
+        "max.in.flight.requests.per.connection": 5,
         "linger.ms": config.linger_ms,
         "compression.type": config.compression_type,
         "partitioner": "murmur2_random",
         "message.timeout.ms": DELIVERY_TIMEOUT_MS,
-        "enable.idempotence": caps.idempotent_producer,
-        "max.in.flight.requests.per.connection": 5 if caps.idempotent_producer else 1,
     }
-    if caps.legacy:  # no ApiVersions request before 0.10: librdkafka must be told what the broker speaks
-        settings["api.version.request"] = False
-        settings["broker.version.fallback"] = "0.9.0"
-    if config.security_protocol in ("SSL", "SASL_SSL"):
-        settings["ssl.ca.location"] = "probe"  # the system's CA bundle, as kafka-python uses
-    if config.sasl_mechanism:
-        settings["sasl.mechanism"] = config.sasl_mechanism
-        settings["sasl.username"] = config.sasl_username
-        if config.sasl_password:
-            settings["sasl.password"] = config.sasl_password.get_secret_value()
-    return settings
 
 
 class EventPublisher:
@@ -67,14 +55,13 @@ class EventPublisher:
     Safe to share between threads.
     """
 
-    def __init__(self, config: KafkaConfig, caps: BrokerCapabilities, codec: EventCodec | None = None,
+    def __init__(self, config: KafkaConfig, codec: EventCodec | None = None,
                  topic: str | None = None) -> None:
         self.topic = topic or config.topic
         self.codec = codec or EventCodec()
-        self._caps = caps
-        self.settings = producer_settings(config, caps)
+        self.settings = producer_settings(config)
         try:
-            self._producer = Producer(self.settings, logger=_LIBRDKAFKA_LOG)
+            self._producer = Producer(self.settings, logger=logging.getLogger("replicator.librdkafka"))
         except KafkaException as exc:
             raise BrokerError(f"cannot create the Kafka producer: {exc}; check the kafka section of the config"
                               ) from None
@@ -85,13 +72,11 @@ class EventPublisher:
 
     def publish(self, event: ChangeEvent) -> None:
         value = self.codec.encode(event)
-        headers = None
-        if self._caps.headers:
-            headers = [
-                ("content-type", CONTENT_TYPE),
-                ("origin", event.origin.value.encode()),
-                ("version", str(event.version).encode()),
-            ]
+        headers = [
+            ("content-type", CONTENT_TYPE),
+            ("origin", event.origin.value.encode()),
+            ("version", str(event.version).encode()),
+        ]
         while True:
             try:
                 self._producer.produce(self.topic, value, event.owner, headers=headers, on_delivery=self._delivered)
@@ -141,16 +126,3 @@ class EventPublisher:
 
     def close(self, timeout: float = 30.0) -> None:
         self.flush(timeout)
-
-
-class _LibrdkafkaLog(logging.LoggerAdapter):
-    """librdkafka's own log lines, minus the deprecation notices for the settings legacy brokers need."""
-
-    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        text = str(msg) % args if args else str(msg)
-        if "is deprecated" in text and ("api.version.request" in text or "broker.version.fallback" in text):
-            return
-        self.logger.log(level, text, **kwargs)
-
-
-_LIBRDKAFKA_LOG = _LibrdkafkaLog(logging.getLogger("replicator.librdkafka"), {})

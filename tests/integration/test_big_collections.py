@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import redis
 
-from replicator import broker
 from replicator.config import parse_config
 from replicator.demo import dynamodb_view
 from replicator.events import EventCodec
@@ -88,7 +87,6 @@ def test_offsets_wait_for_the_last_chunk_and_an_abandoned_state_does_not_pin_the
 
     client = ddb(stack)
     config = messaging_config(stack, uid)
-    caps = broker.detect(config.kafka)
     table = config.table_name("messaging")
 
     def chunk(version, index, count, members):
@@ -105,7 +103,7 @@ def test_offsets_wait_for_the_last_chunk_and_an_abandoned_state_does_not_pin_the
 
     with Running(config) as run:
         run.start_applier()
-        publisher = EventPublisher(config.kafka, caps)
+        publisher = EventPublisher(config.kafka)
         publisher.publish(chunk(100, 0, 3, [("a", 1)]))
         publisher.publish(chunk(100, 1, 3, [("b", 2)]))
         publisher.flush()

@@ -202,7 +202,7 @@ def test_a_retried_batch_dead_letters_its_poison_record_once(stack, uid):
         run.start_listener()
         r.zadd("opponents:amy", {"p1": 1})
         eventually(lambda: len(_records(config)) >= 1, 30, message="the event on the topic")
-        producer = KafkaProducer(**broker.client_kwargs(config.kafka, run.ctx.caps))
+        producer = KafkaProducer(**broker.client_kwargs(config.kafka))
         producer.send(config.kafka.topic, key=b"amy", value=b"poison").get(30)
         producer.close()
     with Running(config) as run:

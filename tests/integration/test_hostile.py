@@ -27,8 +27,8 @@ def _dead_letters(config) -> list[dict]:
     return [json.loads(record.value) for record in dead_letter_records(config)]
 
 
-def _produce_garbage(config, caps) -> None:
-    producer = KafkaProducer(**broker.client_kwargs(config.kafka, caps))
+def _produce_garbage(config) -> None:
+    producer = KafkaProducer(**broker.client_kwargs(config.kafka))
     producer.send(config.kafka.topic, key=b"garbage", value=b"\x00\x01 not an event").get(30)
     producer.close()
 
@@ -36,25 +36,25 @@ def _produce_garbage(config, caps) -> None:
 HOSTILE = {
     # name: (write it, reason, part of the error, undo it so both stores can be compared)
     "non_utf8_owner_of_a_string_attribute": (
-        lambda r, cfg, caps: r.zadd(b"opponents:\xff\xfebad", {"p1": 1}),
+        lambda r, cfg: r.zadd(b"opponents:\xff\xfebad", {"p1": 1}),
         "unmappable", "not UTF-8", lambda r: r.delete(b"opponents:\xff\xfebad")),
     "non_utf8_owner_of_a_side_key": (
-        lambda r, cfg, caps: r.set(b"meta:\xff\xfe:p1", "side"),
+        lambda r, cfg: r.set(b"meta:\xff\xfe:p1", "side"),
         "unmappable", "not UTF-8", lambda r: r.delete(b"meta:\xff\xfe:p1")),
     "empty_key": (
-        lambda r, cfg, caps: r.set(b"", b"the empty key"),
+        lambda r, cfg: r.set(b"", b"the empty key"),
         "unmappable", "cannot be empty", lambda r: r.delete(b"")),
     "infinite_score_under_a_number_attribute": (
-        lambda r, cfg, caps: r.zadd("opponents:infinite", {"up": float("inf"), "down": float("-inf"), "ok": 1}),
+        lambda r, cfg: r.zadd("opponents:infinite", {"up": float("inf"), "down": float("-inf"), "ok": 1}),
         "unmappable", "is a number (N)", lambda r: r.delete("opponents:infinite")),
     "score_outside_the_range_of_dynamodb_numbers": (
-        lambda r, cfg, caps: r.zadd("opponents:tiny", {"p": 1e-200}),
+        lambda r, cfg: r.zadd("opponents:tiny", {"p": 1e-200}),
         "unmappable", "outside what DynamoDB numbers hold", lambda r: r.delete("opponents:tiny")),
     "value_above_the_item_limit_under_a_rule": (
-        lambda r, cfg, caps: r.set("meta:big:p1", "x" * 420_000),
+        lambda r, cfg: r.set("meta:big:p1", "x" * 420_000),
         "rejected_by_dynamodb", "size", lambda r: r.delete("meta:big:p1")),
     "record_that_is_not_avro": (
-        lambda r, cfg, caps: _produce_garbage(cfg, caps),
+        lambda r, cfg: _produce_garbage(cfg),
         "undecodable", "not an Avro", lambda r: None),
 }
 
@@ -68,7 +68,7 @@ def test_hostile_input_is_dead_lettered_with_its_reason_and_the_pipeline_goes_on
         run.start_applier().start_listener()
         r.zadd("opponents:before", {"p1": 1})
         assert_converged(r, client, config)
-        write(r, config, run.ctx.caps)
+        write(r, config)
         letters = eventually(lambda: [d for d in _dead_letters(config) if d["reason"] == reason], 60,
                              message=f"a {reason} dead letter")
         assert fragment in letters[0]["error"], letters[0]["error"]

@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 import redis
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
 
 from replicator import broker
 from replicator.localstack import free_port
@@ -50,7 +52,11 @@ def test_each_misconfiguration_is_one_line_with_the_fix(stack, uid, tmp_path, ow
     # A table whose key schema is not what the rules write (owner_id as a number, no sort key, no LSI).
     config = messaging_config(stack, uid)
     table = messaging_table(config)
-    broker.ensure_topic(config.kafka, broker.detect(config.kafka), config.kafka.topic, 4)
+    # A change topic someone created by hand: compacted, kept for an hour.
+    admin = KafkaAdminClient(**broker.client_kwargs(config.kafka))
+    admin.create_topics([NewTopic(config.kafka.topic, 4, 1, topic_configs={
+        "cleanup.policy": "compact", "retention.ms": "3600000"})])
+    admin.close()
     ddb(stack).create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
                             KeySchema=[{"AttributeName": "owner_id", "KeyType": "HASH"}],
                             AttributeDefinitions=[{"AttributeName": "owner_id", "AttributeType": "N"}])
@@ -74,9 +80,13 @@ def test_each_misconfiguration_is_one_line_with_the_fix(stack, uid, tmp_path, ow
     partitions = broker.existing_topic_partitions(config.kafka, config.kafka.topic)
     assert f"{9 - partitions} applier(s) would own no partition" in line(
         f"WARNING  topic 'changes.{uid}' has {partitions} partitions for 9 appliers")
+    compacted = line(f"BLOCKER  topic 'changes.{uid}': cleanup.policy=compact — compaction keeps one event per owner")
+    assert compacted.endswith(f"fix: kafka-configs --alter --entity-type topics --entity-name changes.{uid} "
+                              "--add-config cleanup.policy=delete")
+    assert "less than 24 h of events to replay from" in line(f"WARNING  topic 'changes.{uid}': retention.ms=3600000")
     schema = line(f"BLOCKER  table {table} has key schema HASH owner_id (N), the rules write HASH owner_id (S), "
                   "RANGE opponent_id (S)")
     assert "fix: recreate the table" in schema
     assert line(f"BLOCKER  table mirror_{uid} does not exist").endswith("or set dynamodb.create_tables: true")
     assert line(f"BLOCKER  table mirror_{uid}_parts does not exist")  # the mirror's values above the item limit
-    assert lines[-1] == "4 blocker(s), 3 warning(s)" and len(lines) == 8
+    assert lines[-1] == "5 blocker(s), 4 warning(s)" and len(lines) == 10

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from replicator import broker, metrics
+from replicator import metrics
 from replicator.events import ChangeEvent, KeyType, Op, Origin
 from replicator.publish.producer import EventPublisher
 from tests.support import (
@@ -35,7 +35,7 @@ def test_fresh_stale_and_oversized_states_in_one_transaction(stack, uid):
             return None
         return item["metadata"].get("B") or item["metadata"]["S"].encode()  # S when the value is UTF-8
 
-    publisher = EventPublisher(config.kafka, broker.detect(config.kafka))
+    publisher = EventPublisher(config.kafka)
     with Running(config) as run:
         run.start_applier()
         publisher.publish(_meta("kept", 200, b"newer"))

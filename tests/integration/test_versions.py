@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from replicator import broker, metrics
+from replicator import metrics
 from replicator.demo import dynamodb_view
 from replicator.events import ChangeEvent, EventCodec, KeyType, Op, Origin
 from replicator.publish.producer import EventPublisher
@@ -36,7 +36,7 @@ def test_an_older_state_arriving_after_a_delete_never_resurrects_the_item(stack,
         stale_before = metrics.EVENTS_APPLIED.labels(table=table, result="stale")._value.get()
 
         # What a slow snapshot read from before the delete would publish now.
-        late = EventPublisher(config.kafka, broker.detect(config.kafka))
+        late = EventPublisher(config.kafka)
         late.publish(ChangeEvent(b"opponents:ann", KeyType.ZSET, Op.UPSERT, Origin.SNAPSHOT, zset_version,
                                  zset_version, b"ann", ((b"p1", 1.0), (b"p2", 2.0), (b"p3", 3.0))))
         late.publish(ChangeEvent(b"meta:ann:p1", KeyType.STRING, Op.UPSERT, Origin.SNAPSHOT, meta_version,

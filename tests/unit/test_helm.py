@@ -63,7 +63,7 @@ def test_every_manifest_is_valid_for_kubernetes(values):
             assert doc["apiVersion"] == "monitoring.coreos.com/v1"
             continue
         kubernetes_validate.validate(doc, KUBERNETES, strict=True)
-    assert {d["kind"] for d in docs} >= {"ConfigMap", "Deployment", "Service", "ServiceAccount"}
+    assert {d["kind"] for d in docs} >= {"ConfigMap", "Deployment", "StatefulSet", "Service", "ServiceAccount"}
 
 
 @VALUES
@@ -78,7 +78,8 @@ def test_the_config_map_holds_a_config_the_replicator_accepts(values):
 def test_env_vars_given_to_containers_are_config_overrides_the_replicator_knows(values):
     known = {f"REPLICATOR_{section}_{name}".upper() for section, field in Config.model_fields.items()
              if hasattr(field.annotation, "model_fields") for name in field.annotation.model_fields}
-    for doc in of_kind(render(values), "Deployment") + of_kind(render(values), "Job"):
+    docs = render(values)
+    for doc in of_kind(docs, "Deployment") + of_kind(docs, "StatefulSet") + of_kind(docs, "Job"):
         for container in doc["spec"]["template"]["spec"]["containers"]:
             assert {e["name"] for e in container["env"]} <= known
 
@@ -89,8 +90,18 @@ def test_production_layout_listeners_appliers_snapshot_and_safety():
     listeners = [d for name, d in deployments.items() if "-listener-" in name]
     assert [d["metadata"]["labels"]["replicator/redis-node"] for d in listeners] == ["cluster"]
     assert all(d["spec"]["replicas"] == 1 for d in listeners)
-    applier = deployments["rep-redis-dynamodb-replicator-applier"]
-    assert applier["spec"]["replicas"] == 12
+    (applier,) = of_kind(docs, "StatefulSet")
+    assert applier["metadata"]["name"] == "rep-redis-dynamodb-replicator-applier"
+    assert applier["spec"]["replicas"] == 12 and applier["spec"]["podManagementPolicy"] == "Parallel"
+    # Static group membership: each applier pod's stable name is its group.instance.id.
+    applier_env = {e["name"]: e for e in applier["spec"]["template"]["spec"]["containers"][0]["env"]}
+    instance_id = applier_env["REPLICATOR_KAFKA_GROUP_INSTANCE_ID"]
+    assert instance_id["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "REPLICATOR_KAFKA_GROUP_INSTANCE_ID" not in {
+        e["name"] for e in listeners[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    dynamic = of_kind(render({"applier": {"staticMembership": False}}), "StatefulSet")[0]
+    assert "REPLICATOR_KAFKA_GROUP_INSTANCE_ID" not in {
+        e["name"] for e in dynamic["spec"]["template"]["spec"]["containers"][0]["env"]}
 
     for doc in [*listeners, applier]:
         pod = doc["spec"]["template"]["spec"]
@@ -157,7 +168,7 @@ def test_a_sharded_snapshot_is_an_indexed_job_whose_index_is_the_shard():
 
 def test_defaults_stay_minimal():
     kinds = sorted(d["kind"] for d in render({}))
-    assert kinds == ["ConfigMap", "Deployment", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"]
+    assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount", "StatefulSet"]
 
 
 def test_alerts_and_the_dashboard_use_metrics_the_code_exports():
