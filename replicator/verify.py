@@ -5,9 +5,13 @@ write, and compared with the items DynamoDB holds live for it (:mod:`replicator.
 Redis no longer has are found from DynamoDB's side (the reconcile's reverse mapping).
 
 Live writes keep going while this runs, so a difference is only a *candidate*: it is re-read after ``settle_s``
-(both stores) up to ``rechecks`` times. It is drift when it still differs and DynamoDB's version of the key did not
-move in the last interval (nothing is on its way); a key whose DynamoDB version keeps moving is reported as
-unsettled, not as drift.
+(both stores) up to ``rechecks`` times. Before each recheck, when the verifier can see the applier group's offsets, it
+waits (up to ``catch_up_s``) until the group has committed every event the change topic held after the settle
+interval -- the reconcile's watermark (capture/reconcile.py): a change Redis had when the key was first seen
+differing is in DynamoDB by then, however far the appliers lag. It is drift when it still differs and DynamoDB's
+version of the key did not move in the last interval (nothing is on its way); a key whose DynamoDB version keeps
+moving is reported as unsettled, not as drift. Without the watermark (no Kafka access, or appliers that stopped
+committing) stillness alone decides, which an applier lagging by more than ``settle_s`` can fool.
 
 ``--repair`` re-publishes drifted keys as REPAIR events through Kafka, never writing DynamoDB directly: ordering
 and versions stay intact, and the applier re-reads DynamoDB for those keys instead of trusting its cache.
@@ -32,9 +36,9 @@ from replicator.apply.requests import head_key
 from replicator.batching import batches
 from replicator.capture.cluster import state_reader
 from replicator.capture.reader import to_event
-from replicator.capture.reconcile import live_source_keys, source_key
+from replicator.capture.reconcile import GroupProgress, Watermark, live_source_keys, source_key
 from replicator.drift import Difference, DriftKind, compare_items
-from replicator.errors import MappingError
+from replicator.errors import MappingError, ReplicatorError
 from replicator.events import Origin
 from replicator.keyspace import captured_keys, sample_keys
 from replicator.mapping import (
@@ -59,6 +63,7 @@ class VerifyOptions:
     owner: bytes | None = None  # check one owner's keys only
     settle_s: float = 2.0
     rechecks: int = 3
+    catch_up_s: float = 60.0  # longest wait for the appliers to commit past a recheck's watermark
     workers: int = 4
     batch: int = 100
     max_keys_per_second: float | None = None
@@ -127,8 +132,10 @@ class VerifyReport:
 
 class Verifier:
     def __init__(self, client: redis.Redis, dynamodb: Any, rules: RuleSet, state_table: str,
-                 max_inline_members: int = 10_000, node: str = "verify", db: int = 0) -> None:
+                 max_inline_members: int = 10_000, node: str = "verify", db: int = 0,
+                 progress: GroupProgress | None = None) -> None:
         self._redis = client
+        self._progress = progress
         self._ddb = dynamodb
         self._rules = rules
         self._state_table = state_table
@@ -233,6 +240,7 @@ class Verifier:
                 break
             if stop is None:
                 time.sleep(options.settle_s)
+            self._catch_up(options, stop)
             again = {c.key: c for c in self.check([c.key for c in candidates])}
             moving = []
             for before in candidates:
@@ -242,6 +250,34 @@ class Verifier:
                 (moving if now.dynamo_version != before.dynamo_version else drifted).append(now)
             candidates = moving
         return drifted, candidates
+
+    def _catch_up(self, options: VerifyOptions, stop: threading.Event | None) -> bool:
+        """Wait until the applier group has committed every event in the change topic now. True if it did.
+
+        Gives up after ``catch_up_s``, or once the group's backlog has not shrunk for two settle intervals (appliers
+        stopped: then the stores really do differ, and stillness decides as it always did).
+        """
+        if self._progress is None:
+            return False
+        try:
+            watermark = Watermark(self._progress.end())
+            deadline = time.monotonic() + options.catch_up_s
+            last, since = -1, time.monotonic()
+            while time.monotonic() < deadline:
+                remaining = watermark.remaining(self._progress.committed())
+                if remaining == 0:
+                    return True
+                if remaining != last:
+                    last, since = remaining, time.monotonic()
+                elif time.monotonic() - since > 2 * options.settle_s:
+                    break
+                if stop is not None and stop.wait(0.1):
+                    break
+                if stop is None:
+                    time.sleep(0.1)
+        except ReplicatorError as exc:  # Kafka away: fall back to stillness
+            log.warning("verify cannot read the applier group's offsets", extra={"kv": {"error": str(exc)}})
+        return False
 
     # -- which keys ----------------------------------------------------------------------------------------------
 
