@@ -471,12 +471,7 @@ class LocalStack:
         try:
             yield
         finally:
-            with open(process.log_path, "ab") as out:
-                process.popen = subprocess.Popen(process.argv, stdout=out, stderr=subprocess.STDOUT,
-                                                 stdin=subprocess.DEVNULL, cwd=process.cwd, start_new_session=True)
-            node = self._kafka_node(name)
-            if node is not None:
-                self._wait(process, lambda: _brokers_serving(node.bootstrap) >= 1, 120, f"{name} after restart")
+            self.revive(name)
 
     def _kafka_node(self, name: str) -> _KafkaNode | None:
         return next((n for nodes in (list(self._kafka_nodes.values()), self._kafka_cluster) for n in nodes
@@ -501,7 +496,8 @@ class LocalStack:
         process.popen.wait(10)
 
     def revive(self, name: str) -> None:
-        """Start a killed process again with the same command, port and data; waits until a Kafka node serves."""
+        """Start a stopped or killed process again with the same command, port and data; waits until a Kafka node
+        serves again."""
         process = self._process(name)
         with open(process.log_path, "ab") as out:
             process.popen = subprocess.Popen(process.argv, stdout=out, stderr=subprocess.STDOUT,
