@@ -56,6 +56,9 @@ from replicator.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
+#: The applier group counts as stopped when its backlog has not shrunk for this long (see Verifier._catch_up).
+_STALLED_S = 10.0
+
 
 @dataclass(frozen=True)
 class VerifyOptions:
@@ -233,8 +236,16 @@ class Verifier:
 
     def _settle(self, candidates: list[KeyCheck], options: VerifyOptions, stop: threading.Event | None,
                 ) -> tuple[list[KeyCheck], list[KeyCheck]]:
-        """Re-check differing keys until they match, stay still (drift) or run out of rechecks (unsettled)."""
+        """Re-check differing keys until they match, stay still (drift) or run out of rechecks (unsettled).
+
+        Still means: the same differences (neither store changed the key) and the same DynamoDB version, after the
+        appliers caught up, in ``min(2, rechecks)`` rechecks in a row. One still recheck is not enough: a change
+        the listener had not yet published when the watermark was noted (a listener behind by more than
+        ``settle_s``) looks still once.
+        """
         drifted: list[KeyCheck] = []
+        still: dict[bytes, int] = {}
+        needed = min(2, options.rechecks)
         for _ in range(options.rechecks):
             if not candidates or (stop is not None and stop.wait(options.settle_s)):
                 break
@@ -247,15 +258,18 @@ class Verifier:
                 now = again.get(before.key)
                 if now is None or not now.differences:
                     continue  # it was in flight and has arrived (or is no longer captured)
-                (moving if now.dynamo_version != before.dynamo_version else drifted).append(now)
+                unchanged = now.dynamo_version == before.dynamo_version and now.differences == before.differences
+                still[now.key] = still.get(now.key, 0) + 1 if unchanged else 0
+                (drifted if still[now.key] >= needed else moving).append(now)
             candidates = moving
         return drifted, candidates
 
     def _catch_up(self, options: VerifyOptions, stop: threading.Event | None) -> bool:
         """Wait until the applier group has committed every event in the change topic now. True if it did.
 
-        Gives up after ``catch_up_s``, or once the group's backlog has not shrunk for two settle intervals (appliers
-        stopped: then the stores really do differ, and stillness decides as it always did).
+        Gives up after ``catch_up_s``, or once the group's backlog has not shrunk for ``_STALLED_S`` (appliers
+        stopped: then the stores really do differ, and stillness decides as it always did). A lagging applier can
+        take seconds per batch, so a short stall is not a stopped one.
         """
         if self._progress is None:
             return False
@@ -269,7 +283,7 @@ class Verifier:
                     return True
                 if remaining != last:
                     last, since = remaining, time.monotonic()
-                elif time.monotonic() - since > 2 * options.settle_s:
+                elif time.monotonic() - since > max(_STALLED_S, 2 * options.settle_s):
                     break
                 if stop is not None and stop.wait(0.1):
                     break
