@@ -8,9 +8,9 @@ Live writes keep going while this runs, so a difference is only a *candidate*: i
 (both stores) up to ``rechecks`` times. Before each recheck, when the verifier can see the applier group's offsets, it
 waits (up to ``catch_up_s``) until the group has committed every event the change topic held after the settle
 interval -- the reconcile's watermark (capture/reconcile.py): a change Redis had when the key was first seen
-differing is in DynamoDB by then, however far the appliers lag. It is drift when it still differs and DynamoDB's
-version of the key did not move in the last interval (nothing is on its way); a key whose DynamoDB version keeps
-moving is reported as unsettled, not as drift. Without the watermark (no Kafka access, or appliers that stopped
+differing is in DynamoDB by then, however far the appliers lag. It is drift when it still differs the same way
+with the same DynamoDB version in two rechecks in a row (nothing is on its way); a key that keeps changing is
+reported as unsettled, not as drift. Without the watermark (no Kafka access, or appliers that stopped
 committing) stillness alone decides, which an applier lagging by more than ``settle_s`` can fool.
 
 ``--repair`` re-publishes drifted keys as REPAIR events through Kafka, never writing DynamoDB directly: ordering
