@@ -179,10 +179,10 @@ class ApplyConfig(_Frozen):
     write_concurrency: int = Field(default=16, ge=1, le=256)
     #: Keys whose last applied state is cached (per applier, dropped on partition revoke).
     cache_keys: int = Field(default=100_000, ge=0)
-    #: How a collection key's item writes are sent. "item": one conditional UpdateItem each (1 WCU per item).
-    #: "transaction": up to 100 per TransactWriteItems, still conditional per item: far fewer requests for big
-    #: collections, but DynamoDB bills transactional writes at 2 WCU per item.
-    write_mode: Literal["item", "transaction"] = "item"
+    #: How item writes are sent, each conditional on its version whatever the mode (see replicator.apply.sink).
+    #: "batch": 25 PartiQL statements per BatchExecuteStatement, 1 WCU per item. "transaction": up to 100 per
+    #: TransactWriteItems, 2 WCU per item. "item": one UpdateItem per write, 1 WCU, one round trip each.
+    write_mode: Literal["batch", "item", "transaction"] = "batch"
     #: Chunks of a big state are dropped once an event read this much later has been consumed from the same
     #: partition: the rest were never published (a listener died mid-state), and they would hold commits forever.
     #: Above the producer's delivery timeout (120 s) plus the clock skew between listener hosts.

@@ -438,6 +438,9 @@ class ItemWrite:
     attributes: Attrs | None
     #: A mirror value above the item limit, in slices for the parts table (the attributes then hold "parts").
     parts: tuple[bytes, ...] = ()
+    #: The item is known to exist (the key's applied state has it live); None when unknown. Lets a sink that must
+    #: choose between creating and updating an item choose right the first time.
+    exists: bool | None = field(default=None, compare=False)
 
     @property
     def is_tombstone(self) -> bool:
@@ -485,11 +488,12 @@ def plan_writes(rule: Rule, variables: Mapping[str, bytes], event: ChangeEvent, 
     desired = desired_items(rule, variables, event)
     writes: list[ItemWrite] = []
     for item_key, attrs in desired.items():
-        if previous.items.get(item_key) != attrs:
-            writes.append(ItemWrite(rule.table, item_key, rule, event.version, attrs))
+        old = previous.items.get(item_key)
+        if old != attrs:
+            writes.append(ItemWrite(rule.table, item_key, rule, event.version, attrs, exists=old is not None or None))
     for item_key in previous.items:
         if item_key not in desired:
-            writes.append(ItemWrite(rule.table, item_key, rule, event.version, None))
+            writes.append(ItemWrite(rule.table, item_key, rule, event.version, None, exists=True))
     return Plan(tuple(writes), KeyState(event.version, desired))
 
 

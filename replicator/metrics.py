@@ -44,6 +44,10 @@ END_TO_END_LATENCY = Histogram(
     "replicator_end_to_end_latency_seconds", "Apply time minus capture time, per applied event.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+DYNAMODB_REQUESTS = Counter(
+    "replicator_dynamodb_requests_total", "DynamoDB API calls made (botocore's own retries not counted), by operation.",
+    ["operation"],
+)
 DYNAMODB_THROTTLES = Counter("replicator_dynamodb_throttles_total", "DynamoDB throttling responses.")
 DLQ_EVENTS = Counter("replicator_dlq_events_total", "Records sent to the dead-letter topic.", ["reason"])
 CONSUMER_LAG = Gauge("replicator_consumer_lag", "Log end offset minus committed offset.", ["topic", "partition"])

@@ -110,6 +110,7 @@ class MigrationPlan:
         else:
             lines.append(f"live: {self.wcu_per_event:.2f} WCU per Redis write (give --write-rate or "
                          "--measure-seconds for a rate)")
+        lines.append("(WCU for apply.write_mode batch or item; transaction mode is billed twice these)")
         for owner in self.hot_owners:
             lines.append(f"HOT owner {owner['owner']!r}: {owner['why']}")
         lines += [f"warning: {w}" for w in self.warnings]

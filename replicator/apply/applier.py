@@ -1,10 +1,17 @@
 """The applier: one member of the consumer group, turning polled batches into DynamoDB writes.
 
-Per batch: decode → keep the newest event per Redis key (states, not operations, so older ones in the same batch
-are superseded) → plan writes against the key's applied state → write (concurrently; items of one key before its
-head) → dead-letter what is poison → commit. Offsets are committed only after DynamoDB acknowledged every write
-and the dead-letter topic every poison record before them. A retryable failure retries the same batch with backoff
-and commits nothing meanwhile.
+Per batch, along the seams of a streaming sink:
+
+1. the assembler (:mod:`~replicator.apply.assembler`, pure) decodes, puts chunks together and keeps the newest
+   state per Redis key (states, not operations: older ones in the same batch are superseded);
+2. the planner (:func:`replicator.mapping.plan_writes`, pure) turns each state into conditional item writes
+   against the key's applied state (cached, else loaded);
+3. the sink (:mod:`~replicator.apply.sink`) writes them, batched, and returns a typed result per write; heads of
+   collection keys go after their items;
+4. what is poison is dead-lettered, and the offset tracker (:mod:`~replicator.apply.offsets`) commits.
+
+Offsets are committed only after DynamoDB acknowledged every write and the dead-letter topic every poison record
+before them. A retryable failure retries the same batch with backoff and commits nothing meanwhile.
 """
 
 from __future__ import annotations
@@ -17,21 +24,22 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka.errors import KafkaError
 
 from replicator import metrics
-from replicator.apply import failures, requests
+from replicator.apply import failures
+from replicator.apply.assembler import BatchAssembler, DeadLetter, KeyWork
 from replicator.apply.dead_letters import DeadLetters
 from replicator.apply.dynamodb import DynamoWriter
+from replicator.apply.offsets import Commit, OffsetTracker
+from replicator.apply.sink import DynamoSink, Head, Result, WriteResult
 from replicator.config import ApplyConfig
 from replicator.errors import BrokerError, ReplicatorError, SinkError
-from replicator.events import ChangeEvent, EventCodec, Op, Origin
-from replicator.mapping import EMPTY_STATE, ItemWrite, KeyState, Plan, Rule, RuleSet, plan_writes
+from replicator.events import EventCodec, Op, Origin
+from replicator.mapping import ItemWrite, KeyState, RuleSet, plan_writes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,38 +48,6 @@ R = TypeVar("R")
 #: Backoff for retryable DynamoDB failures: full jitter, capped.
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 20.0
-
-
-@dataclass
-class _KeyWork:
-    record: Any
-    event: ChangeEvent
-    rule: Rule
-    variables: dict[str, bytes]
-    previous: KeyState = EMPTY_STATE
-    plan: Plan | None = None
-    poison: str | None = None
-    #: For a state assembled from chunks: the records of the other chunks (dead-lettered together).
-    chunk_records: tuple[Any, ...] = ()
-
-
-@dataclass
-class _Partial:
-    """Chunks of one big state (one key, one version) received so far."""
-
-    count: int
-    first_offset: int
-    parts: dict[int, tuple[Any, ChangeEvent]]
-    #: When its state was read: chunks of one state are published within the producer's delivery timeout of it.
-    captured_at_us: int = 0
-
-
-class _ChunkError(Exception):
-    """Chunks of one state that cannot be put together (indexes or value types that do not fit)."""
-
-    def __init__(self, records: tuple[Any, ...]) -> None:
-        super().__init__("chunks do not assemble into one state")
-        self.records = records
 
 
 #: How often the consumer heartbeats (pause + poll(0)) while a batch is being written.
@@ -130,26 +106,19 @@ class Applier:
                  dead_letters: DeadLetters, topic: str, codec: EventCodec | None = None,
                  lag_interval_s: float = 15.0) -> None:
         self._consumer = consumer
-        self._writer = writer
         self._rules = rules
         self._config = config
         self._dead_letters = dead_letters
         self.topic = topic
-        self._codec = codec or EventCodec()
+        self._assembler = BatchAssembler(rules, codec or EventCodec(), config.abandon_chunks_after_s)
+        self._offsets = OffsetTracker()
         self._cache = StateCache(config.cache_keys)
         self._pool = ThreadPoolExecutor(max_workers=config.write_concurrency, thread_name_prefix="apply")
+        self._sink = DynamoSink(writer, config.write_mode, self._parallel)
         #: Set while this applier owns at least one partition (what /readyz reports).
         self.assigned = threading.Event()
         self._lag_interval_s = lag_interval_s
         self._lag_due = 0.0
-        #: Offsets this applier committed, per partition it owns: the "committed" side of the lag.
-        self._committed: dict[TopicPartition, int] = {}
-        #: Records of the batch in flight already dead-lettered: a retried batch must not send them twice.
-        self._dead_lettered: set[tuple[int, int]] = set()
-        #: Incomplete chunked states by (partition, key, version). Offsets are not committed past their first chunk.
-        self._partials: dict[tuple[int, bytes, int], _Partial] = {}
-        #: Offsets of applied batches whose commit failed (broker unreachable): carried into the next commit.
-        self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set. The batch in flight is finished and committed before returning."""
@@ -175,8 +144,8 @@ class Applier:
                     self.assigned.clear()
                 if batch:
                     self.process(batch, stop)
-                elif self._uncommitted:
-                    self._commit({})
+                elif self._offsets.carried:
+                    self._offsets.commit(self._consumer.commit, {})
                 if time.monotonic() >= self._lag_due:
                     self._refresh_lag()
         finally:
@@ -245,48 +214,20 @@ class Applier:
                                                             "error": str(exc)}})
                 if self._wait(stop, delay):
                     return False
-        offsets = {tp: OffsetAndMetadata(self._commit_offset(tp, records[-1].offset + 1), "", -1)
-                   for tp, records in batch.items()}
-        committed = self._commit(offsets)
-        if committed:
-            # Only now: a batch redelivered after a refused commit must not dead-letter its records twice.
-            self._dead_lettered.clear()
+        commit = self._offsets.commit(self._consumer.commit,
+                                      self._offsets.next_offsets(batch, self._assembler.held_offset))
+        if commit is Commit.REFUSED:
+            self._cache.drop_partitions(tp.partition for tp in batch)
         metrics.APPLY_BATCH_SECONDS.observe(time.monotonic() - started)
-        return committed
+        return commit is Commit.DONE
 
     def _apply_and_flush(self, batch: dict[TopicPartition, list[Any]]) -> None:
         self._apply(batch)
         try:
             self._dead_letters.flush()  # a poison record must be safe in the DLQ before we commit past it
         except BrokerError:
-            # Kafka may not have taken them: this batch's dead letters are sent again (the DLQ is at least once).
-            self._dead_lettered.clear()
+            self._offsets.dead_letters_unsure()
             raise
-
-    def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> bool:
-        """Commit ``offsets`` with any carried over from failed commits. False if the broker refused or was away.
-
-        Either way the batch's writes are in DynamoDB and idempotent, so a failed commit loses nothing: at worst
-        the records are applied again.
-        """
-        merged = {**self._uncommitted, **offsets}
-        try:
-            self._consumer.commit(merged)
-        except CommitFailedError as exc:
-            # The group rebalanced while the batch was applied: whoever gets these partitions re-applies them.
-            self._uncommitted.clear()
-            self._cache.drop_partitions(tp.partition for tp in merged)
-            log.warning("commit refused after a rebalance; the batch will be re-applied by the partitions' new owner",
-                        extra={"kv": {"error": str(exc)}})
-            return False
-        except KafkaError as exc:
-            # Broker or coordinator unreachable: keep the offsets and commit them with the next batch (or when idle).
-            self._uncommitted = merged
-            log.warning("commit failed; carried over to the next commit", extra={"kv": {"error": str(exc)}})
-            return False
-        self._uncommitted.clear()
-        self._committed.update((tp, meta.offset) for tp, meta in merged.items())
-        return True
 
     def _refresh_lag(self) -> None:
         """Set replicator_consumer_lag for every owned partition: log end offset - committed offset.
@@ -300,82 +241,38 @@ class Applier:
             return
         try:
             end = self._consumer.end_offsets(assigned)
-            unknown = [tp for tp in assigned if tp not in self._committed]
+            known = self._offsets.committed
+            unknown = [tp for tp in assigned if tp not in known]
             for tp in unknown:
                 committed = self._consumer.committed(tp)
                 if committed is not None:
-                    self._committed[tp] = committed
-            never = [tp for tp in unknown if tp not in self._committed]
+                    known[tp] = committed
+            never = [tp for tp in unknown if tp not in known]
             start = self._consumer.beginning_offsets(never) if never else {}
         except KafkaError as exc:
             log.debug("lag refresh failed", extra={"kv": {"error": str(exc)}})
             return
         for tp in assigned:
-            done = self._committed.get(tp, start.get(tp, 0))
+            done = self._offsets.committed.get(tp, start.get(tp, 0))
             metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, end[tp] - done))
-
-    def _commit_offset(self, tp: TopicPartition, next_offset: int) -> int:
-        """The batch's next offset, held back at the first chunk of any state still incomplete in the partition."""
-        held = [p.first_offset for (partition, _k, _v), p in self._partials.items() if partition == tp.partition]
-        return min([next_offset, *held])
 
     def _forget_partitions(self, partitions: set[int]) -> None:
         self._cache.drop_partitions(partitions)
-        for tp in [tp for tp in self._committed if tp.partition in partitions]:
-            del self._committed[tp]
+        self._offsets.forget(partitions)
+        self._assembler.forget(partitions)
         for partition in partitions:
             with contextlib.suppress(KeyError):  # whoever owns the partition now reports its lag
                 metrics.CONSUMER_LAG.remove(self.topic, str(partition))
-        for tp in [tp for tp in self._uncommitted if tp.partition in partitions]:
-            del self._uncommitted[tp]
-        for slot in [s for s in self._partials if s[0] in partitions]:
-            del self._partials[slot]
-
-    def _assemble(self, record: Any, event: ChangeEvent) -> tuple[ChangeEvent, tuple[Any, ...]] | None:
-        """Collect a chunk; the whole state once its last chunk is in, else None. Raises _ChunkError (naming every
-        chunk's record) when the chunks do not make one state."""
-        assert event.chunk is not None
-        slot = (record.partition, event.key, event.version)
-        partial = self._partials.setdefault(slot, _Partial(event.chunk.count, record.offset, {},
-                                                           event.captured_at_us))
-        partial.parts[event.chunk.index] = (record, event)  # a redelivered chunk replaces itself
-        if len(partial.parts) < partial.count:
-            return None
-        del self._partials[slot]
-        try:
-            ordered = [partial.parts[i] for i in range(partial.count)]
-            values = [e.value for _r, e in ordered]
-            merged: Any = (b"".join(values) if isinstance(values[0], bytes)  # type: ignore[arg-type]
-                           else tuple(v for part in values for v in part))  # type: ignore[union-attr]
-        except Exception as exc:
-            raise _ChunkError(tuple(r for r, _e in partial.parts.values())) from exc
-        return replace(event, value=merged, chunk=None), tuple(r for r, _e in ordered[:-1])
-
-    def _drop_abandoned_partials(self, read_after_us: dict[int, int]) -> None:
-        """Chunks whose state was read long before an event already consumed from the same partition: the rest of
-        them was never published (a listener died mid-state; its restart is a gap that heals the key). Kept, they
-        would hold the partition's commits, and every gap reconcile waiting on them, forever."""
-        window_us = int(self._config.abandon_chunks_after_s * 1_000_000)
-        for slot, partial in list(self._partials.items()):
-            newest = read_after_us.get(slot[0])
-            if newest is not None and newest - partial.captured_at_us > window_us:
-                del self._partials[slot]
-                metrics.EVENTS_APPLIED.labels(table="", result="abandoned_chunks").inc()
-                log.warning("dropped the chunks of a state whose other chunks never came", extra={"kv": {
-                    "partition": slot[0], "key": slot[1], "version": slot[2], "chunks": len(partial.parts),
-                    "of": partial.count, "first_offset": partial.first_offset}})
-
-    def _drop_superseded_partials(self, partition: int, key: bytes, version: int) -> None:
-        """Chunks of an older state that will never complete (a listener died mid-publish) must not hold commits."""
-        for slot in [s for s in self._partials if s[0] == partition and s[1] == key and s[2] < version]:
-            del self._partials[slot]
 
     # ----------------------------------------------------------------------------------------------------------------
 
     def _apply(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        work = self._newest_per_key(batch)
+        assembly = self._assembler.assemble(batch)
+        for dead in assembly.dead:
+            self._dead_letter(dead)
+        work = assembly.work
         self._load_states(work)
-        writes: list[tuple[_KeyWork, ItemWrite]] = []
+        writes: list[tuple[KeyWork, ItemWrite]] = []
         for w in work:
             if w.poison is not None:
                 continue
@@ -385,18 +282,24 @@ class Applier:
                 self._failed(w, exc, "planning")
                 continue
             writes.extend((w, iw) for iw in w.plan.writes)
-        results = self._write_all(writes)
-        self._settle_failures(results, "write")
+        results = self._sink.write([iw for _w, iw in writes])
         # Items another writer had already moved past (a zombie applier during a rebalance): DynamoDB is not what
         # the plan says for them, so the key's state is reloaded next time instead of cached.
-        partly_stale = {id(item[0]) for item, result in results if result is False}
+        partly_stale = set()
+        for (w, _iw), result in zip(writes, results, strict=True):
+            self._settle(w, result)
+            if result.result is Result.STALE:
+                partly_stale.add(id(w))
         heads = [w for w in work if w.rule.is_collection and w.plan is not None and not w.plan.stale
                  and w.poison is None]
-        self._settle_failures(self._parallel(self._put_head, heads), "write")
+        head_results = self._sink.put_heads([Head(w.rule, w.event.key, w.event.version, w.event.op is Op.DELETE,
+                                                  exists=w.previous.version >= 0) for w in heads])
+        for w, result in zip(heads, head_results, strict=True):
+            self._settle(w, result)
         now = time.time()
         for w in work:
             partition = w.record.partition
-            self._drop_superseded_partials(partition, w.event.key, w.event.version)
+            self._assembler.settled(partition, w.event.key, w.event.version)
             if w.poison is not None or w.plan is None:
                 if w.rule.is_collection:
                     self._cache.forget(partition, w.rule.name, w.event.key)
@@ -413,7 +316,12 @@ class Applier:
             metrics.EVENTS_APPLIED.labels(table=table, result=result).inc()
             metrics.END_TO_END_LATENCY.observe(max(0.0, now - w.event.captured_at_us / 1e6))
 
-    def _failed(self, w: _KeyWork, exc: BaseException, stage: str) -> None:
+    def _settle(self, w: KeyWork, result: WriteResult) -> None:
+        if result.result is Result.POISON:
+            assert result.error is not None
+            self._failed(w, result.error, "write")
+
+    def _failed(self, w: KeyWork, exc: BaseException, stage: str) -> None:
         """A step of one key's work failed: retry the batch if the cause is infrastructure, else the key is poison.
 
         :mod:`replicator.apply.failures` decides which; this is where every per-key step reports its failure.
@@ -422,64 +330,10 @@ class Applier:
             raise exc
         if w.poison is None:
             w.poison = failures.reason(exc, stage)
-            self._dead_letter_work(w, w.poison, failures.describe(exc))
+            for record in w.records:
+                self._dead_letter(DeadLetter(record, w.poison, failures.describe(exc)))
 
-    def _settle_failures(self, results: list[Any], stage: str) -> None:
-        for item, result in results:
-            if isinstance(result, Exception):
-                self._failed(item[0] if isinstance(item, tuple) else item, result, stage)
-
-    def _newest_per_key(self, batch: dict[TopicPartition, list[Any]]) -> list[_KeyWork]:
-        newest: dict[tuple[str, bytes], _KeyWork] = {}
-        read_after_us: dict[int, int] = {}  # per partition, the latest read time of an event in this batch
-        for records in batch.values():
-            for record in records:
-                try:
-                    found = self._key_work(record)
-                except _ChunkError as exc:
-                    cause = exc.__cause__ or exc
-                    for chunk_record in exc.records:
-                        self._dead_letter(chunk_record, failures.reason(cause, "assembly"), failures.describe(cause))
-                    continue
-                except Exception as exc:
-                    if failures.is_retryable(exc):
-                        raise
-                    self._dead_letter(record, failures.reason(exc, "decoding"), failures.describe(exc))
-                    continue
-                if found is None:
-                    continue
-                read_after_us[record.partition] = max(read_after_us.get(record.partition, 0),
-                                                      found.event.captured_at_us)
-                slot = (found.rule.name, found.event.key)
-                current = newest.get(slot)
-                if current is not None:
-                    # Two states of one key in one batch: only the newer one needs writing.
-                    metrics.EVENTS_APPLIED.labels(table=found.rule.table, result="superseded").inc()
-                if current is None or found.event.version >= current.event.version:
-                    newest[slot] = found
-        if self._partials and read_after_us:
-            self._drop_abandoned_partials(read_after_us)
-        return list(newest.values())
-
-    def _key_work(self, record: Any) -> _KeyWork | None:
-        """Decode one record, assemble its chunks, match its rule; None while chunks are missing or no rule maps it."""
-        event = self._codec.decode(record.value)
-        chunk_records: tuple[Any, ...] = ()
-        if event.chunk is not None:
-            assembled = self._assemble(record, event)
-            if assembled is None:
-                return None
-            event, chunk_records = assembled
-        matched = self._rules.match(event.key)
-        if matched is None:
-            # No rule maps this key (rules changed since capture): nothing to write, nothing lost.
-            log.warning("no rule maps key", extra={"kv": {
-                "key": event.key, "position": f"{record.topic}[{record.partition}]@{record.offset}"}})
-            return None
-        rule, variables = matched
-        return _KeyWork(record, event, rule, variables, chunk_records=chunk_records)
-
-    def _load_states(self, work: list[_KeyWork]) -> None:
+    def _load_states(self, work: list[KeyWork]) -> None:
         missing = []
         for w in work:
             if not w.rule.is_collection:
@@ -491,46 +345,20 @@ class Applier:
                 missing.append(w)
             else:
                 w.previous = cached
-        for w, state in self._parallel(lambda w: self._writer.load_state(w.rule, w.event.key, w.variables), missing):
+        states = self._sink.load_states([(w.rule, w.event.key, w.variables) for w in missing])
+        for w, state in zip(missing, states, strict=True):
             if isinstance(state, Exception):
                 self._failed(w, state, "state_load")
             else:
                 w.previous = state
 
-    def _write_all(self, writes: list[tuple[_KeyWork, ItemWrite]]) -> list[Any]:
-        """Every planned write; per write its outcome (True applied, False stale, or the exception)."""
-        if self._config.write_mode != "transaction":
-            return self._parallel(lambda pair: self._writer.write(pair[1]), writes)
-        # Values in parts go one by one: their parts are written first (see DynamoWriter.write).
-        singles = [pair for pair in writes if pair[1].parts]
-        writes = [pair for pair in writes if not pair[1].parts]
-        results: list[Any] = self._parallel(lambda pair: self._writer.write(pair[1]), singles)
-        # Writes of all keys share transactions (each still conditional): a round's items are distinct, so its
-        # transactions run in parallel without conflicting; an item two keys write goes again in the next round.
-        items = [iw for _w, iw in writes]
-        for transactions in requests.transactions(items):
-            for indexes, outcome in self._parallel(
-                    lambda ix: self._writer.write_transaction([items[i] for i in ix]), transactions):
-                if isinstance(outcome, Exception):
-                    results.extend((writes[i], outcome) for i in indexes)
-                else:
-                    results.extend((writes[i], o) for i, o in zip(indexes, outcome, strict=True))
-        return results
-
-    def _dead_letter_work(self, w: _KeyWork, reason: str, error: str) -> None:
-        for record in (*w.chunk_records, w.record):
-            self._dead_letter(record, reason, error)
-
-    def _dead_letter(self, record: Any, reason: str, error: str) -> None:
-        if (record.partition, record.offset) not in self._dead_lettered:
-            self._dead_lettered.add((record.partition, record.offset))
-            self._dead_letters.send(record, reason, error)
-
-    def _put_head(self, w: _KeyWork) -> None:
-        self._writer.put_head(w.rule, w.event.key, w.event.version, deleted=w.event.op is Op.DELETE)
+    def _dead_letter(self, dead: DeadLetter) -> None:
+        if self._offsets.first_dead_letter(dead.record.partition, dead.record.offset):
+            self._dead_letters.send(dead.record, dead.reason, dead.error)
 
     def _parallel(self, fn: Callable[[T], R], items: list[T]) -> list[Any]:
-        """Run ``fn`` over ``items`` on the pool; results (or the exceptions raised) in input order, with inputs."""
+        """Run ``fn`` over ``items`` on the pool; results (or the exceptions raised) in input order, with inputs.
+        The consumer keeps its group membership meanwhile."""
         if not items:
             return []
         futures = [self._pool.submit(fn, item) for item in items]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import boto3
@@ -56,7 +57,13 @@ def make_client(config: DynamoDBConfig) -> Any:
     client = boto3.client("dynamodb", **kwargs)
     # botocore retries throttling itself before we ever see it; count every throttled response, retried or not.
     client.meta.events.register("needs-retry.dynamodb", _count_throttle)
+    client.meta.events.register("before-call.dynamodb", _count_request)
     return client
+
+
+def _count_request(model: Any = None, **_kwargs: Any) -> None:
+    if model is not None:
+        metrics.DYNAMODB_REQUESTS.labels(operation=model.name).inc()
 
 
 def _count_throttle(response: Any = None, **_kwargs: Any) -> None:
@@ -82,13 +89,13 @@ class DynamoWriter:
     """Executes :class:`ItemWrite` s and keeps collection heads in the state table. Thread-safe (boto3 clients are)."""
 
     def __init__(self, client: Any, rules: RuleSet, tombstones: TombstoneConfig, state_table: str) -> None:
-        self._client = client
-        self._rules = rules
+        self.client = client
+        self.rules = rules
         self._retention = tombstones.retention_seconds
-        self._ttl_attribute = tombstones.ttl_attribute
+        self.ttl_attribute = tombstones.ttl_attribute
         self.state_table = state_table
 
-    def _expire_at(self) -> int:
+    def expire_at(self) -> int:
         return int(time.time()) + self._retention
 
     def write(self, write: ItemWrite) -> bool:
@@ -101,11 +108,11 @@ class DynamoWriter:
         mirrored = write.rule.type == "mirror"
         if write.parts:
             self._put_parts(write, where)
-        request = requests.update_request(write, self._rules, self._expire_at())
+        request = requests.update_request(write, self.rules, self.expire_at())
         if mirrored:
             request["ReturnValues"] = "UPDATED_OLD"  # did the value it replaces have parts?
         try:
-            old = self._client.update_item(**request).get("Attributes", {})
+            old = self.client.update_item(**request).get("Attributes", {})
         except botocore.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 metrics.ITEM_WRITES.labels(table=write.table, result="stale").inc()
@@ -118,7 +125,7 @@ class DynamoWriter:
         metrics.ITEM_WRITES.labels(table=write.table, result="applied").inc()
         if mirrored and "parts" in old:
             self._delete_parts(write, self._parts_of(write, 0, write.version - 1), where)
-        if write.is_tombstone and not requests.expires_with_tombstone(write, self._rules):
+        if write.is_tombstone and not requests.expires_with_tombstone(write, self.rules):
             self._expire_tombstone(write, where)
         return True
 
@@ -127,7 +134,7 @@ class DynamoWriter:
         try:
             for index, data in enumerate(write.parts):
                 # Immutable (key, version, index): writing one again writes the same bytes.
-                self._client.put_item(TableName=table, Item={**mirror.part_key(key, write.version, index),
+                self.client.put_item(TableName=table, Item={**mirror.part_key(key, write.version, index),
                                                              "data": {"B": data}})
         except Exception as exc:
             raise translate(exc, f"{where} part") from None
@@ -135,12 +142,12 @@ class DynamoWriter:
     def _parts_of(self, write: ItemWrite, low: int, high: int) -> list[dict[str, Any]]:
         """Keys of the parts of versions ``low`` to ``high`` of the write's key."""
         return [{"key": p["key"], "part": p["part"]}
-                for p in _query_parts(self._client, write.table, _mirror_key(write), low, high, keys_only=True)]
+                for p in _query_parts(self.client, write.table, _mirror_key(write), low, high, keys_only=True)]
 
     def _delete_parts(self, write: ItemWrite, keys: list[dict[str, Any]], where: str) -> None:
         try:
             for key in keys:
-                self._client.delete_item(TableName=mirror.parts_table(write.table), Key=key)
+                self.client.delete_item(TableName=mirror.parts_table(write.table), Key=key)
         except Exception as exc:
             raise translate(exc, f"{where} old parts") from None
 
@@ -154,7 +161,7 @@ class DynamoWriter:
         conflicts raise a retryable SinkError for the whole transaction.
         """
         outcome: dict[int, bool | SinkError] = {}
-        self._transact(writes, list(range(len(writes))), outcome, self._expire_at())
+        self._transact(writes, list(range(len(writes))), outcome, self.expire_at())
         return [outcome[i] for i in range(len(writes))]
 
     def _transact(self, writes: list[ItemWrite], pending: list[int], outcome: dict[int, bool | SinkError],
@@ -164,11 +171,11 @@ class DynamoWriter:
             if len(pending) == 1:  # a transaction of one costs twice an UpdateItem
                 outcome[pending[0]] = self._write_or_poison(writes[pending[0]])
                 return
-            items = [{"Update": _transactional(requests.update_request(writes[i], self._rules, expire_at), writes[i])}
+            items = [{"Update": _transactional(requests.update_request(writes[i], self.rules, expire_at), writes[i])}
                      for i in pending]
             try:
                 # botocore would fill the idempotency token with uuid4(), one os.urandom read per transaction.
-                self._client.transact_write_items(TransactItems=items, ClientRequestToken=ChangeEvent.new_id())
+                self.client.transact_write_items(TransactItems=items, ClientRequestToken=ChangeEvent.new_id())
             except botocore.exceptions.ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code")
                 if code == "ValidationException":
@@ -201,7 +208,7 @@ class DynamoWriter:
             for i in pending:
                 outcome[i] = True
                 metrics.ITEM_WRITES.labels(table=writes[i].table, result="applied").inc()
-                if writes[i].is_tombstone and not requests.expires_with_tombstone(writes[i], self._rules):
+                if writes[i].is_tombstone and not requests.expires_with_tombstone(writes[i], self.rules):
                     self._expire_tombstone(writes[i], f"table {writes[i].table} item {_describe(writes[i])}")
             return
 
@@ -215,7 +222,7 @@ class DynamoWriter:
 
     def _expire_tombstone(self, write: ItemWrite, where: str) -> None:
         try:
-            self._client.update_item(**requests.expire_tombstone_request(write, self._rules, self._expire_at()))
+            self.client.update_item(**requests.expire_tombstone_request(write, self.rules, self.expire_at()))
         except botocore.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise translate(exc, where) from None
@@ -224,26 +231,50 @@ class DynamoWriter:
             raise translate(exc, where) from None
 
     def put_head(self, rule: Rule, key: bytes, version: int, deleted: bool) -> None:
-        request = requests.head_request(self.state_table, rule.name, key, version, deleted, self._ttl_attribute,
-                                        self._expire_at())
+        request = requests.head_request(self.state_table, rule.name, key, version, deleted, self.ttl_attribute,
+                                        self.expire_at())
         try:
-            self._client.update_item(**request)
+            self.client.update_item(**request)
         except botocore.exceptions.ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise translate(exc, f"state table {self.state_table} head of {key!r}") from None
         except Exception as exc:
             raise translate(exc, f"state table {self.state_table} head of {key!r}") from None
 
-    def load_state(self, rule: Rule, key: bytes, variables: Mapping[str, bytes]) -> KeyState:
-        """The applied state of a collection key: its head version and its live items (strongly consistent reads)."""
+    def load_state(self, rule: Rule, key: bytes, variables: Mapping[str, bytes],
+                   version: int | None = None) -> KeyState:
+        """The applied state of a collection key: its head version (unless given, read by :meth:`head_versions`)
+        and its live items (strongly consistent reads)."""
         where = f"loading state of {key!r} from {rule.table}"
         try:
-            head = self._client.get_item(TableName=self.state_table, Key=requests.head_key(rule.name, key),
-                                         ConsistentRead=True).get("Item")
-            version = int(head["v"]["N"]) if head else EMPTY_STATE.version
-            return KeyState(version, live_items(self._client, rule, key, variables))
+            if version is None:
+                head = self.client.get_item(TableName=self.state_table, Key=requests.head_key(rule.name, key),
+                                             ConsistentRead=True).get("Item")
+                version = int(head["v"]["N"]) if head else EMPTY_STATE.version
+            return KeyState(version, live_items(self.client, rule, key, variables))
         except Exception as exc:
             raise translate(exc, where) from None
+
+    def head_versions(self, keys: Sequence[tuple[str, bytes]]) -> list[int]:
+        """The head versions of up to 100 distinct (rule name, key)s in one BatchGetItem (strongly consistent), -1
+        where there is none. Raises a SinkError: retryable, or not when DynamoDB refused a key (too long, say)."""
+        table = self.state_table
+        wanted = [requests.head_key(name, key) for name, key in keys]
+        pending: dict[str, Any] = {table: {"Keys": wanted, "ConsistentRead": True, "ProjectionExpression": "#k, #v",
+                                           "ExpressionAttributeNames": {"#k": "k", "#v": "v"}}}
+        found: dict[bytes, int] = {}
+        for attempt in range(1, 9):
+            try:
+                response = self.client.batch_get_item(RequestItems=pending)
+            except Exception as exc:
+                raise translate(exc, f"state table {table}: head versions") from None
+            for item in response.get("Responses", {}).get(table, []):
+                found[bytes(item["k"]["B"])] = int(item["v"]["N"])
+            pending = response.get("UnprocessedKeys") or {}
+            if not pending:
+                return [found.get(bytes(k["k"]["B"]), EMPTY_STATE.version) for k in wanted]
+            time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # DynamoDB could not read them all yet
+        raise SinkError(f"state table {table}: head versions still unprocessed after 8 tries", retryable=True)
 
 
 def _transactional(request: dict[str, Any], write: ItemWrite) -> dict[str, Any]:

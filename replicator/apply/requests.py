@@ -154,22 +154,160 @@ def transactions(writes: Sequence[ItemWrite], max_items: int = TRANSACTION_ITEMS
     running at once on one item cancel each other (TransactionConflict). So a round's transactions can run in
     parallel, and an item written by several keys (two rules filling one item) is written again in the next round.
     """
+    return batches_of_distinct_items([(w.table, w.key) for w in writes], [write_size(w) for w in writes],
+                                     max_items, max_bytes)
+
+
+# --- PartiQL statements for BatchExecuteStatement ------------------------------------------------------------------
+#
+# BatchExecuteStatement runs up to 25 statements per call, each with its own condition and its own outcome, billed
+# as single writes (1 WCU per item up to 1 KB): the batched, conditional write that BatchWriteItem (unconditional)
+# and TransactWriteItems (2 WCU per item, all or nothing) are not. What DynamoDB does with them (checked on
+# DynamoDB Local and documented for the service):
+#
+# - UPDATE never creates an item: on a missing one it fails with ConditionalCheckFailed, and with
+#   ReturnValuesOnConditionCheckFailure=ALL_OLD the error carries the item only when it exists. So a failed UPDATE
+#   tells "missing" (send an INSERT) from "newer version stored" (stale) in one round trip.
+# - INSERT fails with DuplicateItem on an existing item (send the UPDATE).
+# - One call may not name an item twice (the whole call is a ValidationException), nor hold more than 25.
+# - Per-statement errors: ValidationError (the item is too big, say), throttling, conflicts; the others still apply.
+
+#: Statements per BatchExecuteStatement.
+STATEMENTS_PER_BATCH = 25
+
+
+def _quoted(name: str) -> str:
+    """A PartiQL identifier: double quotes, an inner double quote doubled. Names come from the rules, never data."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(name: str) -> str:
+    return "'" + name.replace("'", "''") + "'"
+
+
+def _statement(text: str, parameters: list[dict[str, Any]], all_old: bool = False) -> dict[str, Any]:
+    statement: dict[str, Any] = {"Statement": text, "Parameters": parameters}
+    if all_old:
+        statement["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+    return statement
+
+
+def update_statement(write: ItemWrite, rules: RuleSet, expire_at_s: int | None = None) -> dict[str, Any]:
+    """The write as a conditional PartiQL UPDATE: what :func:`update_request` does, for an item that exists.
+
+    A mirror value in parts is not written here: the UPDATE also requires that the value it replaces is not in
+    parts (it cannot return the old value), so such a write fails and goes the single-item way, which cleans up.
+    """
+    rule = write.rule
+    key = tuple(attr for attr, _typed in write.key)
+    values: list[dict[str, Any]] = [{"N": str(write.version)}]
+    if write.attributes is not None:
+        present = tuple(attr for attr, _typed in write.attributes)
+        values += [to_attribute_value(typed) for _attr, typed in write.attributes]
+        text = _update_upsert_text(write.table, key, rule.version_attr, rule.deleted_attr, rules.ttl_attribute,
+                                   rule.data_attrs, present, rule.type == "mirror")
+    else:
+        expires = expire_at_s is not None and expires_with_tombstone(write, rules)
+        values.append({"N": str(write.version)})
+        if expires:
+            values.append({"N": str(expire_at_s)})
+        text = _update_tombstone_text(write.table, key, rule.version_attr, rule.deleted_attr, rules.ttl_attribute,
+                                      rule.data_attrs, expires)
+    values += [to_attribute_value(typed) for _attr, typed in write.key]
+    values.append({"N": str(write.version)})
+    return _statement(text, values, all_old=True)
+
+
+@lru_cache(maxsize=4096)
+def _update_upsert_text(table: str, key: tuple[str, ...], version: str, deleted: str, ttl: str,
+                        data_attrs: tuple[str, ...], present: tuple[str, ...], mirror: bool) -> str:
+    sets = " ".join(f"SET {_quoted(a)}=?" for a in (version, *present))
+    removes = " ".join(f"REMOVE {_quoted(a)}" for a in (deleted, ttl, *(a for a in data_attrs if a not in present)))
+    return f"UPDATE {_quoted(table)} {sets} {removes} WHERE {_where(key, version, mirror)}"
+
+
+@lru_cache(maxsize=1024)
+def _update_tombstone_text(table: str, key: tuple[str, ...], version: str, deleted: str, ttl: str,
+                           data_attrs: tuple[str, ...], expires: bool) -> str:
+    sets = " ".join(f"SET {_quoted(a)}=?" for a in (version, deleted, *((ttl,) if expires else ())))
+    removes = " ".join(f"REMOVE {_quoted(a)}" for a in data_attrs)
+    return " ".join(p for p in (f"UPDATE {_quoted(table)}", sets, removes, "WHERE", _where(key, version, False)) if p)
+
+
+def _where(key: tuple[str, ...], version: str, no_parts: bool) -> str:
+    v = _quoted(version)
+    where = " AND ".join(f"{_quoted(a)}=?" for a in key) + f" AND ({v} IS MISSING OR {v} <= ?)"
+    return where + (' AND "parts" IS MISSING' if no_parts else "")
+
+
+def insert_statement(write: ItemWrite, rules: RuleSet, expire_at_s: int | None = None) -> dict[str, Any]:
+    """The write as a PartiQL INSERT: what :func:`update_request` leaves on an item that did not exist."""
+    rule = write.rule
+    pairs: list[tuple[str, dict[str, Any]]] = [(a, to_attribute_value(t)) for a, t in write.key]
+    pairs.append((rule.version_attr, {"N": str(write.version)}))
+    if write.attributes is not None:
+        pairs += [(a, to_attribute_value(t)) for a, t in write.attributes]
+    else:
+        pairs.append((rule.deleted_attr, {"N": str(write.version)}))
+        if expire_at_s is not None and expires_with_tombstone(write, rules):
+            pairs.append((rules.ttl_attribute, {"N": str(expire_at_s)}))
+    return _statement(_insert_text(write.table, tuple(a for a, _v in pairs)), [v for _a, v in pairs])
+
+
+@lru_cache(maxsize=4096)
+def _insert_text(table: str, attrs: tuple[str, ...]) -> str:
+    return f"INSERT INTO {_quoted(table)} VALUE {{{', '.join(f'{_literal(a)}: ?' for a in attrs)}}}"
+
+
+def expire_tombstone_statement(write: ItemWrite, rules: RuleSet, expire_at_s: int) -> dict[str, Any]:
+    """:func:`expire_tombstone_request` as a PartiQL UPDATE (the item exists: the tombstone was just written)."""
+    others = [g for g in rules.tables[write.table].groups if g != write.rule.name]
+    key = tuple(attr for attr, _typed in write.key)
+    values = [{"N": str(expire_at_s)}, *(to_attribute_value(t) for _a, t in write.key), {"N": str(write.version)}]
+    return _statement(_expire_text(write.table, key, rules.ttl_attribute, write.rule.deleted_attr, tuple(others)),
+                      values)
+
+
+@lru_cache(maxsize=1024)
+def _expire_text(table: str, key: tuple[str, ...], ttl: str, deleted: str, others: tuple[str, ...]) -> str:
+    conditions = [*(f"{_quoted(a)}=?" for a in key), f"{_quoted(deleted)} = ?"]
+    conditions += [f"({_quoted('_v_' + g)} IS MISSING OR {_quoted('_deleted_' + g)} IS NOT MISSING)" for g in others]
+    return f"UPDATE {_quoted(table)} SET {_quoted(ttl)}=? WHERE {' AND '.join(conditions)}"
+
+
+def head_statement(state_table: str, rule_name: str, key: bytes, version: int, deleted: bool, ttl_attribute: str,
+                   expire_at_s: int, insert: bool) -> dict[str, Any]:
+    """:func:`head_request` as a PartiQL UPDATE (``insert``: an INSERT, for a key whose head does not exist)."""
+    k = head_key(rule_name, key)["k"]
+    if insert:
+        attrs = ("k", "v", *((ttl_attribute,) if deleted else ()))
+        values = [k, {"N": str(version)}, *([{"N": str(expire_at_s)}] if deleted else [])]
+        return _statement(_insert_text(state_table, attrs), values)
+    ttl = _quoted(ttl_attribute)
+    change = f"SET {ttl}=?" if deleted else f"REMOVE {ttl}"
+    text = (f'UPDATE {_quoted(state_table)} SET "v"=? {change} WHERE "k"=? AND ("v" IS MISSING OR "v" <= ?)')
+    values = [{"N": str(version)}, *([{"N": str(expire_at_s)}] if deleted else []), k, {"N": str(version)}]
+    return _statement(text, values, all_old=True)
+
+
+def batches_of_distinct_items(items: Sequence[tuple[str, Any]], sizes: Sequence[int], max_items: int,
+                              max_bytes: int) -> list[list[list[int]]]:
+    """Pack items (table, key) into rounds of requests (indexes): one item at most once per round, so a round's
+    requests run in parallel without conflicting; an item named several times goes again in the next round."""
     rounds: list[list[list[int]]] = []
-    sizes: list[int] = []  # of each round's last transaction
+    filled: list[int] = []  # bytes in each round's last request
     seen: Counter[tuple[str, Any]] = Counter()
-    for i, write in enumerate(writes):
-        item = (write.table, write.key)
+    for i, item in enumerate(items):
         number = seen[item]
         seen[item] += 1
         if number == len(rounds):
             rounds.append([[]])
-            sizes.append(0)
-        size = write_size(write)
+            filled.append(0)
         current = rounds[number][-1]
-        if current and (len(current) >= max_items or sizes[number] + size > max_bytes):
+        if current and (len(current) >= max_items or filled[number] + sizes[i] > max_bytes):
             current = []
             rounds[number].append(current)
-            sizes[number] = 0
+            filled[number] = 0
         current.append(i)
-        sizes[number] += size
+        filled[number] += sizes[i]
     return rounds

@@ -166,16 +166,16 @@ def test_throttled_writes_are_retried_with_backoff_and_nothing_is_lost(stack, ui
     throttles = metrics.DYNAMODB_THROTTLES._value.get()
     with Running(config) as run:
         run.start_applier()
-        injected = _inject_throttles(run.applier._writer._client, 30)
+        injected = _inject_throttles(run.applier._sink.writer.client, 12)
         run.start_listener()
         Workload(r, owners=8).seed(opponents=4)
         assert_converged(r, client, config, timeout=120)
     assert injected["n"] == 0
-    assert metrics.DYNAMODB_THROTTLES._value.get() >= throttles + 30  # every throttled attempt is counted
+    assert metrics.DYNAMODB_THROTTLES._value.get() >= throttles + 12  # every throttled attempt is counted
 
 
 def _inject_throttles(client, count):
-    """Make the next ``count`` UpdateItem attempts answer ThrottlingException (DynamoDB Local never throttles)."""
+    """Make the next ``count`` write requests answer ThrottlingException (DynamoDB Local never throttles)."""
     import botocore.awsrequest
 
     left = {"n": count}
@@ -187,7 +187,8 @@ def _inject_throttles(client, count):
         body = b'{"__type":"com.amazonaws.dynamodb.v20120810#ThrottlingException","message":"Rate exceeded"}'
         return botocore.awsrequest.AWSResponse("http://local", 400, {"x-amzn-requestid": "x"}, _Raw(body))
 
-    client.meta.events.register("before-send.dynamodb.UpdateItem", throttle)
+    for operation in ("UpdateItem", "BatchExecuteStatement"):
+        client.meta.events.register(f"before-send.dynamodb.{operation}", throttle)
     return left
 
 
@@ -208,7 +209,7 @@ def test_a_retried_batch_dead_letters_its_poison_record_once(stack, uid):
     with Running(config) as run:
         applier = pipeline.applier(run.ctx)
         # Enough to exhaust botocore's own attempts once: the whole batch is then retried by the applier.
-        left = _inject_throttles(applier._writer._client, 6)
+        left = _inject_throttles(applier._sink.writer.client, 6)
         run._spawn("applier", applier.run)
         assert_converged(r, client, config)
         eventually(lambda: fully_committed(config), 30, message="batch committed")

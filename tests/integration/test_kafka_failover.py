@@ -51,7 +51,7 @@ def test_killing_the_partition_leader_mid_write_loses_nothing(stack, uid, kafka_
         run.start_applier().start_listener()
         # DynamoDB Local answers fast whatever the load: 30 ms more per applier request makes it lag behind the
         # writes, as an applier does on a busy table, so events are in flight on both sides of the broker.
-        run.applier._writer._client.meta.events.register("before-send.dynamodb", lambda **_: time.sleep(0.03))
+        run.applier._sink.writer.client.meta.events.register("before-send.dynamodb", lambda **_: time.sleep(0.03))
         with writing(stack, owners=25, seed=31) as steps:
             eventually(lambda: steps[0] > 300, 60, message="writes under way")
             offsets = broker.GroupOffsets(config.kafka, config.kafka.topic, config.kafka.group_id)

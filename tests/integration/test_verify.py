@@ -111,7 +111,7 @@ def test_live_writes_are_not_drift(stack, uid, appliers):
         offsets = pipeline.group_offsets(run.ctx)
         backlog = [0]
         if appliers == "lagging":
-            run.applier._writer._client.meta.events.register("before-send.dynamodb", lambda **_: time.sleep(0.025))
+            run.applier._sink.writer.client.meta.events.register("before-send.dynamodb", lambda **_: time.sleep(0.025))
         with writing(stack, owners=15, seed=9) as steps:
             eventually(lambda: steps[0] > 200, 30, message="writes under way")
             verifier = _verifier(run.ctx, stack)

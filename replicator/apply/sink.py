@@ -1,0 +1,369 @@
+"""The DynamoDB sink of apply: planned writes in, one typed result per write out.
+
+Every write stays conditional on its group's version, whatever the mode; what the mode changes is how many go in
+one request and what DynamoDB bills for them:
+
+- ``batch`` (default): up to 25 PartiQL statements per BatchExecuteStatement, each conditional on its own and
+  billed as a single write (1 WCU per item up to 1 KB). See :mod:`replicator.apply.requests` for what an UPDATE and
+  an INSERT do there; the sink sends the one it expects to succeed and the other one in the next round when it did
+  not (a failed conditional write is still billed: the guess is right when the planner knows the item exists, and
+  otherwise follows what the table's last writes found, so a backfill INSERTs and live traffic UPDATEs).
+- ``transaction``: up to 100 per TransactWriteItems (2 WCU per item), all or nothing, re-sent without the items
+  that failed it.
+- ``item``: one UpdateItem per write (1 WCU, one round trip each).
+
+A write's result is APPLIED, STALE (DynamoDB holds a newer version: nothing to do) or POISON (DynamoDB rejected
+the data: the key is dead-lettered). Anything else (throttled past the retries, unreachable, access denied, a
+missing table) raises one error type, a retryable :class:`SinkError`, and the batch is retried whole: every write
+is idempotent.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import botocore.exceptions
+
+from replicator import metrics
+from replicator.apply import failures, requests
+from replicator.apply.dynamodb import DynamoWriter, translate
+from replicator.errors import ReplicatorError, SinkError
+from replicator.mapping import ItemWrite, KeyState, Rule
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Runs a function over items concurrently; per item, its result or the exception it raised (input order).
+Parallel = Callable[[Callable[[Any], Any], list[Any]], list[tuple[Any, Any]]]
+
+
+def serial(fn: Callable[[T], R], items: list[T]) -> list[tuple[T, R | Exception]]:
+    """:data:`Parallel` without threads (tests, tools)."""
+    out: list[tuple[T, R | Exception]] = []
+    for item in items:
+        try:
+            out.append((item, fn(item)))
+        except Exception as exc:
+            out.append((item, exc))
+    return out
+
+
+class Result(enum.Enum):
+    APPLIED = "applied"
+    STALE = "stale"
+    POISON = "poison"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    result: Result
+    #: Why the write cannot be stored (POISON only): the dead letter's error.
+    error: Exception | None = None
+
+
+APPLIED = WriteResult(Result.APPLIED)
+STALE = WriteResult(Result.STALE)
+
+
+@dataclass(frozen=True)
+class Head:
+    """A collection key's head version, written to the state table once all its items are."""
+
+    rule: Rule
+    key: bytes
+    version: int
+    deleted: bool
+    #: The head is known to exist (the key's state was loaded with one, or this applier wrote it).
+    exists: bool
+
+
+#: Keys per BatchGetItem of head versions (DynamoDB's limit).
+_HEADS_PER_REQUEST = 100
+#: Statement errors that pass: the statement is sent again after a backoff.
+_RESEND = {"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded", "InternalServerError",
+           "TransactionConflict"}
+_THROTTLED = {"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
+#: Statement errors that are the item's own fault: the write is poison.
+_POISON = {"ValidationError", "ItemCollectionSizeLimitExceeded"}
+#: UPDATE found no item, then INSERT found one (another writer in between): after this many such turns the write
+#: takes the single-item path, whose UpdateItem creates or updates atomically.
+_MAX_TURNS = 2
+#: Rounds of re-sending throttled statements before the batch is retried whole (with the applier's backoff).
+_MAX_RESENDS = 6
+_RESEND_BASE_S = 0.05
+_RESEND_CAP_S = 2.0
+
+
+@dataclass
+class _Op:
+    """One statement to run until it has an outcome."""
+
+    item: tuple[str, Any]  # (table, key): one call may not name an item twice
+    table: str
+    build: Callable[[bool], dict[str, Any]]  # insert? → the statement
+    #: An upsert: a failed UPDATE without an item means "missing, INSERT it". Otherwise a failed condition is the
+    #: outcome (a tombstone's TTL that must not be set yet).
+    upsert: bool
+    insert: bool
+    size: int = 0
+    #: For a mirror write: its version attribute and version, so that a failed UPDATE on an item whose old value is
+    #: in parts (to be cleaned up) is told apart from a stale one.
+    mirror_version: tuple[str, int] | None = None
+    turns: int = 0
+
+
+class _Outcome(enum.Enum):
+    DONE = "done"
+    STALE = "stale"
+    SINGLE = "single"  # take the single-item path
+
+
+class DynamoSink:
+    """Writes planned item writes and collection heads; loads applied states. Thread-safe."""
+
+    def __init__(self, writer: DynamoWriter, mode: str = "batch", parallel: Parallel = serial) -> None:
+        self.writer = writer
+        self.mode = mode
+        self._parallel = parallel
+        #: Per table, the recent share of writes that found their item existing: which statement to send first.
+        self._exists: dict[str, float] = {}
+
+    # --- writes ---------------------------------------------------------------------------------------------------
+
+    def write(self, writes: Sequence[ItemWrite]) -> list[WriteResult]:
+        """Every write's result, in order. Raises a retryable SinkError when the service, not the data, failed."""
+        writes = list(writes)
+        if not writes:
+            return []
+        if self.mode == "item":
+            return self._singles(writes)
+        if self.mode == "transaction":
+            return self._transactions(writes)
+        return self._batch(writes)
+
+    def put_heads(self, heads: Sequence[Head]) -> list[WriteResult]:
+        """Write the heads (state table), each conditional on its version: per head APPLIED (also when a newer one
+        was there) or POISON. Raises a retryable SinkError."""
+        heads = list(heads)
+        if not heads:
+            return []
+        if self.mode != "batch":
+            return [APPLIED if outcome is None else _result(outcome)
+                    for _head, outcome in self._parallel(self._put_head, heads)]
+        expire_at = self.writer.expire_at()
+        state, ttl = self.writer.state_table, self.writer.ttl_attribute
+        ops = [_Op((state, (h.rule.name, h.key)), state,
+                   lambda insert, h=h: requests.head_statement(state, h.rule.name, h.key, h.version, h.deleted, ttl,
+                                                               expire_at, insert),
+                   upsert=True, insert=not h.exists, size=len(h.key) + 64) for h in heads]
+        results: list[WriteResult] = []
+        for head, outcome in zip(heads, self._run(ops), strict=True):
+            if outcome is _Outcome.SINGLE:
+                self._put_head(head)
+            results.append(WriteResult(Result.POISON, outcome) if isinstance(outcome, SinkError) else APPLIED)
+        return results
+
+    def _put_head(self, head: Head) -> None:
+        self.writer.put_head(head.rule, head.key, head.version, deleted=head.deleted)
+
+    def _singles(self, writes: list[ItemWrite]) -> list[WriteResult]:
+        return [_result(outcome) for _w, outcome in self._parallel(self.writer.write, writes)]
+
+    def _transactions(self, writes: list[ItemWrite]) -> list[WriteResult]:
+        results: dict[int, WriteResult] = {}
+        # Values in parts go one by one: their parts are written first (see DynamoWriter.write).
+        singles = [i for i, w in enumerate(writes) if w.parts]
+        for i, (_w, outcome) in zip(singles, self._parallel(self.writer.write, [writes[i] for i in singles]),
+                                    strict=True):
+            results[i] = _result(outcome)
+        rest = [i for i, w in enumerate(writes) if not w.parts]
+        items = [writes[i] for i in rest]
+        # Writes of all keys share transactions (each still conditional): a round's items are distinct, so its
+        # transactions run in parallel without conflicting; an item two keys write goes again in the next round.
+        for transactions in requests.transactions(items):
+            for indexes, outcome in self._parallel(
+                    lambda ix: self.writer.write_transaction([items[i] for i in ix]), transactions):
+                if isinstance(outcome, Exception):
+                    for i in indexes:
+                        results[rest[i]] = _result(outcome)
+                else:
+                    for i, one in zip(indexes, outcome, strict=True):
+                        results[rest[i]] = _result(one)
+        return [results[i] for i in range(len(writes))]
+
+    def _batch(self, writes: list[ItemWrite]) -> list[WriteResult]:
+        results: dict[int, WriteResult] = {}
+        rules, expire_at = self.writer.rules, self.writer.expire_at()
+        singles = [i for i, w in enumerate(writes) if w.parts]
+        batched = [i for i, w in enumerate(writes) if not w.parts]
+        ops = [self._write_op(writes[i], rules, expire_at) for i in batched]
+        for i, outcome in zip(batched, self._run(ops), strict=True):
+            write = writes[i]
+            if outcome is _Outcome.SINGLE:
+                singles.append(i)
+            elif isinstance(outcome, SinkError):
+                results[i] = WriteResult(Result.POISON, outcome)
+            else:
+                results[i] = APPLIED if outcome is _Outcome.DONE else STALE
+                metrics.ITEM_WRITES.labels(table=write.table, result=results[i].result.value).inc()
+        for i, (_w, outcome) in zip(singles, self._parallel(self.writer.write, [writes[i] for i in singles]),
+                                    strict=True):
+            results[i] = _result(outcome)
+        # A tombstone on an item other groups share gets its TTL only once every group on it is deleted.
+        expiring = [writes[i] for i in batched if results[i] is APPLIED and writes[i].is_tombstone
+                    and not requests.expires_with_tombstone(writes[i], rules)]
+        if expiring:
+            self._run([_Op((w.table, w.key), w.table,
+                           lambda _insert, w=w: requests.expire_tombstone_statement(w, rules, expire_at),
+                           upsert=False, insert=False) for w in expiring])
+        return [results[i] for i in range(len(writes))]
+
+    def _write_op(self, write: ItemWrite, rules: Any, expire_at: int) -> _Op:
+        exists = write.exists if write.exists is not None else self._exists.get(write.table, 0.5) >= 0.5
+        return _Op((write.table, write.key), write.table,
+                   lambda insert: (requests.insert_statement if insert else requests.update_statement)(
+                       write, rules, expire_at),
+                   upsert=True, insert=not exists, size=requests.write_size(write),
+                   mirror_version=(write.rule.version_attr, write.version) if write.rule.type == "mirror" else None)
+
+    # --- the BatchExecuteStatement engine --------------------------------------------------------------------------
+
+    def _run(self, ops: list[_Op]) -> list[_Outcome | SinkError]:
+        """Run every op's statement until it has an outcome: DONE, STALE, SINGLE, or the SinkError that makes it
+        poison. Raises a retryable SinkError for what is not about the data."""
+        outcomes: dict[int, _Outcome | SinkError] = {}
+        pending = list(range(len(ops)))
+        resends = 0
+        while pending:
+            again: list[int] = []
+            throttled = False
+            rounds = requests.batches_of_distinct_items([ops[i].item for i in pending],
+                                                        [ops[i].size for i in pending],
+                                                        requests.STATEMENTS_PER_BATCH, 4 * 1024 * 1024)
+            for calls in rounds:
+                calls = [[pending[j] for j in call] for call in calls]
+                for call, responses in self._parallel(
+                        lambda call: self._execute([ops[i].build(ops[i].insert) for i in call]), calls):
+                    if isinstance(responses, Exception):
+                        raise _infrastructure(responses)
+                    for i, response in zip(call, responses, strict=True):
+                        outcome = self._outcome(ops[i], response)
+                        if outcome is None:
+                            again.append(i)
+                        elif outcome == "resend":
+                            again.append(i)
+                            throttled = True
+                        else:
+                            outcomes[i] = outcome
+            pending = again
+            if throttled:
+                resends += 1
+                if resends > _MAX_RESENDS:
+                    raise SinkError(f"DynamoDB throttled {len(pending)} statements {resends} times", retryable=True)
+                time.sleep(random.uniform(0, min(_RESEND_CAP_S, _RESEND_BASE_S * 2**resends)))
+        return [outcomes[i] for i in range(len(ops))]
+
+    def _outcome(self, op: _Op, response: dict[str, Any]) -> _Outcome | SinkError | str | None:
+        """One statement's outcome; None to send the other statement kind next round, "resend" after throttling."""
+        error = response.get("Error")
+        if error is None:
+            self._observe(op.table, exists=not op.insert)
+            return _Outcome.DONE
+        code, message = error.get("Code", ""), error.get("Message", "")
+        if code == "ConditionalCheckFailed" and not op.insert:
+            if not op.upsert:
+                return _Outcome.STALE
+            old = error.get("Item")
+            self._observe(op.table, exists=old is not None)
+            if old is None:
+                return self._turn(op)
+            if op.mirror_version is not None and "parts" in old and \
+                    int(old.get(op.mirror_version[0], {}).get("N", "0")) <= op.mirror_version[1]:
+                return _Outcome.SINGLE  # the value it replaces is in parts: the item path cleans them up
+            return _Outcome.STALE
+        if code == "DuplicateItem":
+            self._observe(op.table, exists=True)
+            return self._turn(op)
+        if code in _POISON:
+            return SinkError(f"table {op.table}: DynamoDB {code}: {message}", retryable=False)
+        if code in _RESEND:
+            if code in _THROTTLED:
+                metrics.DYNAMODB_THROTTLES.inc()
+            return "resend"
+        raise SinkError(f"table {op.table}: DynamoDB {code}: {message}", retryable=True)
+
+    @staticmethod
+    def _turn(op: _Op) -> _Outcome | None:
+        op.turns += 1
+        if op.turns > _MAX_TURNS:
+            return _Outcome.SINGLE
+        op.insert = not op.insert
+        return None
+
+    def _observe(self, table: str, exists: bool) -> None:
+        share = self._exists.get(table, 0.5)
+        self._exists[table] = share + 0.05 * ((1.0 if exists else 0.0) - share)
+
+    def _execute(self, statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One BatchExecuteStatement; per statement its response. A call DynamoDB refuses whole for one bad
+        statement (too large, say) is split until that statement is alone: its error is then its own."""
+        try:
+            return list(self.writer.client.batch_execute_statement(Statements=statements)["Responses"])
+        except botocore.exceptions.ClientError as exc:
+            error = exc.response.get("Error", {})
+            if error.get("Code") != "ValidationException":
+                raise translate(exc, "BatchExecuteStatement") from None
+            if len(statements) == 1:
+                return [{"Error": {"Code": "ValidationError", "Message": error.get("Message", str(exc))}}]
+            half = len(statements) // 2
+            return self._execute(statements[:half]) + self._execute(statements[half:])
+        except Exception as exc:
+            raise translate(exc, "BatchExecuteStatement") from None
+
+    # --- reads ----------------------------------------------------------------------------------------------------
+
+    def load_states(self, keys: Sequence[tuple[Rule, bytes, Any]]) -> list[KeyState | Exception]:
+        """The applied state of each distinct (rule, key, variables): per key its state, or the exception loading
+        it. Head versions are read 100 per request; a group of them DynamoDB refuses is read key by key, so the
+        refusal lands on the key that caused it."""
+        keys = list(keys)
+        groups = [keys[i:i + _HEADS_PER_REQUEST] for i in range(0, len(keys), _HEADS_PER_REQUEST)]
+        versions: list[int | None] = []
+        for group, found in self._parallel(lambda g: self.writer.head_versions([(r.name, k) for r, k, _v in g]),
+                                           groups):
+            if isinstance(found, Exception):
+                if failures.is_retryable(found):
+                    raise found
+                found = [None] * len(group)  # read again one by one, with the items
+            versions.extend(found)
+        loads = list(zip(keys, versions, strict=True))
+        return [state for _k, state in self._parallel(lambda kv: self.writer.load_state(*kv[0], version=kv[1]),
+                                                      loads)]
+
+
+def _result(outcome: Any) -> WriteResult:
+    """A single-item or transactional outcome (True, False, or the exception) as a WriteResult; raises what
+    :mod:`replicator.apply.failures` calls infrastructure."""
+    if outcome is True:
+        return APPLIED
+    if outcome is False:
+        return STALE
+    if isinstance(outcome, Exception) and not failures.is_retryable(outcome):
+        return WriteResult(Result.POISON, outcome)
+    raise _infrastructure(outcome)
+
+
+def _infrastructure(exc: Exception) -> Exception:
+    """An exception from a request, to raise: our own errors as they are, anything else translated."""
+    if isinstance(exc, ReplicatorError):
+        return exc
+    return translate(exc, "DynamoDB request")
+
+
