@@ -114,7 +114,7 @@ class Applier:
         self._offsets = OffsetTracker()
         self._cache = StateCache(config.cache_keys)
         self._pool = ThreadPoolExecutor(max_workers=config.write_concurrency, thread_name_prefix="apply")
-        self._sink = DynamoSink(writer, config.write_mode, self._parallel)
+        self._sink = DynamoSink(writer, config.write_mode, self._parallel, known_items=config.cache_keys)
         #: Set while this applier owns at least one partition (what /readyz reports).
         self.assigned = threading.Event()
         self._lag_interval_s = lag_interval_s

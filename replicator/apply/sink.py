@@ -23,7 +23,9 @@ from __future__ import annotations
 import enum
 import logging
 import random
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -116,7 +118,31 @@ class _Op:
     #: For a mirror write: its version attribute and version, so that a failed UPDATE on an item whose old value is
     #: in parts (to be cleaned up) is told apart from a stale one.
     mirror_version: tuple[str, int] | None = None
+    #: The statement kind was chosen from knowledge, not from the table's recent outcomes.
+    known: bool = False
     turns: int = 0
+
+
+class _KnownItems:
+    """A bounded set of items known to exist, least recently seen dropped first. Only hashes are kept (a few dozen
+    bytes an item): a collision costs one wrong guess, never a wrong write."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[int, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, item: tuple[str, Any]) -> bool:
+        return hash(item) in self._items
+
+    def add(self, item: tuple[str, Any]) -> None:
+        if self._capacity <= 0:
+            return
+        with self._lock:
+            self._items[hash(item)] = None
+            self._items.move_to_end(hash(item))
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
 
 
 class _Outcome(enum.Enum):
@@ -128,11 +154,15 @@ class _Outcome(enum.Enum):
 class DynamoSink:
     """Writes planned item writes and collection heads; loads applied states. Thread-safe."""
 
-    def __init__(self, writer: DynamoWriter, mode: str = "batch", parallel: Parallel = serial) -> None:
+    def __init__(self, writer: DynamoWriter, mode: str = "batch", parallel: Parallel = serial,
+                 known_items: int = 100_000) -> None:
         self.writer = writer
         self.mode = mode
         self._parallel = parallel
-        #: Per table, the recent share of writes that found their item existing: which statement to send first.
+        #: Items this sink saw existing (wrote, or found): UPDATE them first.
+        self._known = _KnownItems(known_items)
+        #: Per table, the recent share of *other* items that existed anyway (written before this applier started,
+        #: or by another one): whether to UPDATE or INSERT them first.
         self._exists: dict[str, float] = {}
 
     # --- writes ---------------------------------------------------------------------------------------------------
@@ -162,7 +192,7 @@ class DynamoSink:
         ops = [_Op((state, (h.rule.name, h.key)), state,
                    lambda insert, h=h: requests.head_statement(state, h.rule.name, h.key, h.version, h.deleted, ttl,
                                                                expire_at, insert),
-                   upsert=True, insert=not h.exists, size=len(h.key) + 64) for h in heads]
+                   upsert=True, insert=not h.exists, size=len(h.key) + 64, known=True) for h in heads]
         results: list[WriteResult] = []
         for head, outcome in zip(heads, self._run(ops), strict=True):
             if outcome is _Outcome.SINGLE:
@@ -226,11 +256,16 @@ class DynamoSink:
         return [results[i] for i in range(len(writes))]
 
     def _write_op(self, write: ItemWrite, rules: Any, expire_at: int) -> _Op:
-        exists = write.exists if write.exists is not None else self._exists.get(write.table, 0.5) >= 0.5
-        return _Op((write.table, write.key), write.table,
+        item = (write.table, write.key)
+        if write.exists is not None:
+            known, exists = True, write.exists
+        else:
+            known = item in self._known
+            exists = known or self._exists.get(write.table, 0.5) >= 0.5
+        return _Op(item, write.table,
                    lambda insert: (requests.insert_statement if insert else requests.update_statement)(
                        write, rules, expire_at),
-                   upsert=True, insert=not exists, size=requests.write_size(write),
+                   upsert=True, insert=not exists, size=requests.write_size(write), known=known,
                    mirror_version=(write.rule.version_attr, write.version) if write.rule.type == "mirror" else None)
 
     # --- the BatchExecuteStatement engine --------------------------------------------------------------------------
@@ -274,14 +309,14 @@ class DynamoSink:
         """One statement's outcome; None to send the other statement kind next round, "resend" after throttling."""
         error = response.get("Error")
         if error is None:
-            self._observe(op.table, exists=not op.insert)
+            self._observe(op, exists=not op.insert)
             return _Outcome.DONE
         code, message = error.get("Code", ""), error.get("Message", "")
         if code == "ConditionalCheckFailed" and not op.insert:
             if not op.upsert:
                 return _Outcome.STALE
             old = error.get("Item")
-            self._observe(op.table, exists=old is not None)
+            self._observe(op, exists=old is not None)
             if old is None:
                 return self._turn(op)
             if op.mirror_version is not None and "parts" in old and \
@@ -289,7 +324,7 @@ class DynamoSink:
                 return _Outcome.SINGLE  # the value it replaces is in parts: the item path cleans them up
             return _Outcome.STALE
         if code == "DuplicateItem":
-            self._observe(op.table, exists=True)
+            self._observe(op, exists=True)
             return self._turn(op)
         if code in _POISON:
             return SinkError(f"table {op.table}: DynamoDB {code}: {message}", retryable=False)
@@ -307,9 +342,16 @@ class DynamoSink:
         op.insert = not op.insert
         return None
 
-    def _observe(self, table: str, exists: bool) -> None:
-        share = self._exists.get(table, 0.5)
-        self._exists[table] = share + 0.05 * ((1.0 if exists else 0.0) - share)
+    def _observe(self, op: _Op, exists: bool) -> None:
+        """What a statement found: the item exists from now on either way (it was there, or it was written), and
+        for an item chosen by guess, whether the table's guess was right."""
+        if not op.upsert:
+            return
+        self._known.add(op.item)
+        if op.known or op.turns:
+            return
+        share = self._exists.get(op.table, 0.5)
+        self._exists[op.table] = share + 0.05 * ((1.0 if exists else 0.0) - share)
 
     def _execute(self, statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One BatchExecuteStatement; per statement its response. A call DynamoDB refuses whole for one bad

@@ -68,11 +68,17 @@ def _key(statement: dict[str, Any]) -> bytes:
 
 
 def test_known_items_are_updated_and_unknown_ones_follow_what_the_table_last_found():
-    sink, client = _sink(lambda s: OK)
+    def script(s: dict[str, Any]) -> dict[str, Any]:  # items named new… do not exist
+        return _missing() if s["Statement"].startswith("UPDATE") and _key(s).startswith(b"new") else OK
+
+    sink, client = _sink(script)
     assert sink.write([_write(b"a", exists=True), _write(b"b", exists=False)]) == [APPLIED, APPLIED]
     assert client.calls == [["UPDATE", "INSERT"]]
-    for _ in range(30):  # a backfill: everything it inserts is new
-        sink.write([_write(b"new", exists=False)])
+    client.calls.clear()
+    sink.write([_write(b"a"), _write(b"b")])  # written before: known to exist now
+    assert client.calls == [["UPDATE", "UPDATE"]]
+    for i in range(30):  # a backfill: the unknown items it sends turn out new
+        sink.write([_write(b"new%d" % i)])
     client.calls.clear()
     sink.write([_write(b"unknown")])
     assert client.calls == [["INSERT"]]
@@ -201,7 +207,7 @@ def test_head_versions_are_read_100_per_request_and_a_refused_group_is_read_key_
     client = Client(lambda s: OK)
     gets: list[int] = []
 
-    def batch_get_item(RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803
+    def batch_get_item(RequestItems: dict[str, Any]) -> dict[str, Any]:
         keys = RequestItems["state"]["Keys"]
         gets.append(len(keys))
         if any(k["k"]["B"].endswith(b"too-long") for k in keys):
@@ -209,7 +215,7 @@ def test_head_versions_are_read_100_per_request_and_a_refused_group_is_read_key_
                                                   "BatchGetItem")
         return {"Responses": {"state": [{"k": k["k"], "v": {"N": "7"}} for k in keys]}}
 
-    def get_item(Key: dict[str, Any], **_: Any) -> dict[str, Any]:  # noqa: N803
+    def get_item(Key: dict[str, Any], **_: Any) -> dict[str, Any]:
         if Key["k"]["B"].endswith(b"too-long"):
             raise botocore.exceptions.ClientError({"Error": {"Code": "ValidationException", "Message": "key too long"}},
                                                   "GetItem")
@@ -225,3 +231,22 @@ def test_head_versions_are_read_100_per_request_and_a_refused_group_is_read_key_
     assert gets == [100, 50]
     assert [s.version for i, s in enumerate(states) if i != 120] == [7] * 149  # type: ignore[union-attr]
     assert isinstance(states[120], SinkError) and not states[120].retryable
+
+
+def test_writes_whose_kind_was_known_and_tombstone_ttls_do_not_sway_the_guess_for_unknown_items():
+    rule = RULES.match(b"opponents:o1")[0]  # type: ignore[index]
+
+    def item(i: int, attributes: Any = (("timestamp", ("N", "1")),), exists: bool | None = None) -> ItemWrite:
+        key = (("opponent_id", ("S", f"p{i}")), ("owner_id", ("S", "o1")))
+        return ItemWrite(rule.table, key, rule, 5, attributes, exists=exists)
+
+    def script(s: dict[str, Any]) -> dict[str, Any]:  # only p1000… exist
+        exists = any(p.get("S", "").startswith("p1") for p in s["Parameters"])
+        return _missing() if s["Statement"].startswith("UPDATE") and not exists else OK
+
+    sink, client = _sink(script)
+    sink.write([item(i) for i in range(20, 60)])  # a backfill: new items
+    sink.write([item(1000 + i, None, exists=True) for i in range(200)])  # tombstones of live items, their TTLs
+    client.calls.clear()
+    sink.write([item(5000)])
+    assert client.calls == [["INSERT"]]
