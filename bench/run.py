@@ -11,7 +11,10 @@ be compared across commits. The figures:
   producer sending pre-encoded messages of the same size, vs a bare confluent-kafka producer doing the same with
   the listener's producer settings (the ceiling), and vs a bare subscriber counting the notifications;
 - apply: items/s from the topic into DynamoDB (the applier, in each write mode), vs raw boto3 BatchWriteItem of the
-  same items from one thread, and vs raw conditional TransactWriteItems of them (100 per call, 16 threads);
+  same items from one thread, vs raw conditional TransactWriteItems of them (100 per call, 16 threads), and vs raw
+  BatchExecuteStatement INSERTs of them (25 per call, 16 threads); plus the applier's CPU-µs per item;
+- mixed: a realistic mixed workload's burst drained by each write mode and by the parent commit's applier (see
+  bench/mixed.py): drain time, events/s, DynamoDB requests per event, CPU-µs per item;
 - snapshot: keys/s of a mixed-type keyspace (the snapshot loader; and two `replicator snapshot` processes as capture
   shards, start-up included), vs a bare SCAN + pipelined read loop;
 - end to end: p50/p99 latency at a fixed offered write rate, with the listener and the applier in two processes
@@ -45,7 +48,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+import mixed  # noqa: E402  (bench/mixed.py)
 import redis  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
@@ -198,7 +203,11 @@ def encoded_event_size(stack: LocalStack) -> int:
 # -- apply -------------------------------------------------------------------------------------------------------
 
 
-def apply_rate(stack: LocalStack, n: int, write_mode: str = "item") -> float:
+#: Applier CPU-µs per item, per write mode, of every apply_rate run.
+APPLY_CPU_US: dict[str, list[float]] = {}
+
+
+def apply_rate(stack: LocalStack, n: int, write_mode: str = "batch") -> float:
     name = f"app{uuid.uuid4().hex[:6]}"
     r = redis.Redis.from_url(stack.redis_url)
     r.flushall()  # the snapshot below publishes every key: only these
@@ -207,7 +216,26 @@ def apply_rate(stack: LocalStack, n: int, write_mode: str = "item") -> float:
     _write_keys(r, name, n)
     pipeline.snapshot_loader(ctx).run()  # n events in the topic, nothing applied yet
     applier = pipeline.applier(ctx)
-    return _stage_rate(applier, "replicator_events_applied_total", n, 600, ready=applier.assigned.is_set)
+    cpu = os.times()
+    rate = _stage_rate(applier, "replicator_events_applied_total", n, 600, ready=applier.assigned.is_set)
+    used = sum(os.times()[:2]) - sum(cpu[:2])  # this process is the applier (and idle bench threads) meanwhile
+    APPLY_CPU_US.setdefault(write_mode, []).append(used / n * 1e6)
+    return rate
+
+
+def raw_batch_statement_rate(stack: LocalStack, n: int, threads: int = 16) -> float:
+    """The same items as PartiQL INSERTs, 25 per BatchExecuteStatement, ``threads`` at a time: what DynamoDB (here:
+    DynamoDB Local, whose PartiQL engine costs it about three times a BatchWriteItem's put) can take of the
+    requests the batch mode sends."""
+    client = dynamodb_client(stack.dynamodb_endpoint)
+    table = _raw_table(client)
+    text = f'INSERT INTO "{table}" VALUE {{\'key\': ?, \'type\': ?, \'value\': ?, \'_v_mirror\': ?}}'
+    statements = [{"Statement": text, "Parameters": [{"B": f"raw:{i}".encode()}, {"S": "string"}, {"B": VALUE},
+                                                     {"N": "1795000000000000"}]} for i in range(n)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda i: client.batch_execute_statement(Statements=statements[i:i + 25]), range(0, n, 25)))
+    return n / (time.perf_counter() - started)
 
 
 def raw_batch_write_rate(stack: LocalStack, n: int) -> float:
@@ -451,8 +479,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, nargs="+", default=[5000, 1500],
                         help="offered writes/s of the latency run (several: one run each)")
     parser.add_argument("--seconds", type=float, default=60, help="length of the latency run")
-    parser.add_argument("--write-mode", choices=["item", "transaction"], default="transaction",
+    parser.add_argument("--write-mode", choices=["batch", "item", "transaction"], default="batch",
                         help="the applier's write mode in the latency run")
+    parser.add_argument("--mixed-seconds", type=float, default=60, help="length of the mixed workload's burst")
+    parser.add_argument("--mixed-rate", type=float, default=800, help="Redis commands/s of the mixed burst")
+    parser.add_argument("--baseline-rev", default="HEAD~1",
+                        help="the commit whose applier drains the mixed burst as 'today' ('' for none)")
+    parser.add_argument("--only", choices=["all", "apply", "mixed"], default="all",
+                        help="measure only the apply figures, or only the mixed workload")
     parser.add_argument("--json", type=Path, help="where to write the results (default bench/results/<time>.json)")
     args = parser.parse_args(argv)
     setup_logs("ERROR")
@@ -460,6 +494,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"when": datetime.now(timezone.utc).isoformat(), "commit": _commit(),
                                "args": vars(args) | {"json": None}}
 
+    apply_figures = args.only in ("all", "apply")
+    figures: dict[str, dict[str, float]] = {}
+    latencies: list[dict[str, Any]] = []
+    mixed_results: list[dict[str, Any]] = []
     with LocalStack(kafka_partitions=4) as stack:
         r = redis.Redis.from_url(stack.redis_url)
         r.config_set("notify-keyspace-events", "KEA")
@@ -467,55 +505,91 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stack up; {args.repeat} run(s) per figure; events of {size} bytes; warming up", flush=True)
         # The JVMs (Kafka, DynamoDB Local) compile their hot paths during the first requests: not throughput.
         capture_rate(stack, 5000)
-        apply_rate(stack, 2000, "transaction")
+        apply_rate(stack, 2000, "batch")
+        APPLY_CPU_US.clear()
         raw_batch_write_rate(stack, 5000)
-        figures = {
-            "capture_events_per_s": _repeat(lambda: capture_rate(stack, args.events), args.repeat),
-            "raw_producer_msgs_per_s": _repeat(lambda: raw_producer_rate(stack, args.events, size), args.repeat),
-            "raw_librdkafka_producer_msgs_per_s": _repeat(lambda: raw_librdkafka_rate(stack, args.events, size),
-                                                          args.repeat),
-            "bare_subscriber_notifications_per_s": _repeat(lambda: bare_subscriber_rate(stack, args.events),
-                                                           args.repeat),
-            "apply_item_mode_items_per_s": _repeat(lambda: apply_rate(stack, args.events, "item"), args.repeat),
-            "apply_transaction_mode_items_per_s": _repeat(lambda: apply_rate(stack, args.events, "transaction"),
-                                                          args.repeat),
-            "raw_batch_write_items_per_s": _repeat(lambda: raw_batch_write_rate(stack, args.events), args.repeat),
-            "raw_conditional_transaction_items_per_s": _repeat(lambda: raw_transaction_rate(stack, args.events),
+        raw_batch_statement_rate(stack, 5000)
+        if args.only == "all":
+            figures |= {
+                "capture_events_per_s": _repeat(lambda: capture_rate(stack, args.events), args.repeat),
+                "raw_producer_msgs_per_s": _repeat(lambda: raw_producer_rate(stack, args.events, size),
+                                                   args.repeat),
+                "raw_librdkafka_producer_msgs_per_s": _repeat(lambda: raw_librdkafka_rate(stack, args.events, size),
+                                                              args.repeat),
+                "bare_subscriber_notifications_per_s": _repeat(lambda: bare_subscriber_rate(stack, args.events),
                                                                args.repeat),
-        }
-        r.flushall()
-        _mixed_keyspace(r, "snap", args.keys)
-        figures["snapshot_keys_per_s"] = _repeat(lambda: snapshot_rate(stack), args.repeat)
-        figures["snapshot_2_shard_processes_keys_per_s"] = _repeat(lambda: sharded_snapshot_rate(stack, 2),
-                                                                   args.repeat)
-        figures["bare_scan_read_keys_per_s"] = _repeat(lambda: bare_scan_rate(stack, args.keys), args.repeat)
-        r.flushall()
-        latencies = [end_to_end(stack, rate, args.seconds, args.write_mode) for rate in args.rate]
+            }
+        if apply_figures:
+            figures |= {
+                f"apply_{mode}_mode_items_per_s": _repeat(lambda mode=mode: apply_rate(stack, args.events, mode),
+                                                          args.repeat)
+                for mode in ("batch", "transaction", "item")
+            }
+            figures |= {
+                "raw_batch_write_items_per_s": _repeat(lambda: raw_batch_write_rate(stack, args.events),
+                                                       args.repeat),
+                "raw_batch_statement_items_per_s": _repeat(lambda: raw_batch_statement_rate(stack, args.events),
+                                                           args.repeat),
+                "raw_conditional_transaction_items_per_s": _repeat(
+                    lambda: raw_transaction_rate(stack, args.events), args.repeat),
+            }
+        if args.only == "all":
+            r.flushall()
+            _mixed_keyspace(r, "snap", args.keys)
+            figures["snapshot_keys_per_s"] = _repeat(lambda: snapshot_rate(stack), args.repeat)
+            figures["snapshot_2_shard_processes_keys_per_s"] = _repeat(lambda: sharded_snapshot_rate(stack, 2),
+                                                                       args.repeat)
+            figures["bare_scan_read_keys_per_s"] = _repeat(lambda: bare_scan_rate(stack, args.keys), args.repeat)
+            r.flushall()
+            latencies = [end_to_end(stack, rate, args.seconds, args.write_mode) for rate in args.rate]
+        if args.only in ("all", "mixed"):
+            print("mixed workload", flush=True)
+            mixed_results = mixed.run(stack, args.mixed_seconds, args.mixed_rate, args.baseline_rev or None)
 
     def ratio(stage: str, baseline: str) -> float:
         return figures[stage]["median"] / figures[baseline]["median"]
 
-    ratios = {
-        "capture / raw kafka-python producer": ratio("capture_events_per_s", "raw_producer_msgs_per_s"),
-        "capture / raw librdkafka producer": ratio("capture_events_per_s", "raw_librdkafka_producer_msgs_per_s"),
-        "capture / bare subscriber": ratio("capture_events_per_s", "bare_subscriber_notifications_per_s"),
-        "apply (item) / raw BatchWriteItem": ratio("apply_item_mode_items_per_s", "raw_batch_write_items_per_s"),
-        "apply (transaction) / raw BatchWriteItem": ratio("apply_transaction_mode_items_per_s",
-                                                          "raw_batch_write_items_per_s"),
-        "apply (transaction) / raw transactions": ratio("apply_transaction_mode_items_per_s",
-                                                        "raw_conditional_transaction_items_per_s"),
-        "snapshot / bare SCAN+read": ratio("snapshot_keys_per_s", "bare_scan_read_keys_per_s"),
-        "snapshot, 2 shard processes / bare SCAN+read": ratio("snapshot_2_shard_processes_keys_per_s",
-                                                              "bare_scan_read_keys_per_s"),
-    }
-    results.update(figures=figures, ratios=ratios, end_to_end=latencies)
+    ratios = {}
+    if args.only == "all":
+        ratios |= {
+            "capture / raw kafka-python producer": ratio("capture_events_per_s", "raw_producer_msgs_per_s"),
+            "capture / raw librdkafka producer": ratio("capture_events_per_s", "raw_librdkafka_producer_msgs_per_s"),
+            "capture / bare subscriber": ratio("capture_events_per_s", "bare_subscriber_notifications_per_s"),
+            "snapshot / bare SCAN+read": ratio("snapshot_keys_per_s", "bare_scan_read_keys_per_s"),
+            "snapshot, 2 shard processes / bare SCAN+read": ratio("snapshot_2_shard_processes_keys_per_s",
+                                                                  "bare_scan_read_keys_per_s"),
+        }
+    if apply_figures:
+        ratios |= {
+            "apply (batch) / raw BatchWriteItem": ratio("apply_batch_mode_items_per_s", "raw_batch_write_items_per_s"),
+            "apply (batch) / raw BatchExecuteStatement": ratio("apply_batch_mode_items_per_s",
+                                                               "raw_batch_statement_items_per_s"),
+            "apply (item) / raw BatchWriteItem": ratio("apply_item_mode_items_per_s", "raw_batch_write_items_per_s"),
+            "apply (transaction) / raw BatchWriteItem": ratio("apply_transaction_mode_items_per_s",
+                                                              "raw_batch_write_items_per_s"),
+            "apply (transaction) / raw transactions": ratio("apply_transaction_mode_items_per_s",
+                                                            "raw_conditional_transaction_items_per_s"),
+        }
+    cpu = {mode: round(statistics.median(values)) for mode, values in APPLY_CPU_US.items()}
+    results.update(figures=figures, ratios=ratios, apply_cpu_us_per_item=cpu, end_to_end=latencies,
+                   mixed=mixed_results)
     print(f"\n{'figure':46} {'min':>10} {'median':>10} {'max':>10}")
     for name, f in figures.items():
         print(f"{name:46} {f['min']:>10,.0f} {f['median']:>10,.0f} {f['max']:>10,.0f}")
     print()
     for name, value in ratios.items():
         print(f"{name:46} {value:>10.2f}")
-    for rate, latency in zip(args.rate, latencies, strict=True):
+    for mode, us in cpu.items():
+        print(f"{'apply (' + mode + ') CPU-µs per item':46} {us:>10}")
+    if mixed_results:
+        print(f"\nmixed burst ({args.mixed_seconds:.0f}s at {args.mixed_rate:,.0f} Redis commands/s), drained by:")
+        print(f"{'applier':28} {'mode':>12} {'drain s':>8} {'events/s':>9} {'items/s':>8} {'req/event':>9} "
+              f"{'items/event':>11} {'CPU-µs/item':>11}")
+        for m in mixed_results:
+            print(f"{m['variant']:28} {m['write_mode']:>12} {m['drain_s']:>8} {m['events_per_s']:>9,} "
+                  f"{m['items_per_s']:>8,} {m['requests_per_event']:>9} {m['items_per_event']:>11} "
+                  f"{m['cpu_us_per_item']:>11}")
+    for rate, latency in zip(args.rate, latencies, strict=False):
         rss = {p: f"{latency['rss_start_mb'][p]:.0f} -> {latency['rss_end_mb'][p]:.0f}"
                for p in ("listener", "applier")}
         print(f"\nend to end at {rate:,.0f} writes/s for {args.seconds:.0f}s ({latency['write_mode']} mode): "
