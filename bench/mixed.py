@@ -22,13 +22,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from replicator.config import parse_config
+from replicator.config import Config, parse_config
 from replicator.localstack import LocalStack, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,20 +87,25 @@ def _command(rng: random.Random, pipe: Any, owners: int) -> None:
         pipe.ltrim(key, 0, 49)
 
 
-def write_burst(client: redis.Redis, seconds: float, rate: float, seed: int = 11, owners: int = 2000) -> int:
-    """``rate`` commands a second for ``seconds``, paced in 10 ms steps. Returns the commands sent."""
-    rng = random.Random(seed)
+def paced(client: redis.Redis, seconds: float, rate: float, command: Callable[[Any, int], None]) -> int:
+    """``command(pipeline, i)`` ``rate`` times a second for ``seconds``, sent in 10 ms steps. Returns how many."""
     sent = 0
     started = time.perf_counter()
     while (elapsed := time.perf_counter() - started) < seconds:
         due = int(elapsed * rate)
         pipe = client.pipeline(transaction=False)
-        for _ in range(sent, due):
-            _command(rng, pipe, owners)
+        for i in range(sent, due):
+            command(pipe, i)
         pipe.execute()
         sent = due
         time.sleep(0.01)
     return sent
+
+
+def write_burst(client: redis.Redis, seconds: float, rate: float, seed: int = 11, owners: int = 2000) -> int:
+    """The mixed workload at ``rate`` commands a second for ``seconds``. Returns the commands sent."""
+    rng = random.Random(seed)
+    return paced(client, seconds, rate, lambda pipe, _i: _command(rng, pipe, owners))
 
 
 def _process(argv: list[str], config: dict[str, Any], tmp: Path, name: str, pythonpath: Path,
@@ -115,12 +122,13 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _lag(config: dict[str, Any]) -> Any:
+def group_lag(config: Config) -> Callable[[], tuple[int, int]]:
+    """(records in the topic, records the applier's group has not committed yet), read when called."""
     from kafka import KafkaConsumer, TopicPartition
 
     from replicator import broker
 
-    kafka = parse_config(config).kafka
+    kafka = config.kafka
     consumer = KafkaConsumer(**broker.client_kwargs(kafka), group_id=kafka.group_id, enable_auto_commit=False)
     partitions = [TopicPartition(kafka.topic, p) for p in consumer.partitions_for_topic(kafka.topic)]
 
@@ -140,27 +148,18 @@ def capture_burst(stack: LocalStack, tmp: Path, seconds: float, rate: float) -> 
     data = config_data(stack, topic, "capture", metrics={"port": port})
     listener = _process(["listen"], data, tmp, "listen", ROOT)
     try:
-        wait_until(lambda: _ready(port), 60, "listener ready")
+        wait_until(lambda: ready(port), 60, "listener ready")
         commands = write_burst(client, seconds, rate)
     finally:
         listener.terminate()  # it publishes what it has read, then exits
         listener.wait(120)
-    from kafka import KafkaConsumer, TopicPartition
-
-    from replicator import broker
-
-    kafka = parse_config(data).kafka
-    consumer = KafkaConsumer(**broker.client_kwargs(kafka))
-    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-    events = sum(consumer.end_offsets(partitions).values())
-    consumer.close()
+    events, _lag = group_lag(parse_config(data))()
     print(f"  mixed burst: {commands:,} Redis commands in {seconds:.0f}s -> {events:,} change events", flush=True)
     return topic, events
 
 
-def _ready(port: int) -> bool:
-    import urllib.request
-
+def ready(port: int) -> bool:
+    """The /readyz of a replicator process answers 200."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
             return response.status == 200
@@ -176,7 +175,7 @@ def drain(stack: LocalStack, tmp: Path, topic: str, variant: str, source: Path, 
     if write_mode:
         data["apply"] = {"write_mode": write_mode}
     counts = tmp / f"{name}.counts"
-    lag = _lag(data)
+    lag = group_lag(parse_config(data))
     started = time.time()
     applier = _process(["apply"], data, tmp, name, source, {"BENCH_DYNAMODB_COUNTS": str(counts)})
     try:

@@ -37,7 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +52,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import mixed  # noqa: E402  (bench/mixed.py)
 import redis  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
+from kafka import KafkaProducer  # noqa: E402
 from prometheus_client import REGISTRY  # noqa: E402
 
 from replicator import broker, pipeline  # noqa: E402
@@ -357,26 +356,17 @@ def end_to_end(stack: LocalStack, rate: float, seconds: float, write_mode: str) 
     with _config_file(data) as path:
         listener = _replicator("listen", path)
         try:
-            wait_until(lambda: _ready(port) and applier.assigned.is_set(), 60, "pipeline ready")
+            wait_until(lambda: mixed.ready(port) and applier.assigned.is_set(), 60, "pipeline ready")
             before = _histogram()
             applied = _counter("replicator_events_applied_total")
             rss_start = {"applier": _rss_mb(os.getpid()), "listener": _rss_mb(listener.pid)}
-            written = 0
-            started = time.perf_counter()
-            while (elapsed := time.perf_counter() - started) < seconds:
-                due = int(elapsed * rate)
-                pipe = r.pipeline(transaction=False)
-                for i in range(written, due):
-                    pipe.set(f"{name}:{i % 50_000}", VALUE)
-                pipe.execute()
-                written = due
-                time.sleep(0.005)
+            written = mixed.paced(r, seconds, rate, lambda pipe, i: pipe.set(f"{name}:{i % 50_000}", VALUE))
             rss_end = {"applier": _rss_mb(os.getpid()), "listener": _rss_mb(listener.pid)}
             listener.terminate()  # it publishes what it has read, then exits
             listener.wait(60)
             drained = time.perf_counter()
-            lag = _group_lag(config)
-            wait_until(lambda: lag() == 0, max(120.0, written / 500), "events applied", 0.05)
+            lag = mixed.group_lag(config)
+            wait_until(lambda: lag()[1] == 0, max(120.0, written / 500), "events applied", 0.05)
             behind_s = time.perf_counter() - drained
         finally:
             if listener.poll() is None:
@@ -403,28 +393,6 @@ def _replicator(command: str, config_path: str, **env: str) -> subprocess.Popen:
     """``replicator <command>`` from this checkout, as its own process (as deployed)."""
     return subprocess.Popen([sys.executable, "-m", "replicator", "--log-level", "ERROR", command, "-c", config_path],
                             cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT), **env}, stdout=subprocess.DEVNULL)
-
-
-def _group_lag(config: Config) -> Callable[[], int]:
-    """Records in the topic that the applier's group has not committed yet."""
-    kafka = config.kafka
-    consumer = KafkaConsumer(**broker.client_kwargs(kafka), group_id=kafka.group_id,
-                             enable_auto_commit=False)
-    partitions = [TopicPartition(kafka.topic, p) for p in consumer.partitions_for_topic(kafka.topic)]
-
-    def lag() -> int:
-        end = consumer.end_offsets(partitions)
-        return sum(end[tp] - (consumer.committed(tp) or 0) for tp in partitions)
-
-    return lag
-
-
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def _histogram() -> dict[str, Any]:
