@@ -185,8 +185,7 @@ class DynamoSink:
         if not heads:
             return []
         if self.mode != "batch":
-            return [APPLIED if outcome is None else _result(outcome)
-                    for _head, outcome in self._parallel(self._put_head, heads)]
+            return self._singles_heads(heads)
         expire_at = self.writer.expire_at()
         state, ttl = self.writer.state_table, self.writer.ttl_attribute
         ops = [_Op((state, (h.rule.name, h.key)), state,
@@ -196,9 +195,15 @@ class DynamoSink:
         results: list[WriteResult] = []
         for head, outcome in zip(heads, self._run(ops), strict=True):
             if outcome is _Outcome.SINGLE:
-                self._put_head(head)
-            results.append(WriteResult(Result.POISON, outcome) if isinstance(outcome, SinkError) else APPLIED)
+                results.append(self._singles_heads([head])[0])
+            else:
+                results.append(WriteResult(Result.POISON, outcome) if isinstance(outcome, SinkError) else APPLIED)
         return results
+
+    def _singles_heads(self, heads: list[Head]) -> list[WriteResult]:
+        """One UpdateItem per head: APPLIED (also when a newer head was there) or POISON; raises infrastructure."""
+        return [APPLIED if outcome is None else _result(outcome)
+                for _head, outcome in self._parallel(self._put_head, heads)]
 
     def _put_head(self, head: Head) -> None:
         self.writer.put_head(head.rule, head.key, head.version, deleted=head.deleted)

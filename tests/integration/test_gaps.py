@@ -82,8 +82,9 @@ def test_deletions_while_the_listener_is_down_and_the_appliers_lag_are_replicate
     r, client = clean_redis(stack), ddb(stack)
     owners = 150
     port = free_port()
-    # "behind": one small batch at a time, one request in flight: thousands of events take a while to drain.
-    slow = {"max_batch": 20, "write_concurrency": 1, "poll_timeout_ms": 100} if appliers == "behind" else {}
+    # One small batch at a time, one request in flight: thousands of events take a while to drain ("killed": the
+    # applier is behind when it dies).
+    slow = {"max_batch": 20, "write_concurrency": 1, "poll_timeout_ms": 100} if appliers != "stopped" else {}
     path = config_file(stack, uid, tmp_path, metrics={"port": port})
     apply_path = config_file(stack, uid, tmp_path, apply=slow)
     config = messaging_config(stack, uid)

@@ -250,3 +250,18 @@ def test_writes_whose_kind_was_known_and_tombstone_ttls_do_not_sway_the_guess_fo
     client.calls.clear()
     sink.write([item(5000)])
     assert client.calls == [["INSERT"]]
+
+
+def test_a_head_that_takes_the_single_item_path_and_is_refused_there_is_poison_not_a_crash():
+    import botocore.exceptions
+
+    sink, client = _sink(lambda s: _missing() if s["Statement"].startswith("UPDATE") else _error("DuplicateItem"))
+
+    def refuse(**_request: Any) -> dict[str, Any]:
+        raise botocore.exceptions.ClientError({"Error": {"Code": "ValidationException", "Message": "key too long"}},
+                                              "UpdateItem")
+
+    client.update_item = refuse  # type: ignore[method-assign]
+    rule = RULES.match(b"opponents:o1")[0]  # type: ignore[index]
+    (result,) = sink.put_heads([Head(rule, b"opponents:o1", 5, deleted=False, exists=True)])
+    assert result.result is Result.POISON and "key too long" in str(result.error)
