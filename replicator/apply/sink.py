@@ -86,6 +86,8 @@ class Head:
     exists: bool
 
 
+#: Guessed writes a table's guess is learned from before it is trusted for a whole batch (one call's worth).
+_LEARN_FROM = 25
 #: Keys per BatchGetItem of head versions (DynamoDB's limit).
 _HEADS_PER_REQUEST = 100
 #: Statement errors that pass: the statement is sent again after a backoff.
@@ -164,6 +166,7 @@ class DynamoSink:
         #: Per table, the recent share of *other* items that existed anyway (written before this applier started,
         #: or by another one): whether to UPDATE or INSERT them first.
         self._exists: dict[str, float] = {}
+        self._observed: dict[str, int] = {}
 
     # --- writes ---------------------------------------------------------------------------------------------------
 
@@ -239,7 +242,7 @@ class DynamoSink:
         singles = [i for i, w in enumerate(writes) if w.parts]
         batched = [i for i, w in enumerate(writes) if not w.parts]
         ops = [self._write_op(writes[i], rules, expire_at) for i in batched]
-        for i, outcome in zip(batched, self._run(ops), strict=True):
+        for i, outcome in zip(batched, self._run_learning(ops), strict=True):
             write = writes[i]
             if outcome is _Outcome.SINGLE:
                 singles.append(i)
@@ -347,6 +350,24 @@ class DynamoSink:
         op.insert = not op.insert
         return None
 
+    def _run_learning(self, ops: list[_Op]) -> list[_Outcome | SinkError]:
+        """:meth:`_run`, but for a table whose unknown items this sink has not learned about yet (a fresh applier),
+        one call of them goes first and the rest are guessed from what it found: a first batch of a thousand
+        writes must not send them all the wrong way."""
+        learning = {op.table for op in ops if not op.known and self._observed.get(op.table, 0) < _LEARN_FROM}
+        first: list[int] = []
+        for table in learning:
+            first += [i for i, op in enumerate(ops) if op.table == table and not op.known][:_LEARN_FROM]
+        if not first or len(first) == len(ops):
+            return self._run(ops)
+        outcomes = dict(zip(first, self._run([ops[i] for i in first]), strict=True))
+        rest = [i for i in range(len(ops)) if i not in outcomes]
+        for i in rest:
+            if not ops[i].known:
+                ops[i].insert = self._exists.get(ops[i].table, 0.5) < 0.5
+        outcomes.update(zip(rest, self._run([ops[i] for i in rest]), strict=True))
+        return [outcomes[i] for i in range(len(ops))]
+
     def _observe(self, op: _Op, exists: bool) -> None:
         """What a statement found: the item exists from now on either way (it was there, or it was written), and
         for an item chosen by guess, whether the table's guess was right."""
@@ -357,6 +378,7 @@ class DynamoSink:
             return
         share = self._exists.get(op.table, 0.5)
         self._exists[op.table] = share + 0.05 * ((1.0 if exists else 0.0) - share)
+        self._observed[op.table] = self._observed.get(op.table, 0) + 1
 
     def _execute(self, statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One BatchExecuteStatement; per statement its response. A call DynamoDB refuses whole for one bad

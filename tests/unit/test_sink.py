@@ -265,3 +265,11 @@ def test_a_head_that_takes_the_single_item_path_and_is_refused_there_is_poison_n
     rule = RULES.match(b"opponents:o1")[0]  # type: ignore[index]
     (result,) = sink.put_heads([Head(rule, b"opponents:o1", 5, deleted=False, exists=True)])
     assert result.result is Result.POISON and "key too long" in str(result.error)
+
+
+def test_a_fresh_sink_learns_from_one_call_before_guessing_a_whole_first_batch():
+    sink, client = _sink(lambda s: _missing() if s["Statement"].startswith("UPDATE") else OK)  # all new
+    assert sink.write([_write(b"n%d" % i) for i in range(200)]) == [APPLIED] * 200
+    statements = [kind for call in client.calls for kind in call]
+    assert statements.count("UPDATE") == 25  # the first call's worth guessed wrong, not 200
+    assert statements.count("INSERT") == 200
