@@ -190,3 +190,25 @@ def test_a_deleted_key_with_a_binary_owner_of_a_string_attribute_is_poison_not_a
     deleted = ChangeEvent(b"meta:\xff:p1", KeyType.NONE, Op.DELETE, Origin.LIVE, 9, 9, b"\xff", None)
     assert applier.process(_records([CODEC.encode(deleted), GOOD]))
     assert [r for _o, r, _e in dead.sent] == ["unmappable"]
+
+
+def test_a_rebalance_while_a_batch_is_written_drops_its_commit_and_cached_states_and_dead_letters_nothing_twice():
+    from kafka.errors import CommitFailedError
+
+    applier, consumer, writer, dead = _applier()
+    refused = [CommitFailedError("the group rebalanced")]
+    real_commit = consumer.commit
+
+    def commit(offsets: dict[TopicPartition, Any]) -> None:
+        if refused:
+            raise refused.pop()
+        real_commit(offsets)
+
+    consumer.commit = commit  # type: ignore[method-assign]
+    batch = _records([b"garbage", GOOD])
+    assert not applier.process(batch)  # written, but not committed: the partition's new owner re-applies it
+    assert len(applier._cache) == 0 and consumer.commits == []
+    assert applier.process(batch)  # redelivered here after all
+    assert [(o, r) for o, r, _e in dead.sent] == [(0, "undecodable")]
+    assert consumer.commits == [{TopicPartition(TOPIC, 0): 2}]
+    assert _owners(writer) == {"good"}
