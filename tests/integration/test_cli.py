@@ -79,3 +79,14 @@ def test_snapshot_command_publishes_every_key_from_its_config_file(stack, uid, t
     keys = r.dbsize()
     assert f"snapshot: {keys} keys scanned, {keys} events published" in result.stdout
     assert len(topic_records(parse_config(data))) == keys
+
+
+def test_the_readme_demo_replicates_end_to_end_on_its_own_embedded_stack():
+    """The README's first command: its own redis-server, Kafka and DynamoDB Local, stores compared, exit 0."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS", "DYNAMODB_ENDPOINT_URL")}
+    result = subprocess.run([sys.executable, "-m", "replicator", "demo"], capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "DynamoDB LSI vs Redis ZREVRANGE: identical" in result.stdout
+    assert 'replicator_dynamodb_requests_total{operation="BatchExecuteStatement"}' in result.stdout
