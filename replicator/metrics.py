@@ -1,4 +1,4 @@
-"""Prometheus metrics, defined once at module level. Names and labels are documented in DESIGN.md.
+"""Prometheus metrics, defined once at module level. Names and labels are listed in the README (Operating it: Metrics).
 
 Labels are low-cardinality (node, origin, table, result, reason, topic, partition): never keys or owners.
 """
