@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections import OrderedDict
@@ -209,7 +208,7 @@ class Applier:
                     raise
                 attempt += 1
                 retry_after = exc.retry_after if isinstance(exc, SinkError) else None
-                delay = retry_after or random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
+                delay = retry_after or failures.backoff_s(attempt, BACKOFF_BASE_S, BACKOFF_CAP_S)
                 log.warning("retrying batch", extra={"kv": {"attempt": attempt, "delay_s": round(delay, 3),
                                                             "error": str(exc)}})
                 if self._wait(stop, delay):

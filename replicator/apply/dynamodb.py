@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -13,7 +12,7 @@ import botocore.exceptions
 from botocore.config import Config as BotoConfig
 
 from replicator import metrics, mirror
-from replicator.apply import requests
+from replicator.apply import failures, requests
 from replicator.config import DynamoDBConfig, TombstoneConfig
 from replicator.errors import ReplicatorError, SinkError
 from replicator.events import ChangeEvent
@@ -273,7 +272,7 @@ class DynamoWriter:
             pending = response.get("UnprocessedKeys") or {}
             if not pending:
                 return [found.get(bytes(k["k"]["B"]), EMPTY_STATE.version) for k in wanted]
-            time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))  # DynamoDB could not read them all yet
+            time.sleep(failures.backoff_s(attempt, 0.05, 2.0))  # DynamoDB could not read them all yet
         raise SinkError(f"state table {table}: head versions still unprocessed after 8 tries", retryable=True)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import random
 import threading
 import time
 from collections import OrderedDict
@@ -310,7 +309,7 @@ class DynamoSink:
                 resends += 1
                 if resends > _MAX_RESENDS:
                     raise SinkError(f"DynamoDB throttled {len(pending)} statements {resends} times", retryable=True)
-                time.sleep(random.uniform(0, min(_RESEND_CAP_S, _RESEND_BASE_S * 2**resends)))
+                time.sleep(failures.backoff_s(resends, _RESEND_BASE_S, _RESEND_CAP_S))
         return [outcomes[i] for i in range(len(ops))]
 
     def _outcome(self, op: _Op, response: dict[str, Any]) -> _Outcome | SinkError | str | None:
