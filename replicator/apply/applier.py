@@ -105,7 +105,6 @@ class Applier:
                  dead_letters: DeadLetters, topic: str, codec: EventCodec | None = None,
                  lag_interval_s: float = 15.0) -> None:
         self._consumer = consumer
-        self._rules = rules
         self._config = config
         self._dead_letters = dead_letters
         self.topic = topic

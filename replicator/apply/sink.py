@@ -253,9 +253,11 @@ class DynamoSink:
         for i, (_w, outcome) in zip(singles, self._parallel(self.writer.write, [writes[i] for i in singles]),
                                     strict=True):
             results[i] = _result(outcome)
-        # A tombstone on an item other groups share gets its TTL only once every group on it is deleted.
-        expiring = [writes[i] for i in batched if results[i] is APPLIED and writes[i].is_tombstone
-                    and not requests.expires_with_tombstone(writes[i], rules)]
+        # A tombstone on an item other groups share gets its TTL only once every group on it is deleted (the
+        # single-item path, DynamoWriter.write, has already done that for the writes it took).
+        taken_singly = set(singles)
+        expiring = [writes[i] for i in batched if i not in taken_singly and results[i] is APPLIED
+                    and writes[i].is_tombstone and not requests.expires_with_tombstone(writes[i], rules)]
         if expiring:
             self._run([_Op((w.table, w.key), w.table,
                            lambda _insert, w=w: requests.expire_tombstone_statement(w, rules, expire_at),

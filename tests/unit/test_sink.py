@@ -273,3 +273,13 @@ def test_a_fresh_sink_learns_from_one_call_before_guessing_a_whole_first_batch()
     statements = [kind for call in client.calls for kind in call]
     assert statements.count("UPDATE") == 25  # the first call's worth guessed wrong, not 200
     assert statements.count("INSERT") == 200
+
+
+def test_a_shared_item_tombstone_that_took_the_single_item_path_gets_its_ttl_once():
+    rule = RULES.match(b"opponents:o1")[0]  # type: ignore[index]
+    tombstone = ItemWrite(rule.table, (("opponent_id", ("S", "p1")), ("owner_id", ("S", "o1"))), rule, 5, None,
+                          exists=True)
+    sink, client = _sink(lambda s: _missing() if s["Statement"].startswith("UPDATE") else _error("DuplicateItem"))
+    assert sink.write([tombstone]) == [APPLIED]
+    assert len(client.calls) == 3  # UPDATE, INSERT, UPDATE: no TTL statement after the single-item path
+    assert [r["UpdateExpression"].startswith("SET #ttl") for r in client.update_items] == [False, True]
