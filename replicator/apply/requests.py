@@ -283,11 +283,15 @@ def head_statement(state_table: str, rule_name: str, key: bytes, version: int, d
         attrs = ("k", "v", *((ttl_attribute,) if deleted else ()))
         values = [k, {"N": str(version)}, *([{"N": str(expire_at_s)}] if deleted else [])]
         return _statement(_insert_text(state_table, attrs), values)
+    values = [{"N": str(version)}, *([{"N": str(expire_at_s)}] if deleted else []), k, {"N": str(version)}]
+    return _statement(_head_update_text(state_table, ttl_attribute, deleted), values, all_old=True)
+
+
+@lru_cache(maxsize=64)
+def _head_update_text(state_table: str, ttl_attribute: str, deleted: bool) -> str:
     ttl = _quoted(ttl_attribute)
     change = f"SET {ttl}=?" if deleted else f"REMOVE {ttl}"
-    text = (f'UPDATE {_quoted(state_table)} SET "v"=? {change} WHERE "k"=? AND ("v" IS MISSING OR "v" <= ?)')
-    values = [{"N": str(version)}, *([{"N": str(expire_at_s)}] if deleted else []), k, {"N": str(version)}]
-    return _statement(text, values, all_old=True)
+    return f'UPDATE {_quoted(state_table)} SET "v"=? {change} WHERE "k"=? AND ("v" IS MISSING OR "v" <= ?)'
 
 
 def batches_of_distinct_items(items: Sequence[tuple[str, Any]], sizes: Sequence[int], max_items: int,
