@@ -217,9 +217,7 @@ class DynamoSink:
         results: dict[int, WriteResult] = {}
         # Values in parts go one by one: their parts are written first (see DynamoWriter.write).
         singles = [i for i, w in enumerate(writes) if w.parts]
-        for i, (_w, outcome) in zip(singles, self._parallel(self.writer.write, [writes[i] for i in singles]),
-                                    strict=True):
-            results[i] = _result(outcome)
+        results.update(zip(singles, self._singles([writes[i] for i in singles]), strict=True))
         rest = [i for i, w in enumerate(writes) if not w.parts]
         items = [writes[i] for i in rest]
         # Writes of all keys share transactions (each still conditional): a round's items are distinct, so its
@@ -250,9 +248,7 @@ class DynamoSink:
             else:
                 results[i] = APPLIED if outcome is _Outcome.DONE else STALE
                 metrics.ITEM_WRITES.labels(table=write.table, result=results[i].result.value).inc()
-        for i, (_w, outcome) in zip(singles, self._parallel(self.writer.write, [writes[i] for i in singles]),
-                                    strict=True):
-            results[i] = _result(outcome)
+        results.update(zip(singles, self._singles([writes[i] for i in singles]), strict=True))
         # A tombstone on an item other groups share gets its TTL only once every group on it is deleted (the
         # single-item path, DynamoWriter.write, has already done that for the writes it took).
         taken_singly = set(singles)
