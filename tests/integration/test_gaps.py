@@ -105,9 +105,10 @@ def test_deletions_while_the_listener_is_down_and_the_appliers_lag_are_replicate
     eventually(lambda: "re-snapshot done" in listener.output(), 60, message="restarted listener re-snapshotted")
     if appliers != "behind":
         # Nothing applies yet: the reconcile must wait (and say so) rather than scan a DynamoDB that lags.
-        eventually(lambda: metric_sum(scrape(port), "replicator_reconcile_pending") == 1, 30,
-                   message="reconcile pending")
-        assert metric_sum(scrape(port), "replicator_reconcile_waiting_events") > 0
+        # The pending gauge is set when the gap is noted, the waiting count once the group's offsets are read.
+        eventually(lambda: metric_sum(scrape(port), "replicator_reconcile_pending") == 1
+                   and metric_sum(scrape(port), "replicator_reconcile_waiting_events") > 0, 30,
+                   message="reconcile pending, waiting for events to be committed")
         shown = run_cli("status", "--config", str(path))
         assert shown.returncode == 0, shown.stderr
         assert "reconcile pending on 127.0.0.1:" in shown.stdout and "(gap: start" in shown.stdout, shown.stdout
