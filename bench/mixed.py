@@ -30,8 +30,8 @@ from typing import Any
 
 import redis
 
-from replicator.config import Config, parse_config
-from replicator.localstack import LocalStack, free_port, wait_until
+from replicator.core.config import Config, parse_config
+from replicator.local.stack import LocalStack, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS = ROOT / "bench" / "hooks"
@@ -126,7 +126,7 @@ def group_lag(config: Config) -> Callable[[], tuple[int, int]]:
     """(records in the topic, records the applier's group has not committed yet), read when called."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from replicator import broker
+    from replicator.adapters.kafka import broker
 
     kafka = config.kafka
     consumer = KafkaConsumer(**broker.client_kwargs(kafka), group_id=kafka.group_id, enable_auto_commit=False)

@@ -56,11 +56,11 @@ from kafka import KafkaProducer  # noqa: E402
 from prometheus_client import REGISTRY  # noqa: E402
 
 from replicator import broker, pipeline  # noqa: E402
-from replicator.capture.reader import StateReader  # noqa: E402
-from replicator.config import Config, parse_config  # noqa: E402
-from replicator.localstack import LocalStack, dynamodb_client, free_port, wait_until  # noqa: E402
+from replicator.adapters.kafka.producer import producer_settings  # noqa: E402
+from replicator.adapters.redis.reader import StateReader  # noqa: E402
+from replicator.core.config import Config, parse_config  # noqa: E402
+from replicator.local.stack import LocalStack, dynamodb_client, free_port, wait_until  # noqa: E402
 from replicator.logs import setup as setup_logs  # noqa: E402
-from replicator.publish.producer import producer_settings  # noqa: E402
 
 VALUE = b"x" * 100  # every benchmark key holds a 100-byte string unless it says otherwise
 
@@ -192,7 +192,8 @@ def bare_subscriber_rate(stack: LocalStack, n: int) -> float:
 
 
 def encoded_event_size(stack: LocalStack) -> int:
-    from replicator.events import ChangeEvent, EventCodec, KeyType, Op, Origin
+    from replicator.core.avro import EventCodec
+    from replicator.core.events import ChangeEvent, KeyType, Op, Origin
 
     event = ChangeEvent(b"cap123456:12345", KeyType.STRING, Op.UPSERT, Origin.LIVE, 1, 1, b"cap123456:12345", VALUE,
                         event_id=ChangeEvent.new_id())

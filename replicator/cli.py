@@ -18,10 +18,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from replicator import __version__, health, logs, pipeline
-from replicator.apply.dynamodb import make_client, translate
+from replicator.adapters.dynamodb.store import make_client, translate
 from replicator.capture.reconcile import PendingReconciles
-from replicator.config import Config, load_config
-from replicator.errors import ConfigError, ReplicatorError
+from replicator.core.config import Config, load_config
+from replicator.core.errors import ConfigError, ReplicatorError
 
 log = logging.getLogger("replicator")
 
@@ -123,7 +123,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    from replicator.progress import Progress
+    from replicator.tools.progress import Progress
 
     config = _config(args)
     stop = _stop_on_signals()
@@ -141,8 +141,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from replicator import broker
-    from replicator.apply import dead_letters
+    from replicator.adapters.kafka import broker, dead_letters
 
     config = _config(args)
     broker.check_broker(config.kafka)
@@ -158,7 +157,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from replicator import broker, replay
+    from replicator.adapters.kafka import broker
+    from replicator.tools import replay
 
     config = _config(args)
     broker.check_broker(config.kafka)
@@ -182,7 +182,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from replicator import broker, status
+    from replicator.adapters.kafka import broker
+    from replicator.tools import status
 
     config = _config(args)
     group = args.group or config.kafka.group_id
@@ -201,12 +202,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from prometheus_client import REGISTRY, write_to_textfile
 
-    from replicator import verify
-    from replicator.batching import batches
-    from replicator.capture.cluster import dbsize
-    from replicator.capture.reader import KeyCapture
-    from replicator.events import Origin
-    from replicator.progress import Progress
+    from replicator.adapters.redis.cluster import dbsize
+    from replicator.adapters.redis.reader import KeyCapture
+    from replicator.core.batching import batches
+    from replicator.core.events import Origin
+    from replicator.tools import verify
+    from replicator.tools.progress import Progress
 
     config = _config(args)
     ctx = pipeline.context(config)
@@ -243,7 +244,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from replicator import plan
+    from replicator.tools import plan
 
     config = _config(args)
     client, _node, _db = pipeline.redis_client(config)
@@ -258,7 +259,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
-    from replicator import preflight
+    from replicator.tools import preflight
 
     config = _config(args)
     rules = pipeline.context(config).rules
@@ -277,7 +278,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from replicator.demo import run_demo
+    from replicator.local.demo import run_demo
 
     return run_demo(owners=args.owners, seconds=args.seconds)
 

@@ -11,22 +11,23 @@ import redis
 from kafka import KafkaConsumer
 from redis.cluster import RedisCluster
 
-from replicator import broker, preflight
+from replicator.adapters.dynamodb.store import DynamoWriter, make_client
+from replicator.adapters.dynamodb.tables import check_tables, create_tables
+from replicator.adapters.kafka import broker
+from replicator.adapters.kafka.dead_letters import DeadLetters
+from replicator.adapters.kafka.producer import EventPublisher
+from replicator.adapters.redis.cluster import cluster_client, is_cluster, primaries
+from replicator.adapters.redis.notifications import ensure_notifications
 from replicator.apply.applier import Applier
-from replicator.apply.dead_letters import DeadLetters
-from replicator.apply.dynamodb import DynamoWriter, make_client
-from replicator.apply.tables import check_tables, create_tables
-from replicator.capture.cluster import cluster_client, is_cluster, primaries
 from replicator.capture.cluster_listener import ClusterListener
 from replicator.capture.listener import Listener
-from replicator.capture.notifications import ensure_notifications
 from replicator.capture.reconcile import PendingReconciles, Reconciler, live_source_keys
-from replicator.config import Config, mask_url
-from replicator.errors import ReplicatorError, SourceError
-from replicator.mapping import RuleSet, compile_rules
-from replicator.publish.producer import EventPublisher
+from replicator.core.config import Config, mask_url
+from replicator.core.errors import ReplicatorError, SourceError
+from replicator.core.mapping import RuleSet, compile_rules
 from replicator.snapshot.checkpoints import Checkpoints
 from replicator.snapshot.loader import SnapshotLoader
+from replicator.tools import preflight
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 import redis
 
 from replicator import metrics
-from replicator.apply.dynamodb import live_items, read_mirror_value, translate
-from replicator.errors import ReplicatorError
-from replicator.mapping import Rule, RuleSet, TypedValue, from_attribute_value, render_attr, to_attribute_value
+from replicator.adapters.dynamodb.store import live_items, read_mirror_value, translate
+from replicator.core.errors import ReplicatorError
+from replicator.core.mapping import Rule, RuleSet, TypedValue, from_attribute_value, render_attr, to_attribute_value
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

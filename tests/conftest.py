@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from replicator.localstack import LocalStack
+from replicator.local.stack import LocalStack
 from tests.support import Process
 
 

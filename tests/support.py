@@ -20,10 +20,11 @@ import yaml
 from kafka import KafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
-from replicator import broker, pipeline
-from replicator.config import Config, parse_config
-from replicator.demo import MESSAGING_RULES, Workload
-from replicator.localstack import LocalStack, dynamodb_client
+from replicator import pipeline
+from replicator.adapters.kafka import broker
+from replicator.core.config import Config, parse_config
+from replicator.local.demo import MESSAGING_RULES, Workload
+from replicator.local.stack import LocalStack, dynamodb_client
 
 
 def eventually(condition: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2,
@@ -223,7 +224,7 @@ def mirror_dynamodb_view(client: Any, table: str) -> dict[bytes, tuple[str, Any,
 
 def mirror_value(client: Any, table: str, item: dict[str, Any]) -> tuple[str, Any] | None:
     """(type, value as mirror_redis_view shows it) of one mirror item, read back through the replicator's reader."""
-    from replicator.apply.dynamodb import read_mirror_value
+    from replicator.adapters.dynamodb.store import read_mirror_value
 
     typed = read_mirror_value(client, table, item)
     if typed is None:
@@ -261,7 +262,7 @@ def _same_mirror(want: dict, got: dict) -> bool:
 def assert_converged(r: redis.Redis, client: Any, config: Config, timeout: float = 60.0) -> None:
     """DynamoDB equals Redis, read completely on both sides: every owner, opponent, timestamp and metadata of the
     messaging table, and every other key's type, value and expiry in the mirror table."""
-    from replicator.demo import dynamodb_view, redis_view
+    from replicator.local.demo import dynamodb_view, redis_view
 
     table = messaging_table(config)
     mirror = config.default.table if config.default else None

@@ -4,7 +4,7 @@ Per batch, along the seams of a streaming sink:
 
 1. the assembler (:mod:`~replicator.apply.assembler`, pure) decodes, puts chunks together and keeps the newest
    state per Redis key (states, not operations: older ones in the same batch are superseded);
-2. the planner (:func:`replicator.mapping.plan_writes`, pure) turns each state into conditional item writes
+2. the planner (:func:`replicator.core.mapping.plan_writes`, pure) turns each state into conditional item writes
    against the key's applied state (cached, else loaded);
 3. the sink (:mod:`~replicator.apply.sink`) writes them, batched, and returns a typed result per write; heads of
    collection keys go after their items;
@@ -29,16 +29,17 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from replicator import metrics
-from replicator.apply import failures
+from replicator.adapters.dynamodb.store import DynamoWriter
+from replicator.adapters.kafka.dead_letters import DeadLetters
 from replicator.apply.assembler import BatchAssembler, DeadLetter, KeyWork
-from replicator.apply.dead_letters import DeadLetters
-from replicator.apply.dynamodb import DynamoWriter
 from replicator.apply.offsets import Commit, OffsetTracker
 from replicator.apply.sink import DynamoSink, Head, Result, WriteResult
-from replicator.config import ApplyConfig
-from replicator.errors import BrokerError, ReplicatorError, SinkError
-from replicator.events import EventCodec, Op, Origin
-from replicator.mapping import ItemWrite, KeyState, RuleSet, plan_writes
+from replicator.core import failures
+from replicator.core.avro import EventCodec
+from replicator.core.config import ApplyConfig
+from replicator.core.errors import BrokerError, ReplicatorError, SinkError
+from replicator.core.events import Op, Origin
+from replicator.core.mapping import ItemWrite, KeyState, RuleSet, plan_writes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -322,7 +323,7 @@ class Applier:
     def _failed(self, w: KeyWork, exc: BaseException, stage: str) -> None:
         """A step of one key's work failed: retry the batch if the cause is infrastructure, else the key is poison.
 
-        :mod:`replicator.apply.failures` decides which; this is where every per-key step reports its failure.
+        :mod:`replicator.core.failures` decides which; this is where every per-key step reports its failure.
         """
         if failures.is_retryable(exc):
             raise exc

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from replicator import metrics
-from replicator.apply import failures
-from replicator.events import ChangeEvent, EventCodec
-from replicator.mapping import EMPTY_STATE, KeyState, Plan, Rule, RuleSet
+from replicator.core import failures
+from replicator.core.avro import EventCodec
+from replicator.core.events import ChangeEvent
+from replicator.core.mapping import EMPTY_STATE, KeyState, Plan, Rule, RuleSet
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class BatchAssembler:
     def assemble(self, batch: Mapping[Any, list[Any]]) -> Assembly:
         """The newest state of every key in ``batch`` (records per partition), and the records that are poison.
 
-        Raises only what :mod:`replicator.apply.failures` calls infrastructure.
+        Raises only what :mod:`replicator.core.failures` calls infrastructure.
         """
         assembly = Assembly()
         newest: dict[tuple[str, bytes], KeyWork] = {}

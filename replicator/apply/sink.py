@@ -4,7 +4,7 @@ Every write stays conditional on its group's version, whatever the mode; what th
 one request and what DynamoDB bills for them:
 
 - ``batch`` (default): up to 25 PartiQL statements per BatchExecuteStatement, each conditional on its own and
-  billed as a single write (1 WCU per item up to 1 KB). See :mod:`replicator.apply.requests` for what an UPDATE and
+  billed as a single write (1 WCU per item up to 1 KB). See :mod:`replicator.core.requests` for what an UPDATE and
   an INSERT do there; the sink sends the one it expects to succeed and the other one in the next round when it did
   not (a failed conditional write is still billed: the guess is right when the planner knows the item exists, and
   otherwise follows what the table's last writes found, so a backfill INSERTs and live traffic UPDATEs).
@@ -32,10 +32,10 @@ from typing import Any, TypeVar
 import botocore.exceptions
 
 from replicator import metrics
-from replicator.apply import failures, requests
-from replicator.apply.dynamodb import DynamoWriter, translate
-from replicator.errors import ReplicatorError, SinkError
-from replicator.mapping import ItemWrite, KeyState, Rule
+from replicator.adapters.dynamodb.store import DynamoWriter, translate
+from replicator.core import failures, requests
+from replicator.core.errors import ReplicatorError, SinkError
+from replicator.core.mapping import ItemWrite, KeyState, Rule
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -416,7 +416,7 @@ class DynamoSink:
 
 def _result(outcome: Any) -> WriteResult:
     """A single-item or transactional outcome (True, False, or the exception) as a WriteResult; raises what
-    :mod:`replicator.apply.failures` calls infrastructure."""
+    :mod:`replicator.core.failures` calls infrastructure."""
     if outcome is True:
         return APPLIED
     if outcome is False:

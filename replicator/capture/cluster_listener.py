@@ -20,12 +20,12 @@ from typing import Any
 
 from redis.cluster import RedisCluster
 
+from replicator.adapters.kafka.producer import EventPublisher
 from replicator.capture.listener import Listener
 from replicator.capture.reconcile import Reconciler
-from replicator.config import CaptureConfig
-from replicator.errors import SourceError
-from replicator.mapping import RuleSet
-from replicator.publish.producer import EventPublisher
+from replicator.core.config import CaptureConfig
+from replicator.core.errors import SourceError
+from replicator.core.mapping import RuleSet
 
 log = logging.getLogger(__name__)
 

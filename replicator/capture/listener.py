@@ -12,15 +12,15 @@ from typing import Any
 import redis
 
 from replicator import metrics
-from replicator.batching import batches
-from replicator.capture.reader import KeyCapture
+from replicator.adapters.kafka.producer import EventPublisher
+from replicator.adapters.redis.reader import KeyCapture
 from replicator.capture.reconcile import Reconciler
 from replicator.capture.watch import ServerMarks, read_marks, unannounced_change
-from replicator.config import CaptureConfig
-from replicator.errors import ReplicatorError, SourceError
-from replicator.events import Origin
-from replicator.mapping import RuleSet
-from replicator.publish.producer import EventPublisher
+from replicator.core.batching import batches
+from replicator.core.config import CaptureConfig
+from replicator.core.errors import ReplicatorError, SourceError
+from replicator.core.events import Origin
+from replicator.core.mapping import RuleSet
 from replicator.snapshot.loader import scan_and_capture
 
 log = logging.getLogger(__name__)

@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from replicator import metrics
-from replicator.errors import ReplicatorError
-from replicator.mapping import Rule, RuleSet, from_attribute_value
+from replicator.core.errors import ReplicatorError
+from replicator.core.mapping import Rule, RuleSet, from_attribute_value
 
 log = logging.getLogger(__name__)
 

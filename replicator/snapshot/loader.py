@@ -19,14 +19,14 @@ import redis
 from redis.cluster import RedisCluster
 
 from replicator import metrics
-from replicator.batching import batches
-from replicator.capture.cluster import dbsize, primaries
-from replicator.capture.reader import KeyCapture, Reading
-from replicator.config import CaptureConfig
-from replicator.events import Origin
-from replicator.mapping import RuleSet
-from replicator.publish.producer import EventPublisher
-from replicator.ratelimit import RateLimiter
+from replicator.adapters.kafka.producer import EventPublisher
+from replicator.adapters.redis.cluster import dbsize, primaries
+from replicator.adapters.redis.reader import KeyCapture, Reading
+from replicator.core.batching import batches
+from replicator.core.config import CaptureConfig
+from replicator.core.events import Origin
+from replicator.core.mapping import RuleSet
+from replicator.core.ratelimit import RateLimiter
 from replicator.snapshot.checkpoints import Checkpoints, Position
 
 log = logging.getLogger(__name__)

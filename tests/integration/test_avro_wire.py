@@ -8,7 +8,7 @@ import json
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from replicator.events import schema_dir
+from replicator.core.avro import schema_dir
 from tests.support import Running, clean_redis, ddb, eventually, messaging_config, topic_records
 
 

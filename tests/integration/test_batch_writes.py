@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from kafka import TopicPartition
 
+from replicator.adapters.dynamodb.store import DynamoWriter
+from replicator.adapters.dynamodb.tables import create_tables
 from replicator.apply.applier import Applier
-from replicator.apply.dynamodb import DynamoWriter
-from replicator.apply.tables import create_tables
-from replicator.config import parse_config
-from replicator.events import ChangeEvent, EventCodec, KeyType, Op, Origin
-from replicator.mapping import compile_rules
+from replicator.core.avro import EventCodec
+from replicator.core.config import parse_config
+from replicator.core.events import ChangeEvent, KeyType, Op, Origin
+from replicator.core.mapping import compile_rules
 from tests.support import ddb, messaging_config_data, scan_all
 
 Record = namedtuple("Record", "topic partition offset key value timestamp")

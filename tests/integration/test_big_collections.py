@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import redis
 
-from replicator.config import parse_config
-from replicator.demo import dynamodb_view
-from replicator.events import EventCodec
+from replicator.core.avro import EventCodec
+from replicator.core.config import parse_config
+from replicator.local.demo import dynamodb_view
 from tests.support import Running, clean_redis, ddb, eventually, fully_committed, messaging_config_data, topic_records
 
 MEMBERS = 200_000
@@ -81,8 +81,8 @@ def test_a_200k_member_zset_replicates_completely_and_shrinking_it_deletes_the_r
 
 
 def test_offsets_wait_for_the_last_chunk_and_an_abandoned_state_does_not_pin_them(stack, uid):
-    from replicator.events import ChangeEvent, Chunk, KeyType, Op, Origin
-    from replicator.publish.producer import EventPublisher
+    from replicator.adapters.kafka.producer import EventPublisher
+    from replicator.core.events import ChangeEvent, Chunk, KeyType, Op, Origin
     from tests.support import committed_and_end, messaging_config
 
     client = ddb(stack)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 from kafka import KafkaConsumer
 
-from replicator import broker
-from replicator.config import KafkaConfig
-from replicator.errors import BrokerError
-from replicator.events import ChangeEvent, EventCodec, KeyType, Op, Origin
-from replicator.localstack import KAFKA_VERSION
-from replicator.publish.producer import EventPublisher
+from replicator.adapters.kafka import broker
+from replicator.adapters.kafka.producer import EventPublisher
+from replicator.core.avro import EventCodec
+from replicator.core.config import KafkaConfig
+from replicator.core.errors import BrokerError
+from replicator.core.events import ChangeEvent, KeyType, Op, Origin
+from replicator.local.stack import KAFKA_VERSION
 from tests.support import (
     Running,
     assert_converged,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from replicator import pipeline
-from replicator.capture.shards import in_shard
-from replicator.demo import Workload
-from replicator.events import EventCodec
+from replicator.core.avro import EventCodec
+from replicator.core.shards import in_shard
+from replicator.local.demo import Workload
 from tests.support import Running, assert_converged, clean_redis, ddb, eventually, messaging_config, topic_records
 
 

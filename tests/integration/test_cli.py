@@ -9,8 +9,8 @@ import sys
 import pytest
 import yaml
 
-from replicator.config import parse_config
-from replicator.demo import Workload
+from replicator.core.config import parse_config
+from replicator.local.demo import Workload
 from tests.support import clean_redis, messaging_config_data, topic_records
 
 

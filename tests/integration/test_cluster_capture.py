@@ -7,7 +7,7 @@ import subprocess
 import redis
 from redis.cluster import RedisCluster
 
-from replicator.demo import Workload
+from replicator.local.demo import Workload
 from tests.support import Running, assert_converged, ddb, eventually, messaging_config, writing
 
 

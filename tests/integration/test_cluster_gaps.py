@@ -6,8 +6,8 @@ import redis
 from prometheus_client import REGISTRY
 from redis.cluster import RedisCluster
 
-from replicator.capture.cluster import primaries
-from replicator.preflight import clock_findings, clock_offsets
+from replicator.adapters.redis.cluster import primaries
+from replicator.tools.preflight import clock_findings, clock_offsets
 from tests.integration.test_cluster_capture import _cluster
 from tests.support import Running, assert_converged, ddb, eventually, messaging_config, writing
 

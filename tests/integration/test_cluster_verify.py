@@ -5,8 +5,8 @@ from __future__ import annotations
 from redis.cluster import RedisCluster
 
 from replicator import pipeline
-from replicator.plan import Planner
-from replicator.verify import Verifier, VerifyOptions
+from replicator.tools.plan import Planner
+from replicator.tools.verify import Verifier, VerifyOptions
 from tests.support import (
     Running,
     config_file,

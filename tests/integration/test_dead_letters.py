@@ -7,8 +7,9 @@ import json
 
 from kafka import KafkaProducer
 
-from replicator import broker, metrics
-from replicator.config import parse_config
+from replicator import metrics
+from replicator.adapters.kafka import broker
+from replicator.core.config import parse_config
 from tests.support import (
     Running,
     assert_converged,

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from replicator import metrics
-from replicator.demo import Workload
-from replicator.localstack import free_port
+from replicator.local.demo import Workload
+from replicator.local.stack import free_port
 from tests.support import (
     Running,
     assert_converged,
@@ -195,7 +195,8 @@ def _inject_throttles(client, count):
 def test_a_retried_batch_dead_letters_its_poison_record_once(stack, uid):
     from kafka import KafkaProducer
 
-    from replicator import broker, pipeline
+    from replicator import pipeline
+    from replicator.adapters.kafka import broker
 
     r, client = clean_redis(stack), ddb(stack)
     config = messaging_config(stack, uid)

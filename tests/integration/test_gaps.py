@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from replicator.demo import Workload
-from replicator.localstack import free_port
+from replicator.local.demo import Workload
+from replicator.local.stack import free_port
 from tests.support import (
     Running,
     answers,

@@ -9,7 +9,8 @@ import pytest
 import redis
 from kafka import KafkaProducer
 
-from replicator import broker, metrics
+from replicator import metrics
+from replicator.adapters.kafka import broker
 from tests.support import (
     Running,
     assert_converged,

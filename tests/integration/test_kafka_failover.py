@@ -14,7 +14,7 @@ from collections import Counter
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from replicator import broker
+from replicator.adapters.kafka import broker
 from replicator.capture.reconcile import Watermark
 from tests.support import (
     Running,

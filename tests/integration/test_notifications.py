@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from replicator import pipeline
-from replicator.errors import SourceError
+from replicator.core.errors import SourceError
 from tests.support import clean_redis, messaging_config
 
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from replicator.localstack import free_port
+from replicator.local.stack import free_port
 from tests.support import (
     assert_converged,
     clean_redis,

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from replicator.mapping import compile_rules
-from replicator.plan import Planner
+from replicator.core.mapping import compile_rules
+from replicator.tools.plan import Planner
 from tests.support import (
     Running,
     assert_converged,
@@ -40,7 +40,7 @@ def _generate(r):
 
 
 def _dynamodb_size(item: dict) -> int:
-    """DynamoDB's sizing rules, written independently of replicator.plan."""
+    """DynamoDB's sizing rules, written independently of replicator.tools.plan."""
     size = 0
     for name, value in item.items():
         ((kind, raw),) = value.items()

@@ -10,8 +10,8 @@ import redis
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
-from replicator import broker
-from replicator.localstack import free_port
+from replicator.adapters.kafka import broker
+from replicator.local.stack import free_port
 from tests.support import answers, config_file, ddb, eventually, messaging_config, messaging_table, run_cli
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from replicator import metrics, replay
-from replicator.demo import Workload
+from replicator import metrics
+from replicator.local.demo import Workload
+from replicator.tools import replay
 from tests.support import (
     Running,
     assert_converged,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from replicator.demo import Workload, lsi_newest_first, zrevrange
+from replicator.local.demo import Workload, lsi_newest_first, zrevrange
 from tests.support import Running, assert_converged, clean_redis, ddb, messaging_config, messaging_table
 
 

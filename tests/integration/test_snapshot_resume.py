@@ -8,7 +8,7 @@ from collections import Counter
 from redis.cluster import RedisCluster
 
 from replicator import pipeline
-from replicator.events import EventCodec
+from replicator.core.avro import EventCodec
 from replicator.snapshot.checkpoints import Checkpoints
 from replicator.snapshot.loader import SnapshotLoader
 from tests.support import Running, messaging_config, topic_records

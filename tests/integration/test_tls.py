@@ -8,9 +8,9 @@ import subprocess
 import pytest
 import redis
 
-from replicator.localstack import free_port
-from replicator.mapping import compile_rules
-from replicator.preflight import minimal_acl
+from replicator.core.mapping import compile_rules
+from replicator.local.stack import free_port
+from replicator.tools.preflight import minimal_acl
 from tests.support import Running, assert_converged, ddb, eventually, messaging_config
 
 pytestmark = pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("openssl")),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from replicator import metrics
-from replicator.events import ChangeEvent, KeyType, Op, Origin
-from replicator.publish.producer import EventPublisher
+from replicator.adapters.kafka.producer import EventPublisher
+from replicator.core.events import ChangeEvent, KeyType, Op, Origin
 from tests.support import (
     Running,
     ddb,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from replicator.demo import Workload, lsi_newest_first, zrevrange
+from replicator.local.demo import Workload, lsi_newest_first, zrevrange
 from tests.support import (
     Running,
     assert_converged,

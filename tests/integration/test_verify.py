@@ -9,9 +9,9 @@ import pytest
 
 from replicator import metrics, pipeline
 from replicator.capture.reconcile import Watermark
-from replicator.demo import Workload
-from replicator.drift import DriftKind
-from replicator.verify import Verifier, VerifyOptions
+from replicator.core.drift import DriftKind
+from replicator.local.demo import Workload
+from replicator.tools.verify import Verifier, VerifyOptions
 from tests.support import (
     Running,
     assert_converged,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from replicator import metrics
-from replicator.demo import dynamodb_view
-from replicator.events import ChangeEvent, EventCodec, KeyType, Op, Origin
-from replicator.publish.producer import EventPublisher
+from replicator.adapters.kafka.producer import EventPublisher
+from replicator.core.avro import EventCodec
+from replicator.core.events import ChangeEvent, KeyType, Op, Origin
+from replicator.local.demo import dynamodb_view
 from tests.support import (
     Running,
     assert_converged,

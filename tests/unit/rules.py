@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from replicator.config import parse_config
-from replicator.demo import MESSAGING_RULES
-from replicator.events import ChangeEvent, KeyType, Op, Origin
-from replicator.mapping import RuleSet, compile_rules
+from replicator.core.config import parse_config
+from replicator.core.events import ChangeEvent, KeyType, Op, Origin
+from replicator.core.mapping import RuleSet, compile_rules
+from replicator.local.demo import MESSAGING_RULES
 
 
 def messaging() -> RuleSet:

@@ -12,10 +12,11 @@ import pytest
 from kafka import TopicPartition
 
 from replicator.apply.applier import Applier
-from replicator.config import ApplyConfig
-from replicator.errors import MappingError, SinkError
-from replicator.events import ChangeEvent, Chunk, EventCodec, KeyType, Op, Origin
-from replicator.mapping import EMPTY_STATE, ItemWrite
+from replicator.core.avro import EventCodec
+from replicator.core.config import ApplyConfig
+from replicator.core.errors import MappingError, SinkError
+from replicator.core.events import ChangeEvent, Chunk, KeyType, Op, Origin
+from replicator.core.mapping import EMPTY_STATE, ItemWrite
 from tests.unit.rules import messaging, string_event, zset_event
 
 Record = namedtuple("Record", "topic partition offset key value timestamp")

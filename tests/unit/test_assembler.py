@@ -9,7 +9,8 @@ from dataclasses import replace
 import pytest
 
 from replicator.apply.assembler import BatchAssembler
-from replicator.events import Chunk, EventCodec
+from replicator.core.avro import EventCodec
+from replicator.core.events import Chunk
 from tests.unit.rules import messaging, string_event, zset_event
 
 Record = namedtuple("Record", "topic partition offset key value timestamp")

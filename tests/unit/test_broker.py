@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from replicator import kafka_settings, localstack
-from replicator.broker import MINIMUM_BROKER, TopicReport, topic_configs, unsafe_topic_settings
-from replicator.config import KafkaConfig
-from replicator.errors import ConfigError
-from replicator.kafka_settings import MskIamTokens, kafka_python, librdkafka
-from replicator.publish.producer import producer_settings
+from replicator.adapters.kafka import settings as kafka_settings
+from replicator.adapters.kafka.broker import MINIMUM_BROKER, TopicReport, topic_configs, unsafe_topic_settings
+from replicator.adapters.kafka.producer import producer_settings
+from replicator.adapters.kafka.settings import MskIamTokens, kafka_python, librdkafka
+from replicator.core.config import KafkaConfig
+from replicator.core.errors import ConfigError
+from replicator.local import stack as localstack
 
 
 def test_the_event_producer_keeps_per_owner_order_and_acknowledged_events():

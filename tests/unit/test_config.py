@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.config import load_config, mask_url
-from replicator.errors import ConfigError
+from replicator.core.config import load_config, mask_url
+from replicator.core.errors import ConfigError
 
 
 def test_env_vars_override_the_file(tmp_path):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.drift import DriftKind, compare_items
-from replicator.sizes import attribute_size, number_size
+from replicator.core.drift import DriftKind, compare_items
+from replicator.core.sizes import attribute_size, number_size
 
 K1 = (("owner_id", ("S", "o")), ("opponent_id", ("S", "a")))
 K2 = (("owner_id", ("S", "o")), ("opponent_id", ("S", "b")))

@@ -10,18 +10,10 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from replicator import event_encoding
-from replicator.errors import SerializationError
-from replicator.events import (
-    ChangeEvent,
-    Chunk,
-    EventCodec,
-    KeyType,
-    Op,
-    Origin,
-    current_schema,
-    to_record,
-)
+from replicator.core import avro_body
+from replicator.core.avro import EventCodec, current_schema, to_record
+from replicator.core.errors import SerializationError
+from replicator.core.events import ChangeEvent, Chunk, KeyType, Op, Origin
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "change_event_v1.bin"
 
@@ -107,13 +99,13 @@ def _random_events(n: int) -> list[ChangeEvent]:
 
 
 def test_the_direct_writer_is_for_the_current_schema():
-    assert current_schema().fingerprint == event_encoding.FINGERPRINT, (
-        "schemas/change_event.avsc changed: update replicator/event_encoding.py (and its FINGERPRINT) to write it")
+    assert current_schema().fingerprint == avro_body.FINGERPRINT, (
+        "schemas/change_event.avsc changed: update replicator/avro_body.py (and its FINGERPRINT) to write it")
 
 
 @pytest.mark.parametrize("event", EVENTS + _random_events(300), ids=lambda e: e.type.value)
 def test_the_direct_writer_writes_what_fastavro_writes(event):
-    assert event_encoding.body(event) == _fastavro_body(event)
+    assert avro_body.body(event) == _fastavro_body(event)
     assert EventCodec().decode(EventCodec().encode(event)) == event
 
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replicator import mirror
 from replicator.capture.reconcile import Watermark
 from replicator.capture.watch import ServerMarks, unannounced_change
+from replicator.core import mirror
 
 BASE = ServerMarks("run-a", "repl-a", 1000, {"flushall": 1, "flushdb": 2, "swapdb": 0, "debug": 0})
 
@@ -85,7 +85,7 @@ class _Progress:
         return {0: 30, 1: 3}
 
     def committed(self) -> dict[int, int | None]:
-        from replicator.errors import BrokerError
+        from replicator.core.errors import BrokerError
 
         self.looks += 1
         if self.looks == 2:

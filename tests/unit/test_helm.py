@@ -17,7 +17,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 from replicator import metrics  # noqa: F401  (registers the metrics the chart must reference)
-from replicator.config import Config, parse_config
+from replicator.core.config import Config, parse_config
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "redis-dynamodb-replicator"
 PRODUCTION = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())

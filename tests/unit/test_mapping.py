@@ -6,11 +6,11 @@ import re
 
 import pytest
 
-from replicator.config import parse_config
-from replicator.demo import MESSAGING_RULES
-from replicator.errors import ConfigError, MappingError
-from replicator.events import ChangeEvent, KeyType, Op, Origin
-from replicator.mapping import EMPTY_STATE, Template, canonical_number, plan_writes
+from replicator.core.config import parse_config
+from replicator.core.errors import ConfigError, MappingError
+from replicator.core.events import ChangeEvent, KeyType, Op, Origin
+from replicator.core.mapping import EMPTY_STATE, Template, canonical_number, plan_writes
+from replicator.local.demo import MESSAGING_RULES
 from tests.unit.rules import messaging, string_event, zset_event
 
 
@@ -139,14 +139,14 @@ def test_string_rules_must_keep_every_variable_in_the_item_key():
 
 
 def test_notification_flags_follow_the_rules():
-    from replicator.capture.notifications import missing_flags, required_flags
+    from replicator.adapters.redis.notifications import missing_flags, required_flags
 
     rules = messaging()
     assert required_flags(rules) == "Kg$lshzxe"  # the mirror takes every type
     assert missing_flags("AKE", rules) == ""
     assert missing_flags("Kz", rules) == "g$lshxe"
     only_zset = parse_config({**MESSAGING_RULES, "rules": MESSAGING_RULES["rules"][:1], "default": None})
-    from replicator.mapping import compile_rules
+    from replicator.core.mapping import compile_rules
 
     assert required_flags(compile_rules(only_zset)) == "Kgzxe"
 
@@ -161,7 +161,7 @@ def test_single_item_rules_are_reversible_so_a_gap_reconcile_finds_their_redis_k
 
 
 def test_big_values_split_into_chunks_under_the_byte_budget_and_in_order():
-    from replicator.capture.reader import split_value
+    from replicator.adapters.redis.reader import split_value
 
     members = tuple((f"m{i:05d}".encode(), float(i)) for i in range(1000))
     pieces = split_value(members, 1024)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from replicator.config import parse_config
-from replicator.demo import MESSAGING_RULES
-from replicator.mapping import compile_rules
-from replicator.preflight import check_notifications, check_partitions, check_pubsub_buffer, check_table
+from replicator.core.config import parse_config
+from replicator.core.mapping import compile_rules
+from replicator.local.demo import MESSAGING_RULES
+from replicator.tools.preflight import check_notifications, check_partitions, check_pubsub_buffer, check_table
 
 RULES = compile_rules(parse_config(MESSAGING_RULES))
 SPEC = RULES.tables["messaging"]
@@ -47,7 +47,7 @@ def test_tables_lsis_and_partitions():
 
 
 def test_clock_skew_between_primaries_is_a_warning_naming_both_nodes():
-    from replicator.preflight import check_clock_skew
+    from replicator.tools.preflight import check_clock_skew
 
     found = check_clock_skew({"a:1": 3.0, "b:2": 180.0, "c:3": -2.0}, uncertainty_ms=1.0)
     assert found.level == "warning"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from replicator.ratelimit import RateLimiter
+from replicator.core.ratelimit import RateLimiter
 
 
 def test_keys_are_spread_to_the_rate():

@@ -6,9 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from replicator.errors import ConfigError
-from replicator.replay import Move, Target, format_moves, parse_duration, parse_timestamp, plan_moves
-from replicator.status import GroupStatus, PartitionStatus, format_status
+from replicator.core.errors import ConfigError
+from replicator.tools.replay import Move, Target, format_moves, parse_duration, parse_timestamp, plan_moves
+from replicator.tools.status import GroupStatus, PartitionStatus, format_status
 
 OFFSETS = {0: (50, 10, 100), 1: (None, 0, 40), 2: (7, 7, 7)}  # partition: (committed, earliest, latest)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from replicator.apply.requests import (
+from replicator.core.mapping import EMPTY_STATE, ItemWrite, plan_writes
+from replicator.core.requests import (
     TRANSACTION_BYTES,
     expire_tombstone_request,
     head_request,
@@ -10,7 +11,6 @@ from replicator.apply.requests import (
     update_request,
     write_size,
 )
-from replicator.mapping import EMPTY_STATE, ItemWrite, plan_writes
 from tests.unit.rules import messaging, zset_event
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from replicator.capture.shards import in_shard
-from replicator.config import parse_config
-from replicator.mapping import compile_rules
+from replicator.core.config import parse_config
+from replicator.core.mapping import compile_rules
+from replicator.core.shards import in_shard
 
 
 def test_every_owner_falls_in_exactly_one_shard_and_shards_share_the_load():

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from replicator import metrics
-from replicator.apply.dynamodb import DynamoWriter
+from replicator.adapters.dynamodb.store import DynamoWriter
 from replicator.apply.sink import APPLIED, STALE, DynamoSink, Head, Result
-from replicator.config import TombstoneConfig
-from replicator.errors import SinkError
-from replicator.mapping import ItemWrite
+from replicator.core.config import TombstoneConfig
+from replicator.core.errors import SinkError
+from replicator.core.mapping import ItemWrite
 from tests.unit.rules import messaging
 
 RULES = messaging()

@@ -1,0 +1,399 @@
+"""The DynamoDB edge of apply: executes planned writes, loads applied states, translates botocore errors."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config as BotoConfig
+
+from replicator import metrics
+from replicator.core import failures, mirror, requests
+from replicator.core.config import DynamoDBConfig, TombstoneConfig
+from replicator.core.errors import ReplicatorError, SinkError
+from replicator.core.events import ChangeEvent
+from replicator.core.mapping import (
+    EMPTY_STATE,
+    Attrs,
+    ItemKey,
+    ItemWrite,
+    KeyState,
+    Rule,
+    RuleSet,
+    TypedValue,
+    from_attribute_value,
+    render_attr,
+    to_attribute_value,
+)
+
+log = logging.getLogger(__name__)
+
+_THROTTLES = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+#: The event's data cannot be stored: poison, to the dead-letter topic. Every other DynamoDB error (throttling, 5xx,
+#: access denied, a missing table, a code we do not know) is about the service, not the data: retried.
+_POISON = {"ValidationException", "ItemCollectionSizeLimitExceededException"}
+
+
+def make_client(config: DynamoDBConfig) -> Any:
+    kwargs: dict[str, Any] = {
+        "region_name": config.region,
+        # Requests are built by code, and DynamoDB validates them anyway: botocore's client-side validation only
+        # costs CPU on every write (about a tenth of a transaction's client time).
+        "config": BotoConfig(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=64,
+                             connect_timeout=5, read_timeout=30, parameter_validation=False),
+    }
+    if config.endpoint_url:
+        kwargs["endpoint_url"] = config.endpoint_url
+    if config.access_key_id:
+        kwargs["aws_access_key_id"] = config.access_key_id
+        kwargs["aws_secret_access_key"] = (
+            config.secret_access_key.get_secret_value() if config.secret_access_key else "local"
+        )
+    client = boto3.client("dynamodb", **kwargs)
+    # botocore retries throttling itself before we ever see it; count every throttled response, retried or not.
+    client.meta.events.register("needs-retry.dynamodb", _count_throttle)
+    client.meta.events.register("before-call.dynamodb", _count_request)
+    return client
+
+
+def _count_request(model: Any = None, **_kwargs: Any) -> None:
+    if model is not None:
+        metrics.DYNAMODB_REQUESTS.labels(operation=model.name).inc()
+
+
+def _count_throttle(response: Any = None, **_kwargs: Any) -> None:
+    if response is not None and response[1].get("Error", {}).get("Code") in _THROTTLES:
+        metrics.DYNAMODB_THROTTLES.inc()
+
+
+def translate(exc: Exception, what: str) -> ReplicatorError:
+    """A failure talking to DynamoDB → SinkError naming the table and key: poison when DynamoDB rejected the data,
+    retryable otherwise. Our own errors (a key that cannot be rendered, say) pass through unchanged."""
+    if isinstance(exc, ReplicatorError):
+        return exc
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        message = exc.response.get("Error", {}).get("Message", str(exc))
+        return SinkError(f"{what}: DynamoDB {code}: {message}", retryable=code not in _POISON)
+    if isinstance(exc, (botocore.exceptions.BotoCoreError, ConnectionError, TimeoutError)):
+        return SinkError(f"{what}: DynamoDB unreachable: {exc}", retryable=True)
+    return SinkError(f"{what}: {type(exc).__name__}: {exc}", retryable=False)
+
+
+class DynamoWriter:
+    """Executes :class:`ItemWrite` s and keeps collection heads in the state table. Thread-safe (boto3 clients are)."""
+
+    def __init__(self, client: Any, rules: RuleSet, tombstones: TombstoneConfig, state_table: str) -> None:
+        self.client = client
+        self.rules = rules
+        self._retention = tombstones.retention_seconds
+        self.ttl_attribute = tombstones.ttl_attribute
+        self.state_table = state_table
+
+    def expire_at(self) -> int:
+        return int(time.time()) + self._retention
+
+    def write(self, write: ItemWrite) -> bool:
+        """Apply one group write. True if applied, False if stale (DynamoDB holds a newer version).
+
+        A mirror write also keeps the parts table in step: its value's parts go first, and parts no item points at
+        any more (older versions, or this write's own when it was stale) are deleted after.
+        """
+        where = f"table {write.table} item {_describe(write)}"
+        mirrored = write.rule.type == "mirror"
+        if write.parts:
+            self._put_parts(write, where)
+        request = requests.update_request(write, self.rules, self.expire_at())
+        if mirrored:
+            request["ReturnValues"] = "UPDATED_OLD"  # did the value it replaces have parts?
+        try:
+            old = self.client.update_item(**request).get("Attributes", {})
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                metrics.ITEM_WRITES.labels(table=write.table, result="stale").inc()
+                if write.parts:
+                    self._delete_parts(write, self._parts_of(write, write.version, write.version), where)
+                return False
+            raise translate(exc, where) from None
+        except Exception as exc:
+            raise translate(exc, where) from None
+        metrics.ITEM_WRITES.labels(table=write.table, result="applied").inc()
+        if mirrored and "parts" in old:
+            self._delete_parts(write, self._parts_of(write, 0, write.version - 1), where)
+        if write.is_tombstone and not requests.expires_with_tombstone(write, self.rules):
+            self._expire_tombstone(write, where)
+        return True
+
+    def _put_parts(self, write: ItemWrite, where: str) -> None:
+        table, key = mirror.parts_table(write.table), _mirror_key(write)
+        try:
+            for index, data in enumerate(write.parts):
+                # Immutable (key, version, index): writing one again writes the same bytes.
+                self.client.put_item(TableName=table, Item={**mirror.part_key(key, write.version, index),
+                                                             "data": {"B": data}})
+        except Exception as exc:
+            raise translate(exc, f"{where} part") from None
+
+    def _parts_of(self, write: ItemWrite, low: int, high: int) -> list[dict[str, Any]]:
+        """Keys of the parts of versions ``low`` to ``high`` of the write's key."""
+        return [{"key": p["key"], "part": p["part"]}
+                for p in _query_parts(self.client, write.table, _mirror_key(write), low, high, keys_only=True)]
+
+    def _delete_parts(self, write: ItemWrite, keys: list[dict[str, Any]], where: str) -> None:
+        try:
+            for key in keys:
+                self.client.delete_item(TableName=mirror.parts_table(write.table), Key=key)
+        except Exception as exc:
+            raise translate(exc, f"{where} old parts") from None
+
+    def write_transaction(self, writes: list[ItemWrite]) -> list[bool | SinkError]:
+        """Apply up to 100 writes of distinct items (of any keys) in one TransactWriteItems, each still conditional
+        on its own version.
+
+        One failing item cancels the whole transaction, so a cancelled one is re-sent without the items that made
+        it fail: stale ones (condition failed) and poison ones (rejected by validation, returned as a SinkError for
+        that write alone). Returns, per write: True (applied), False (stale) or the SinkError. Throttling and
+        conflicts raise a retryable SinkError for the whole transaction.
+        """
+        outcome: dict[int, bool | SinkError] = {}
+        self._transact(writes, list(range(len(writes))), outcome, self.expire_at())
+        return [outcome[i] for i in range(len(writes))]
+
+    def _transact(self, writes: list[ItemWrite], pending: list[int], outcome: dict[int, bool | SinkError],
+                  expire_at: int) -> None:
+        where = f"transaction on table {writes[pending[0]].table}"
+        while pending:
+            if len(pending) == 1:  # a transaction of one costs twice an UpdateItem
+                outcome[pending[0]] = self._write_or_poison(writes[pending[0]])
+                return
+            items = [{"Update": _transactional(requests.update_request(writes[i], self.rules, expire_at), writes[i])}
+                     for i in pending]
+            try:
+                # botocore would fill the idempotency token with uuid4(), one os.urandom read per transaction.
+                self.client.transact_write_items(TransactItems=items, ClientRequestToken=ChangeEvent.new_id())
+            except botocore.exceptions.ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code == "ValidationException":
+                    # Some item is invalid (too big, say) and DynamoDB does not always say which: halve the
+                    # transaction until the invalid write is alone, then it is poison on its own.
+                    half = len(pending) // 2
+                    self._transact(writes, pending[:half], outcome, expire_at)
+                    self._transact(writes, pending[half:], outcome, expire_at)
+                    return
+                if code != "TransactionCanceledException":
+                    raise translate(exc, where) from None
+                reasons = exc.response.get("CancellationReasons", [])
+                failed = _cancellation_outcomes(pending, reasons, writes, where)
+                if not failed:
+                    codes = sorted({r.get("Code", "None") for r in reasons} - {"None"})
+                    raise SinkError(f"{where}: DynamoDB TransactionCanceledException: {', '.join(codes)}",
+                                    retryable=True) from None
+                for i, result in failed.items():
+                    if result is False and writes[i].rule.type == "mirror":
+                        # Stale, or the value it replaces is in parts: the item path tells which (and cleans up).
+                        outcome[i] = self._write_or_poison(writes[i])
+                    else:
+                        outcome[i] = result
+                        if result is False:
+                            metrics.ITEM_WRITES.labels(table=writes[i].table, result="stale").inc()
+                pending = [i for i in pending if i not in outcome]
+                continue
+            except Exception as exc:
+                raise translate(exc, where) from None
+            for i in pending:
+                outcome[i] = True
+                metrics.ITEM_WRITES.labels(table=writes[i].table, result="applied").inc()
+                if writes[i].is_tombstone and not requests.expires_with_tombstone(writes[i], self.rules):
+                    self._expire_tombstone(writes[i], f"table {writes[i].table} item {_describe(writes[i])}")
+            return
+
+    def _write_or_poison(self, write: ItemWrite) -> bool | SinkError:
+        try:
+            return self.write(write)
+        except SinkError as exc:
+            if exc.retryable:
+                raise
+            return exc
+
+    def _expire_tombstone(self, write: ItemWrite, where: str) -> None:
+        try:
+            self.client.update_item(**requests.expire_tombstone_request(write, self.rules, self.expire_at()))
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise translate(exc, where) from None
+            # Another group on the item is live, or a newer write superseded the tombstone: no TTL, correctly.
+        except Exception as exc:
+            raise translate(exc, where) from None
+
+    def put_head(self, rule: Rule, key: bytes, version: int, deleted: bool) -> None:
+        request = requests.head_request(self.state_table, rule.name, key, version, deleted, self.ttl_attribute,
+                                        self.expire_at())
+        try:
+            self.client.update_item(**request)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise translate(exc, f"state table {self.state_table} head of {key!r}") from None
+        except Exception as exc:
+            raise translate(exc, f"state table {self.state_table} head of {key!r}") from None
+
+    def load_state(self, rule: Rule, key: bytes, variables: Mapping[str, bytes],
+                   version: int | None = None) -> KeyState:
+        """The applied state of a collection key: its head version (unless given, read by :meth:`head_versions`)
+        and its live items (strongly consistent reads)."""
+        where = f"loading state of {key!r} from {rule.table}"
+        try:
+            if version is None:
+                head = self.client.get_item(TableName=self.state_table, Key=requests.head_key(rule.name, key),
+                                             ConsistentRead=True).get("Item")
+                version = int(head["v"]["N"]) if head else EMPTY_STATE.version
+            return KeyState(version, live_items(self.client, rule, key, variables))
+        except Exception as exc:
+            raise translate(exc, where) from None
+
+    def head_versions(self, keys: Sequence[tuple[str, bytes]]) -> list[int]:
+        """The head versions of up to 100 distinct (rule name, key)s in one BatchGetItem (strongly consistent), -1
+        where there is none. Raises a SinkError: retryable, or not when DynamoDB refused a key (too long, say)."""
+        table = self.state_table
+        wanted = [requests.head_key(name, key) for name, key in keys]
+        pending: dict[str, Any] = {table: {"Keys": wanted, "ConsistentRead": True, "ProjectionExpression": "#k, #v",
+                                           "ExpressionAttributeNames": {"#k": "k", "#v": "v"}}}
+        found: dict[bytes, int] = {}
+        for attempt in range(1, 9):
+            try:
+                response = self.client.batch_get_item(RequestItems=pending)
+            except Exception as exc:
+                raise translate(exc, f"state table {table}: head versions") from None
+            for item in response.get("Responses", {}).get(table, []):
+                found[bytes(item["k"]["B"])] = int(item["v"]["N"])
+            pending = response.get("UnprocessedKeys") or {}
+            if not pending:
+                return [found.get(bytes(k["k"]["B"]), EMPTY_STATE.version) for k in wanted]
+            time.sleep(failures.backoff_s(attempt, 0.05, 2.0))  # DynamoDB could not read them all yet
+        raise SinkError(f"state table {table}: head versions still unprocessed after 8 tries", retryable=True)
+
+
+def _transactional(request: dict[str, Any], write: ItemWrite) -> dict[str, Any]:
+    """A mirror write in a transaction also requires that the value it replaces is not in parts: a transaction
+    cannot return old values, so such a write fails here and is redone on the item path, which cleans the parts."""
+    if write.rule.type == "mirror":
+        request["ConditionExpression"] = f"({request['ConditionExpression']}) AND attribute_not_exists(#parts)"
+        request["ExpressionAttributeNames"] = {**request["ExpressionAttributeNames"], "#parts": "parts"}
+    return request
+
+
+def _mirror_key(write: ItemWrite) -> bytes:
+    ((_attr, (_type, key)),) = write.key
+    return bytes(key)
+
+
+def _query_parts(client: Any, table: str, key: bytes, low: int, high: int,
+                 keys_only: bool = False) -> list[dict[str, Any]]:
+    """The parts of versions ``low`` to ``high`` of a mirrored key, in order (a strongly consistent query)."""
+    params: dict[str, Any] = {"TableName": mirror.parts_table(table), "ConsistentRead": True,
+                              **mirror.part_range(key, (low, 0), (high, mirror.LAST))}
+    if keys_only:
+        params["ProjectionExpression"] = "#k, #p"
+    return [p for page in client.get_paginator("query").paginate(**params) for p in page["Items"]]
+
+
+def read_mirror_value(client: Any, table: str, item: Mapping[str, Any], attempts: int = 5) -> TypedValue | None:
+    """The value a mirror item holds, put together from its parts when it has them; None for a tombstone.
+
+    Parts of a version are written before the item that names them and deleted only after a newer item replaced
+    it, so they are all there unless that happened between the two reads: then the item is read again.
+    """
+    for _ in range(attempts):
+        if "value" in item:
+            return from_attribute_value(item["value"])
+        if "parts" not in item:
+            return None
+        key, version, count = bytes(item["key"]["B"]), int(item["_v_mirror"]["N"]), int(item["parts"]["N"])
+        try:
+            pieces = [bytes(p["data"]["B"]) for p in _query_parts(client, table, key, version, version)]
+            if len(pieces) == count:
+                return mirror.decode(b"".join(pieces))
+            item = client.get_item(TableName=table, Key={"key": {"B": key}}, ConsistentRead=True).get("Item") or {}
+        except Exception as exc:
+            raise translate(exc, f"reading mirror item {key!r}") from None
+    raise SinkError(f"mirror item {key!r} kept changing while its parts were read; read it again", retryable=True)
+
+
+def live_filter(rule: Rule) -> tuple[str, dict[str, str]]:
+    """A filter expression (and its names) keeping the items that hold ``rule``'s live data (see live_items)."""
+    names = {"#v": rule.version_attr, "#d": rule.deleted_attr}
+    data = []
+    for i, attr in enumerate(rule.data_attrs):
+        names[f"#a{i}"] = attr
+        data.append(f"attribute_exists(#a{i})")
+    return f"attribute_not_exists(#d) AND ({' OR '.join(['attribute_exists(#v)', *data])})", names
+
+
+def live_items(client: Any, rule: Rule, key: bytes, variables: Mapping[str, bytes]) -> dict[ItemKey, Attrs]:
+    """The items of a collection key that hold this rule's live data (strongly consistent query of its partition).
+
+    Live means not tombstoned and holding the group's version *or any of its data attributes*: an item written
+    around the replicator (by hand, by an old migration script) is live data too, so the verifier reports it and a
+    repair tombstones it.
+    """
+    pk_typed = render_attr(rule, rule.partition_key, {**variables, "key": key}, key)
+    live, names = live_filter(rule)
+    projection = []
+    for i, attr in enumerate((*rule.key_attrs, *rule.data_attrs)):
+        names[f"#p{i}"] = attr
+        projection.append(f"#p{i}")
+    params: dict[str, Any] = {
+        "TableName": rule.table,
+        "KeyConditionExpression": "#pk = :pk",
+        "FilterExpression": live,
+        "ProjectionExpression": ", ".join(projection),
+        "ExpressionAttributeNames": {**names, "#pk": rule.partition_key},
+        "ExpressionAttributeValues": {":pk": to_attribute_value(pk_typed)},
+        "ConsistentRead": True,
+    }
+    items = {}
+    while True:
+        page = client.query(**params)
+        for raw in page.get("Items", []):
+            item_key = tuple(sorted((a, from_attribute_value(raw[a])) for a in rule.key_attrs))
+            if rule.owns(item_key, variables):
+                items[item_key] = tuple((a, from_attribute_value(raw[a])) for a in rule.data_attrs if a in raw)
+        if "LastEvaluatedKey" not in page:
+            return items
+        params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+#: Cancellation reasons that are the item's own fault: retrying cannot help, the event is poison.
+_POISON_REASONS = {"ValidationError": "ValidationException",
+                   "ItemCollectionSizeLimitExceeded": "ItemCollectionSizeLimitExceededException"}
+#: Cancellation reasons that pass: throttling and conflicts with other writers.
+_RETRYABLE_REASONS = {"ThrottlingError", "ProvisionedThroughputExceeded", "TransactionConflict", "RequestLimitExceeded"}
+
+
+def _cancellation_outcomes(pending: list[int], reasons: list[dict[str, str]], writes: list[ItemWrite],
+                           where: str) -> dict[int, bool | SinkError]:
+    """Stale (False) and poison (SinkError) writes named by a cancelled transaction's reasons, in ``pending`` order.
+
+    Raises a retryable SinkError when any reason is throttling or a conflict: the whole transaction is tried again.
+    """
+    codes = [r.get("Code", "None") for r in reasons]
+    retry = sorted({code for code in codes if code in _RETRYABLE_REASONS})
+    if retry:
+        if "ThrottlingError" in retry or "ProvisionedThroughputExceeded" in retry:
+            metrics.DYNAMODB_THROTTLES.inc()
+        raise SinkError(f"{where}: DynamoDB TransactionCanceledException: {', '.join(retry)}", retryable=True)
+    failed: dict[int, bool | SinkError] = {}
+    for i, code, reason in zip(pending, codes, reasons, strict=False):
+        if code == "ConditionalCheckFailed":
+            failed[i] = False
+        elif code in _POISON_REASONS:
+            failed[i] = SinkError(f"table {writes[i].table} item {_describe(writes[i])}: DynamoDB "
+                                  f"{_POISON_REASONS[code]}: {reason.get('Message', '')}", retryable=False)
+    return failed
+
+
+def _describe(write: ItemWrite) -> str:
+    return ", ".join(f"{a}={v[1]!r}" for a, v in write.key)

@@ -1,0 +1,75 @@
+"""What differs between a Redis key and DynamoDB, as pure functions (the verifier does the reading).
+
+Both sides are brought into the mapping's model first: the Redis state becomes the items the rules *would* write
+(:func:`replicator.core.mapping.desired_items`), DynamoDB's become the items that hold the rule's live data. Comparing
+those, not raw values, makes "equal" mean exactly what the applier promises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from replicator.core.mapping import Attrs, ItemKey
+
+#: Expiry instants are derived from TIME + PTTL on each read: two reads of an unchanged key may differ by a ms.
+TTL_TOLERANCE_MS = 2
+
+
+class DriftKind(str, Enum):
+    MISSING = "missing_in_dynamodb"
+    EXTRA = "extra_in_dynamodb"
+    VALUE = "value_differs"
+    TTL = "ttl_differs"
+
+
+@dataclass(frozen=True)
+class Difference:
+    kind: DriftKind
+    item_key: ItemKey
+    expected: Attrs | None  # what Redis says the item holds (None: no item)
+    actual: Attrs | None  # what DynamoDB holds
+
+    def describe(self) -> str:
+        where = ", ".join(f"{a}={_show(v)}" for a, (_t, v) in self.item_key)
+        return f"{self.kind.value} [{where}]: redis {_attrs(self.expected)} vs dynamodb {_attrs(self.actual)}"
+
+
+def compare_items(expected: Mapping[ItemKey, Attrs], actual: Mapping[ItemKey, Attrs],
+                  ttl_attr: str = "expire_at") -> list[Difference]:
+    """Every item that is missing, extra or different; sorted, so reports are stable."""
+    differences = []
+    for item_key in sorted(expected.keys() | actual.keys(), key=repr):
+        want, got = expected.get(item_key), actual.get(item_key)
+        if got is None:
+            differences.append(Difference(DriftKind.MISSING, item_key, want, None))
+        elif want is None:
+            differences.append(Difference(DriftKind.EXTRA, item_key, None, got))
+        else:
+            kind = _attrs_kind(dict(want), dict(got), ttl_attr)
+            if kind is not None:
+                differences.append(Difference(kind, item_key, want, got))
+    return differences
+
+
+def _attrs_kind(want: dict, got: dict, ttl_attr: str) -> DriftKind | None:
+    if {a: v for a, v in want.items() if a != ttl_attr} != {a: v for a, v in got.items() if a != ttl_attr}:
+        return DriftKind.VALUE
+    w, g = want.get(ttl_attr), got.get(ttl_attr)
+    if w == g:
+        return None
+    if w is None or g is None or abs(int(w[1]) - int(g[1])) > TTL_TOLERANCE_MS:
+        return DriftKind.TTL
+    return None
+
+
+def _attrs(attrs: Attrs | None) -> str:
+    if attrs is None:
+        return "(none)"
+    return "{" + ", ".join(f"{a}={_show(v)}" for a, (_t, v) in attrs) + "}"
+
+
+def _show(value: object, limit: int = 40) -> str:
+    text = repr(value) if isinstance(value, bytes) else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
