@@ -17,11 +17,22 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from prometheus_client import REGISTRY, write_to_textfile
+from redis.cluster import RedisCluster
+
 from replicator import __version__, health, logs, pipeline
 from replicator.adapters.dynamodb.store import make_client, translate
+from replicator.adapters.kafka import broker, dead_letters
+from replicator.adapters.redis.cluster import dbsize
+from replicator.adapters.redis.reader import KeyCapture
 from replicator.capture.reconcile import PendingReconciles
+from replicator.core.batching import batches
 from replicator.core.config import Config, load_config
 from replicator.core.errors import ConfigError, ReplicatorError
+from replicator.core.events import Origin
+from replicator.local.demo import run_demo
+from replicator.tools import plan, preflight, replay, status, verify
+from replicator.tools.progress import Progress
 
 log = logging.getLogger("replicator")
 
@@ -123,7 +134,6 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    from replicator.tools.progress import Progress
 
     config = _config(args)
     stop = _stop_on_signals()
@@ -141,7 +151,6 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from replicator.adapters.kafka import broker, dead_letters
 
     config = _config(args)
     broker.check_broker(config.kafka)
@@ -157,8 +166,6 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from replicator.adapters.kafka import broker
-    from replicator.tools import replay
 
     config = _config(args)
     broker.check_broker(config.kafka)
@@ -182,8 +189,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from replicator.adapters.kafka import broker
-    from replicator.tools import status
 
     config = _config(args)
     group = args.group or config.kafka.group_id
@@ -200,14 +205,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from prometheus_client import REGISTRY, write_to_textfile
 
-    from replicator.adapters.redis.cluster import dbsize
-    from replicator.adapters.redis.reader import KeyCapture
-    from replicator.core.batching import batches
-    from replicator.core.events import Origin
-    from replicator.tools import verify
-    from replicator.tools.progress import Progress
 
     config = _config(args)
     ctx = pipeline.context(config)
@@ -244,7 +242,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from replicator.tools import plan
 
     config = _config(args)
     client, _node, _db = pipeline.redis_client(config)
@@ -259,13 +256,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_preflight(args: argparse.Namespace) -> int:
-    from replicator.tools import preflight
 
     config = _config(args)
     rules = pipeline.context(config).rules
     client, node, db = pipeline.redis_client(config)
     if args.acl:
-        from redis.cluster import RedisCluster
 
         acl = preflight.minimal_acl(rules, db, isinstance(client, RedisCluster), config.redis.configure_notifications)
         print(f"ACL SETUSER {config.redis.username or 'replicator'} on >PASSWORD {acl}")
@@ -278,7 +273,6 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from replicator.local.demo import run_demo
 
     return run_demo(owners=args.owners, seconds=args.seconds)
 

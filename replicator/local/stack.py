@@ -36,6 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
+import redis
+from kafka import KafkaAdminClient
+
 from replicator.core.errors import LocalStackError
 
 log = logging.getLogger(__name__)
@@ -239,8 +243,6 @@ def _kafka_properties(node: _KafkaNode, voters: str, log_dir: Path, partitions: 
 
 def _brokers_serving(bootstrap: str) -> int:
     """How many brokers the cluster at ``bootstrap`` reports (0 while it does not answer)."""
-    from kafka import KafkaAdminClient
-
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=3000)
     try:
         return len(admin.describe_cluster()["brokers"])
@@ -339,6 +341,7 @@ class LocalStack:
             self.redis_url, self.origins["redis"] = self.environ["REDIS_URL"], "env"
             return
         if docker is not None:
+            # testcontainers (and the docker SDK under it) are a test extra, needed only when a Docker engine answers.
             from testcontainers.community.redis import RedisContainer
 
             container = RedisContainer("redis:7.2").start()
@@ -355,8 +358,6 @@ class LocalStack:
         data.mkdir()
         process = self._spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
                                         "--save", "", "--appendonly", "no", "--daemonize", "no"])
-        import redis
-
         def ping() -> bool:
             return bool(redis.Redis(port=port, socket_timeout=1).ping())
 
@@ -368,6 +369,7 @@ class LocalStack:
             self.kafka_bootstrap, self.origins["kafka"] = self.environ["KAFKA_BOOTSTRAP_SERVERS"], "env"
             return
         if docker is not None:
+            # Optional heavy dependency (test extra), as above.
             from testcontainers.community.kafka import KafkaContainer
 
             # testcontainers' KafkaContainer drives the Confluent image's start scripts, so not apache/kafka.
@@ -419,6 +421,7 @@ class LocalStack:
             self.dynamodb_endpoint, self.origins["dynamodb"] = self.environ["DYNAMODB_ENDPOINT_URL"], "env"
             return
         if docker is not None:
+            # Optional heavy dependency (test extra), as above.
             from testcontainers.core.container import DockerContainer
             from testcontainers.core.waiting_utils import wait_for_logs
 
@@ -546,8 +549,6 @@ class LocalStack:
         if binary is None or cli is None:
             raise LocalStackError("redis-server/redis-cli not found; install redis-server or set REDIS_CLUSTER_URL")
         assert self._workdir is not None
-        import redis
-
         ports: list[int] = []
         while len(ports) < primaries:
             port = _free_cluster_port()
@@ -590,8 +591,6 @@ class LocalStack:
 
 
 def dynamodb_client(endpoint: str) -> Any:
-    import boto3
-
     return boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1",
                         aws_access_key_id=DYNAMODB_LOCAL_KEY, aws_secret_access_key=DYNAMODB_LOCAL_KEY)
 
@@ -607,7 +606,7 @@ def _java() -> str:
 def _docker_client() -> Any:
     """A Docker client when an engine answers, else None (the docker CLI alone is not enough)."""
     try:
-        import docker
+        import docker  # optional (comes with the testcontainers test extra); absent means no Docker
 
         client = docker.from_env(timeout=3)
         client.ping()
@@ -617,8 +616,6 @@ def _docker_client() -> Any:
 
 
 if __name__ == "__main__":  # python -m replicator.local.stack install
-    import sys
-
     if sys.argv[1:] != ["install"]:
         sys.exit("usage: python -m replicator.local.stack install")
     print(f"local stack packages in {install()}")

@@ -2,7 +2,7 @@
 
 Each finding is one line: what, why it matters, how to fix it. Blockers make the command exit 1; warnings do not.
 Checks run on every primary of a cluster (settings are per node). Pure evaluation functions take the values read,
-so each rule is unit-testable; :func:`run` does the reading.
+so each rule is unit-testable; the ``*_findings`` functions do the reading.
 """
 
 from __future__ import annotations
@@ -12,9 +12,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis
+from redis.cluster import RedisCluster
 
+from replicator.adapters.kafka import broker
+from replicator.adapters.kafka.broker import topic_configs, unsafe_topic_settings
 from replicator.adapters.redis.cluster import primaries
 from replicator.adapters.redis.notifications import flags_to_set, missing_flags, required_flags
+from replicator.core.errors import BrokerError
 from replicator.core.mapping import RuleSet, TableSpec
 
 Level = Literal["blocker", "warning", "ok"]
@@ -229,8 +233,6 @@ def clock_findings(nodes: list[tuple[str, Any]]) -> Finding:
 
 def redis_findings(client: Any, rules: RuleSet, writes_per_second: float | None, node: str) -> list[Finding]:
     """The Redis checks on every primary (a cluster's settings are per node)."""
-    from redis.cluster import RedisCluster
-
     nodes = primaries(client) if isinstance(client, RedisCluster) else [(node, client)]
     per_node_rate = writes_per_second / len(nodes) if writes_per_second is not None else None
     findings = []
@@ -263,9 +265,6 @@ def table_findings(dynamodb: Any, rules: RuleSet, create_tables: bool) -> list[F
 
 
 def kafka_findings(config: Any, appliers: int | None) -> list[Finding]:
-    from replicator.adapters.kafka import broker
-    from replicator.core.errors import BrokerError
-
     kafka = config.kafka
     try:
         info = broker.check_broker(kafka)
@@ -282,8 +281,6 @@ def kafka_findings(config: Any, appliers: int | None) -> list[Finding]:
 def check_topic(kafka: Any, report: Any) -> list[Finding]:
     """An existing change topic's settings: compaction loses events (blocker); short retention, too few replicas or
     in-sync replicas risk them (warnings)."""
-    from replicator.adapters.kafka.broker import topic_configs, unsafe_topic_settings
-
     wanted = topic_configs(kafka)
     findings = []
     for problem in unsafe_topic_settings(kafka, report) if report.exists else []:

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from replicator.core.config import parse_config
 from replicator.core.events import ChangeEvent, KeyType, Op, Origin
 from replicator.core.mapping import RuleSet, compile_rules
-from replicator.local.demo import MESSAGING_RULES
+
+#: The rules of a messaging app (the demo's too): a zset of opponents per owner and a side key per opponent, one item
+#: per (owner, opponent); every other key mirrored.
+MESSAGING_RULES: dict[str, Any] = {
+    "tables": {
+        "messaging": {"partition_key": "owner_id", "sort_key": "opponent_id", "lsi": {"by_timestamp": "timestamp"}},
+    },
+    "rules": [
+        {"match": "opponents:{owner}", "type": "zset", "table": "messaging",
+         "item": {"owner_id": "{owner}", "opponent_id": "{member}", "timestamp": "{score}"}},
+        {"match": "meta:{owner}:{opponent}", "type": "string", "table": "messaging",
+         "item": {"owner_id": "{owner}", "opponent_id": "{opponent}", "metadata": "{value}"}},
+    ],
+    "default": {"table": "redis_mirror"},
+}
 
 
 def messaging() -> RuleSet:

@@ -10,8 +10,7 @@ from replicator.core.config import parse_config
 from replicator.core.errors import ConfigError, MappingError
 from replicator.core.events import ChangeEvent, KeyType, Op, Origin
 from replicator.core.mapping import EMPTY_STATE, Template, canonical_number, plan_writes
-from replicator.local.demo import MESSAGING_RULES
-from tests.unit.rules import messaging, string_event, zset_event
+from tests.unit.rules import MESSAGING_RULES, messaging, string_event, zset_event
 
 
 def test_pattern_captures_variables_and_renders_a_subscription_glob():

@@ -16,6 +16,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from confluent_kafka import KafkaError as RdKafkaError
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownBrokerIdError
@@ -104,10 +107,6 @@ def _refusal(config: KafkaConfig, wait_s: float = 5.0) -> str | None:
     kafka-python reports a failed SASL handshake only as "unable to bootstrap"; librdkafka names the cause, so it is
     asked for a few seconds. Its messages name the mechanism and the broker, never the password.
     """
-    from confluent_kafka import KafkaError as RdKafkaError
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
     errors: list[Any] = []
     quiet = logging.getLogger("replicator.librdkafka.diagnosis")
     quiet.propagate, quiet.disabled = False, True

@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Any
 
+import boto3
+from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
 from kafka.net.sasl.oauth import AbstractTokenProvider
 
 from replicator.core.config import KafkaConfig
@@ -41,8 +43,6 @@ class MskIamTokens(AbstractTokenProvider):
     def _signed(self) -> tuple[str, float]:
         with self._lock:
             if time.time() >= self._expires_at - _TOKEN_MARGIN_S:
-                from aws_msk_iam_sasl_signer import MSKAuthTokenProvider
-
                 if self.role_arn:
                     token, expiry_ms = MSKAuthTokenProvider.generate_auth_token_from_role_arn(self.region,
                                                                                               self.role_arn)
@@ -63,8 +63,6 @@ def iam_region(config: KafkaConfig) -> str:
     """``kafka.aws_region``, else the credential chain's region (AWS_REGION, the profile); ConfigError if neither."""
     if config.aws_region:
         return config.aws_region
-    import boto3
-
     region = boto3.session.Session().region_name
     if not region:
         raise ConfigError("kafka.sasl_mechanism AWS_MSK_IAM needs a region: set kafka.aws_region (or AWS_REGION)")
