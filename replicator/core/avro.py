@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
@@ -47,7 +47,7 @@ class Schema:
 
 def load_schema(path: Path) -> Schema:
     raw = json.loads(path.read_text())
-    parsed = parse_schema(raw)
+    parsed = cast(dict[str, Any], parse_schema(raw))
     canonical = to_parsing_canonical_form(parsed)
     return Schema(parsed, bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")))
 
@@ -86,13 +86,15 @@ def to_record(event: ChangeEvent) -> dict[str, Any]:
     elif event.type is KeyType.STRING:
         value = event.value
     elif event.type is KeyType.HASH:
-        value = (_VALUE_BRANCH[KeyType.HASH], {"fields": [{"field": f, "value": v} for f, v in event.value]})
+        fields = cast(tuple[tuple[bytes, bytes], ...], event.value)
+        value = (_VALUE_BRANCH[KeyType.HASH], {"fields": [{"field": f, "value": v} for f, v in fields]})
     elif event.type is KeyType.LIST:
         value = (_VALUE_BRANCH[KeyType.LIST], {"items": list(event.value)})
     elif event.type is KeyType.SET:
         value = (_VALUE_BRANCH[KeyType.SET], {"members": list(event.value)})
     elif event.type is KeyType.ZSET:
-        value = (_VALUE_BRANCH[KeyType.ZSET], {"members": [{"member": m, "score": s} for m, s in event.value]})
+        scored = cast(tuple[tuple[bytes, float], ...], event.value)
+        value = (_VALUE_BRANCH[KeyType.ZSET], {"members": [{"member": m, "score": s} for m, s in scored]})
     else:
         raise SerializationError(f"key {event.key!r}: no Avro value form for Redis type {event.type.value}")
     return {
@@ -190,7 +192,7 @@ class EventCodec:
                 io.BytesIO(data[10:]), writer.parsed, self.schema.parsed,
                 return_record_name=True, return_record_name_override=True,
             )
-            return from_record(record)
+            return from_record(cast(dict[str, Any], record))
         except SerializationError:
             raise
         except Exception as exc:  # fastavro raises a zoo of types on corrupt input

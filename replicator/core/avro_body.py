@@ -81,7 +81,7 @@ def body(event: ChangeEvent) -> bytes:
     else:
         if key_type is KeyType.HASH:
             parts.append(_HASH)
-            items = [_blob(f) + _blob(v) for f, v in value]  # type: ignore[misc]
+            items = [_blob(f) + _blob(v) for f, v in value]  # type: ignore[misc, arg-type]
         elif key_type is KeyType.LIST:
             parts.append(_LIST)
             items = [_blob(item) for item in value]  # type: ignore[arg-type]
@@ -90,7 +90,7 @@ def body(event: ChangeEvent) -> bytes:
             items = [_blob(member) for member in value]  # type: ignore[arg-type]
         elif key_type is KeyType.ZSET:
             parts.append(_ZSET)
-            items = [_blob(m) + _DOUBLE(s) for m, s in value]  # type: ignore[misc]
+            items = [_blob(m) + _DOUBLE(s) for m, s in value]  # type: ignore[misc, arg-type]
         else:
             raise TypeError(f"no Avro value form for Redis type {key_type.value}")
         if items:  # one block of all the items, then the empty block that ends the array (as fastavro writes it)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from replicator.core.mapping import Attrs, ItemKey
 
@@ -53,7 +54,7 @@ def compare_items(expected: Mapping[ItemKey, Attrs], actual: Mapping[ItemKey, At
     return differences
 
 
-def _attrs_kind(want: dict, got: dict, ttl_attr: str) -> DriftKind | None:
+def _attrs_kind(want: dict[str, Any], got: dict[str, Any], ttl_attr: str) -> DriftKind | None:
     if {a: v for a, v in want.items() if a != ttl_attr} != {a: v for a, v in got.items() if a != ttl_attr}:
         return DriftKind.VALUE
     w, g = want.get(ttl_attr), got.get(ttl_attr)
