@@ -388,6 +388,7 @@ class LocalStack:
         nodes = [_KafkaNode(f"{prefix}-{i}" if count > 1 else prefix, i, free_port(), free_port(), free_port())
                  for i in range(1, count + 1)]
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in nodes)
+        # Joined to its flag below: an id may start with "-", which the tool's parser would take for an option.
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         log4j = self._workdir / "kafka-log4j.properties"
         log4j.write_text("log4j.rootLogger=WARN, stdout\nlog4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
@@ -404,7 +405,7 @@ class LocalStack:
             properties.write_text(_kafka_properties(node, voters, self._workdir / f"{node.name}-logs",
                                                     self.kafka_partitions, count))
             formatted = subprocess.run([*jvm, "kafka.tools.StorageTool", "format", "--ignore-formatted",
-                                        "-t", cluster_id, "-c", str(properties)],
+                                        f"--cluster-id={cluster_id}", "-c", str(properties)],
                                        capture_output=True, text=True, timeout=120, check=False)
             if formatted.returncode != 0:
                 raise LocalStackError(f"kafka storage format failed: {(formatted.stdout + formatted.stderr)[-500:]}")
