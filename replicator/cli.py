@@ -20,7 +20,7 @@ from typing import Any
 from prometheus_client import REGISTRY, write_to_textfile
 from redis.cluster import RedisCluster
 
-from replicator import __version__, health, logs, pipeline
+from replicator import __version__, health, logs, pipeline, retry
 from replicator.adapters.dynamodb.store import make_client, translate
 from replicator.adapters.kafka import broker, dead_letters
 from replicator.adapters.redis.cluster import dbsize
@@ -55,31 +55,21 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
-#: Start-up retry backoff while a service does not answer yet (first, cap) in seconds.
-START_BACKOFF_S = (1.0, 30.0)
-
-
 def _start(build: Callable[[], Any], ready: health.Health, stop: threading.Event) -> Any:
     """Build a stage, retrying while a service does not answer (reported on /readyz); None if stopped first.
 
     A pod whose Kafka or Redis is not up yet waits, not-ready, instead of crash-looping; mistakes (a missing table,
     a bad config) still fail at once.
     """
-    delay = START_BACKOFF_S[0]
-    while not stop.is_set():
-        try:
-            stage = build()
-        except ReplicatorError as exc:
-            if not exc.retryable:
-                raise
-            ready.set("dependencies", str(exc))
-            log.warning("waiting for dependencies", extra={"kv": {"error": str(exc), "retry_in_s": delay}})
-            stop.wait(delay)
-            delay = min(START_BACKOFF_S[1], delay * 2)
-            continue
-        ready.set("dependencies", None)
-        return stage
-    return None
+    if stop.is_set():
+        return None
+    try:
+        stage = retry.call(build, retry.SERVICE_START, stop=stop,
+                           on_retry=lambda exc: ready.set("dependencies", str(exc)))
+    except retry.Stopped:
+        return None
+    ready.set("dependencies", None)
+    return stage
 
 
 @contextlib.contextmanager

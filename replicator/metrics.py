@@ -48,6 +48,11 @@ DYNAMODB_REQUESTS = Counter(
     "replicator_dynamodb_requests_total", "DynamoDB API calls made (botocore's own retries not counted), by operation.",
     ["operation"],
 )
+RETRIES = Counter(
+    "replicator_retries_total",
+    "Retries after a failure outside the data, by operation (the policies of replicator/retry.py; botocore's own "
+    "request retries not counted).", ["operation"],
+)
 DYNAMODB_THROTTLES = Counter("replicator_dynamodb_throttles_total", "DynamoDB throttling responses.")
 DLQ_EVENTS = Counter("replicator_dlq_events_total", "Records sent to the dead-letter topic.", ["reason"])
 CONSUMER_LAG = Gauge("replicator_consumer_lag", "Log end offset minus committed offset.", ["topic", "partition"])

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from replicator import metrics
+from replicator import metrics, retry
 from replicator.adapters.dynamodb.store import DynamoWriter
 from replicator.adapters.kafka.dead_letters import DeadLetters
 from replicator.apply.assembler import BatchAssembler, DeadLetter, KeyWork
@@ -37,18 +37,13 @@ from replicator.apply.sink import DynamoSink, Head, Result, WriteResult
 from replicator.core import failures
 from replicator.core.avro import EventCodec
 from replicator.core.config import ApplyConfig
-from replicator.core.errors import BrokerError, ReplicatorError, SinkError
+from replicator.core.errors import BrokerError
 from replicator.core.events import Op, Origin
 from replicator.core.mapping import ItemWrite, KeyState, RuleSet, plan_writes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
-
-#: Backoff for retryable DynamoDB failures: full jitter, capped.
-BACKOFF_BASE_S = 0.1
-BACKOFF_CAP_S = 20.0
-
 
 #: How often the consumer heartbeats (pause + poll(0)) while a batch is being written.
 KEEPALIVE_S = 1.0
@@ -198,21 +193,11 @@ class Applier:
 
     def _process(self, batch: dict[TopicPartition, list[Any]], stop: threading.Event | None) -> bool:
         started = time.monotonic()
-        attempt = 0
-        while True:
-            try:
-                self._apply_and_flush(batch)
-                break
-            except ReplicatorError as exc:
-                if not failures.is_retryable(exc):
-                    raise
-                attempt += 1
-                retry_after = exc.retry_after if isinstance(exc, SinkError) else None
-                delay = retry_after or failures.backoff_s(attempt, BACKOFF_BASE_S, BACKOFF_CAP_S)
-                log.warning("retrying batch", extra={"kv": {"attempt": attempt, "delay_s": round(delay, 3),
-                                                            "error": str(exc)}})
-                if self._wait(stop, delay):
-                    return False
+        try:  # infrastructure failures: the same batch again (DynamoDB's retry_after obeyed), until it succeeds
+            retry.call(lambda: self._apply_and_flush(batch), retry.APPLY_BATCH, stop=stop,
+                       sleep=lambda seconds: self._wait(stop, seconds))
+        except retry.Stopped:
+            return False
         commit = self._offsets.commit(self._consumer.commit,
                                       self._offsets.next_offsets(batch, self._assembler.held_offset))
         if commit is Commit.REFUSED:

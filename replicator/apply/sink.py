@@ -23,7 +23,6 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from typing import Any, TypeVar
 
 import botocore.exceptions
 
-from replicator import metrics
+from replicator import metrics, retry
 from replicator.adapters.dynamodb.store import DynamoWriter, translate
 from replicator.core import failures, requests
 from replicator.core.errors import ReplicatorError, SinkError
@@ -98,10 +97,6 @@ _POISON = {"ValidationError", "ItemCollectionSizeLimitExceeded"}
 #: UPDATE found no item, then INSERT found one (another writer in between): after this many such turns the write
 #: takes the single-item path, whose UpdateItem creates or updates atomically.
 _MAX_TURNS = 2
-#: Rounds of re-sending throttled statements before the batch is retried whole (with the applier's backoff).
-_MAX_RESENDS = 6
-_RESEND_BASE_S = 0.05
-_RESEND_CAP_S = 2.0
 
 
 @dataclass
@@ -280,7 +275,7 @@ class DynamoSink:
         poison. Raises a retryable SinkError for what is not about the data."""
         outcomes: dict[int, _Outcome | SinkError] = {}
         pending = list(range(len(ops)))
-        resends = 0
+        resends = retry.Backoff(retry.THROTTLED_STATEMENTS)  # then the batch is retried whole (retry.APPLY_BATCH)
         while pending:
             again: list[int] = []
             throttled = False
@@ -303,11 +298,9 @@ class DynamoSink:
                         else:
                             outcomes[i] = outcome
             pending = again
-            if throttled:
-                resends += 1
-                if resends > _MAX_RESENDS:
-                    raise SinkError(f"DynamoDB throttled {len(pending)} statements {resends} times", retryable=True)
-                time.sleep(failures.backoff_s(resends, _RESEND_BASE_S, _RESEND_CAP_S))
+            if throttled and not resends.wait(f"DynamoDB throttled {len(pending)} statements"):
+                raise SinkError(f"DynamoDB throttled {len(pending)} statements {resends.retries + 1} times",
+                                retryable=True)
         return [outcomes[i] for i in range(len(ops))]
 
     def _outcome(self, op: _Op, response: dict[str, Any]) -> _Outcome | SinkError | str | None:

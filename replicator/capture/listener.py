@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import redis
 
-from replicator import metrics
+from replicator import metrics, retry
 from replicator.adapters.kafka.producer import EventPublisher
 from replicator.adapters.redis.reader import KeyCapture
 from replicator.capture.reconcile import Reconciler
@@ -85,7 +85,7 @@ class Listener:
         """
         reason = self._first_gap
         first, cap = self._config.reconnect_backoff_s
-        delay = first
+        backoff = retry.Backoff(replace(retry.REDIS_SUBSCRIPTION, base_s=first, cap_s=cap), stop=stop)
         if self._healing:
             self._healing.start(stop)
         try:
@@ -96,15 +96,12 @@ class Listener:
                     self._subscribe(pubsub)
                     # A restart or failover also drops the subscription: say which it was.
                     self._gap(self._unannounced() or reason)
-                    delay = first
+                    backoff.reset()
                     self._loop(pubsub, stop)
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     reason = "disconnect"
                     self.subscribed.clear()
-                    log.warning("keyspace subscription lost; reconnecting", extra={"kv": {
-                        "node": self.node, "error": str(exc), "retry_in_s": round(delay, 2)}})
-                    stop.wait(delay * random.uniform(0.5, 1.0))
-                    delay = min(cap, delay * 2)
+                    backoff.wait(exc, node=self.node)
                 finally:
                     self.subscribed.clear()
                     pubsub.close()
@@ -239,7 +236,7 @@ class _Healing:
 
     def _run(self) -> None:
         stop = self._stop
-        delay = 1.0
+        backoff = retry.Backoff(retry.GAP_HEALING, stop=stop)
         while not stop.is_set():
             self._requested.wait()
             if stop.is_set():
@@ -247,21 +244,18 @@ class _Healing:
             self._requested.clear()
             try:
                 self._heal(self._reason)
-                delay = 1.0
+                backoff.reset()
             except ReplicatorError as exc:
                 if not exc.retryable:  # an event Kafka did not take: the listener must not run on past it
                     self.error = exc
                     return
-                delay = self._retry(exc, delay)
+                self._retry(backoff, exc)
             except Exception as exc:  # Redis, DynamoDB or Kafka not answering: heal again from the start
-                delay = self._retry(exc, delay)
+                self._retry(backoff, exc)
 
-    def _retry(self, exc: Exception, delay: float) -> float:
-        log.warning("healing a gap failed; retrying", extra={"kv": {
-            "node": self._listener.node, "error": f"{type(exc).__name__}: {exc}"[:300], "retry_in_s": delay}})
+    def _retry(self, backoff: retry.Backoff, exc: Exception) -> None:
         self._requested.set()
-        self._stop.wait(delay)
-        return min(30.0, delay * 2)
+        backoff.wait(exc, node=self._listener.node)
 
     def _heal(self, reason: str) -> None:
         listener = self._listener

@@ -9,8 +9,6 @@ poison too: the pipeline never stops on data.
 
 from __future__ import annotations
 
-import random
-
 from replicator.core.errors import MappingError, ReplicatorError, SerializationError, SinkError
 
 
@@ -36,9 +34,3 @@ def describe(exc: BaseException) -> str:
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
-
-def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
-    """How long to wait before retry number ``attempt`` (1, 2, …): full jitter, ``base_s · 2^attempt`` capped at
-    ``cap_s``. Every retry of apply waits this way (the whole batch, throttled statements, unprocessed reads), so
-    appliers that failed together do not retry together."""
-    return random.uniform(0, min(cap_s, base_s * 2**attempt))

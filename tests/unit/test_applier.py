@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from kafka import TopicPartition
 
+from replicator import retry
 from replicator.apply.applier import Applier
 from replicator.core.avro import EventCodec
 from replicator.core.config import ApplyConfig
@@ -140,7 +141,7 @@ def test_a_state_that_fails_to_load_or_write_is_poison_and_other_keys_are_applie
 
 
 def test_infrastructure_failures_are_retried_then_the_batch_commits_once_without_duplicate_dead_letters(monkeypatch):
-    monkeypatch.setattr("replicator.apply.applier.BACKOFF_BASE_S", 0.001)
+    monkeypatch.setattr("replicator.retry.APPLY_BATCH", replace(retry.APPLY_BATCH, base_s=0.001))
     applier, consumer, writer, dead = _applier()
     writer.fail_write[b"good"] = [SinkError("DynamoDB ThrottlingException", retryable=True)] * 3
     assert applier.process(_records([b"garbage", GOOD]), threading.Event())

@@ -5,11 +5,12 @@ tests/integration/test_batch_writes.py checks the statements themselves against 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from replicator import metrics
+from replicator import metrics, retry
 from replicator.adapters.dynamodb.store import DynamoWriter
 from replicator.apply.sink import APPLIED, STALE, DynamoSink, Head, Result
 from replicator.core.config import TombstoneConfig
@@ -143,7 +144,7 @@ def test_a_call_refused_whole_for_one_statement_is_halved_until_that_statement_i
 
 
 def test_throttled_statements_are_sent_again_and_counted(monkeypatch):
-    monkeypatch.setattr("replicator.apply.sink._RESEND_BASE_S", 0.0001)
+    monkeypatch.setattr("replicator.retry.THROTTLED_STATEMENTS", replace(retry.THROTTLED_STATEMENTS, base_s=0.0001))
     throttled = {b"t1": 2, b"t2": 1}
 
     def script(s: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +163,7 @@ def test_throttled_statements_are_sent_again_and_counted(monkeypatch):
 
 
 def test_statements_throttled_round_after_round_raise_one_retryable_error(monkeypatch):
-    monkeypatch.setattr("replicator.apply.sink._RESEND_BASE_S", 0.0001)
+    monkeypatch.setattr("replicator.retry.THROTTLED_STATEMENTS", replace(retry.THROTTLED_STATEMENTS, base_s=0.0001))
     sink, _client = _sink(lambda s: _error("ProvisionedThroughputExceeded"))
     with pytest.raises(SinkError) as raised:
         sink.write([_write(b"a", exists=True)])

@@ -11,8 +11,8 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config as BotoConfig
 
-from replicator import metrics
-from replicator.core import failures, mirror, requests
+from replicator import metrics, retry
+from replicator.core import mirror, requests
 from replicator.core.config import DynamoDBConfig, TombstoneConfig
 from replicator.core.errors import ReplicatorError, SinkError
 from replicator.core.events import ChangeEvent
@@ -262,7 +262,8 @@ class DynamoWriter:
         pending: dict[str, Any] = {table: {"Keys": wanted, "ConsistentRead": True, "ProjectionExpression": "#k, #v",
                                            "ExpressionAttributeNames": {"#k": "k", "#v": "v"}}}
         found: dict[bytes, int] = {}
-        for attempt in range(1, 9):
+        unprocessed = retry.Backoff(retry.UNPROCESSED_KEYS)
+        while True:
             try:
                 response = self.client.batch_get_item(RequestItems=pending)
             except Exception as exc:
@@ -272,8 +273,11 @@ class DynamoWriter:
             pending = response.get("UnprocessedKeys") or {}
             if not pending:
                 return [found.get(bytes(k["k"]["B"]), EMPTY_STATE.version) for k in wanted]
-            time.sleep(failures.backoff_s(attempt, 0.05, 2.0))  # DynamoDB could not read them all yet
-        raise SinkError(f"state table {table}: head versions still unprocessed after 8 tries", retryable=True)
+            # DynamoDB could not read them all yet (throttled, or over its response size): ask for the rest again.
+            left = sum(len(request.get("Keys", ())) for request in pending.values())
+            if not unprocessed.wait(f"{left} head versions unprocessed", table=table):
+                raise SinkError(f"state table {table}: head versions still unprocessed after "
+                                f"{unprocessed.retries + 1} tries", retryable=True)
 
 
 def _transactional(request: dict[str, Any], write: ItemWrite) -> dict[str, Any]:

@@ -7,8 +7,6 @@ refreshed and the keys of that primary are read again.
 
 from __future__ import annotations
 
-import logging
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -17,12 +15,9 @@ import redis
 from redis.cluster import RedisCluster
 from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
+from replicator import retry
 from replicator.adapters.redis.reader import READ_STATES, RawState, StateReader, _parse
 
-log = logging.getLogger(__name__)
-
-#: Reads of one primary's keys retried after a topology change before giving up.
-ATTEMPTS = 8
 #: Errors that mean "the slot map moved": refresh it and read again.
 _TOPOLOGY_ERRORS = (MovedError, ClusterDownError, TryAgainError)
 
@@ -70,7 +65,8 @@ class ClusterStateReader:
         return [s for s in states if s is not None]
 
     def _read_group(self, keys: list[bytes]) -> list[RawState]:
-        for attempt in range(ATTEMPTS):
+        topology = retry.Backoff(retry.CLUSTER_TOPOLOGY)
+        while True:
             node = self._cluster.get_node_from_key(keys[0])
             owners = {self._cluster.get_node_from_key(k).name for k in keys}
             if len(owners) > 1:  # the map changed under us: split the group again
@@ -86,12 +82,10 @@ class ClusterStateReader:
                         exc = again
                 if isinstance(exc, redis.ResponseError) and not isinstance(exc, (AskError, *_TOPOLOGY_ERRORS)):
                     raise
-                log.info("cluster topology changed; refreshing the slot map", extra={"kv": {
-                    "node": node.name, "error": str(exc)[:200], "attempt": attempt + 1}})
                 self._readers.pop(node.name, None)
-                time.sleep(0.2 * (attempt + 1))
+                if not topology.wait(exc, node=node.name):
+                    raise exc
                 self._cluster.nodes_manager.initialize()
-        return self._reader(self._cluster.get_node_from_key(keys[0])).read(keys)
 
     def _read_one(self, key: bytes) -> RawState:
         """One key during a migration: on its owner, or after ASKING on the node the owner points to."""

@@ -1,0 +1,168 @@
+"""The retry policy in memory: full-jitter waits within bounds and capped, bounded retries, a stop request ending the
+wait, non-retryable errors passing through, and exactly one log line and one metric increment per retry. A fake
+event and a fake sleep stand in for the clock: nothing here sleeps."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import pytest
+from prometheus_client import REGISTRY
+
+from replicator import retry
+from replicator.core.errors import SinkError, SourceError
+
+POLICY = retry.Policy("test_op", "retrying the test operation", base_s=0.5, cap_s=4.0, retries=3)
+
+
+class FakeEvent:
+    """A threading.Event whose wait() records the timeout and returns at once; set after ``set_after`` waits."""
+
+    def __init__(self, set_after: int | None = None) -> None:
+        self.waits: list[float] = []
+        self._set = False
+        self._set_after = set_after
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout or 0.0)
+        if self._set_after is not None and len(self.waits) >= self._set_after:
+            self._set = True
+        return self._set
+
+
+def _retries(operation: str) -> float:
+    return REGISTRY.get_sample_value("replicator_retries_total", {"operation": operation}) or 0.0
+
+
+def _failing(times: int, error: Exception, result: str = "done"):
+    calls = []
+
+    def operation() -> str:
+        calls.append(1)
+        if len(calls) <= times:
+            raise error
+        return result
+
+    return operation, calls
+
+
+def test_delays_are_full_jitter_exponential_and_capped(monkeypatch):
+    bounds = []
+    monkeypatch.setattr(retry.random, "uniform", lambda low, high: bounds.append((low, high)) or high)
+    assert [POLICY.delay(n) for n in range(1, 6)] == [1.0, 2.0, 4.0, 4.0, 4.0]
+    assert {low for low, _high in bounds} == {0}
+
+
+def test_delays_are_drawn_within_the_bounds():
+    for n in range(1, 8):
+        draws = [POLICY.delay(n) for _ in range(200)]
+        assert all(0 <= d <= min(4.0, 0.5 * 2**n) for d in draws)
+        assert len(set(draws)) > 1  # jittered, not fixed
+
+
+def test_a_failing_operation_is_retried_until_it_succeeds():
+    event = FakeEvent()
+    operation, calls = _failing(2, SourceError("redis away", retryable=True))
+    assert retry.call(operation, POLICY, stop=event) == "done"
+    assert len(calls) == 3 and len(event.waits) == 2
+    assert all(0 <= w <= 4.0 for w in event.waits)
+
+
+def test_retries_are_bounded_when_the_policy_says_so_and_the_last_error_is_raised():
+    sleeps: list[float] = []
+    error = SourceError("redis away", retryable=True)
+    operation, calls = _failing(10, error)
+    with pytest.raises(SourceError) as raised:
+        retry.call(operation, POLICY, sleep=sleeps.append)
+    assert raised.value is error
+    assert len(calls) == 1 + POLICY.retries and len(sleeps) == POLICY.retries
+
+
+def test_unbounded_policy_retries_until_success():
+    sleeps: list[float] = []
+    operation, calls = _failing(20, SourceError("redis away", retryable=True))
+    assert retry.call(operation, replace(POLICY, retries=None), sleep=sleeps.append) == "done"
+    assert len(calls) == 21 and len(sleeps) == 20
+
+
+def test_a_stop_request_ends_the_wait_and_the_retries():
+    event = FakeEvent(set_after=2)
+    operation, calls = _failing(10, SourceError("redis away", retryable=True))
+    with pytest.raises(retry.Stopped):
+        retry.call(operation, replace(POLICY, retries=None), stop=event)
+    assert len(event.waits) == 2 and len(calls) == 2  # the interrupted wait is not followed by another try
+
+
+def test_a_backoff_does_not_retry_once_stopped():
+    event = FakeEvent()
+    event.set()
+    backoff = retry.Backoff(POLICY, stop=event)
+    before = _retries("test_op")
+    assert not backoff.wait(SourceError("x", retryable=True))
+    assert event.waits == [] and _retries("test_op") == before
+
+
+def test_a_custom_sleep_that_reports_a_stop_ends_the_retries():
+    operation, calls = _failing(10, SourceError("redis away", retryable=True))
+    with pytest.raises(retry.Stopped):
+        retry.call(operation, POLICY, sleep=lambda seconds: True)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("error", [SourceError("bad config", retryable=False), KeyError("a bug")])
+def test_errors_the_policy_does_not_retry_pass_straight_through(error):
+    sleeps: list[float] = []
+    before = _retries("test_op")
+    operation, calls = _failing(1, error)
+    with pytest.raises(type(error)) as raised:
+        retry.call(operation, POLICY, sleep=sleeps.append)
+    assert raised.value is error and len(calls) == 1 and sleeps == []
+    assert _retries("test_op") == before
+
+
+def test_an_error_that_says_how_long_to_wait_is_obeyed():
+    sleeps: list[float] = []
+    operation, _calls = _failing(1, SinkError("throttled", retryable=True, retry_after=7.5))
+    assert retry.call(operation, POLICY, sleep=sleeps.append) == "done"
+    assert sleeps == [7.5]
+
+
+def test_every_retry_logs_one_line_and_counts_one(caplog):
+    policy = replace(POLICY, operation="test_counted")
+    before = _retries("test_counted")
+    operation, _calls = _failing(3, SourceError("redis away", retryable=True))
+    with caplog.at_level(logging.INFO, logger="replicator.retry"):
+        assert retry.call(operation, policy, sleep=lambda s: None, node="n1") == "done"
+    lines = [r for r in caplog.records if r.name == "replicator.retry"]
+    assert [r.getMessage() for r in lines] == ["retrying the test operation"] * 3
+    assert [r.kv["attempt"] for r in lines] == [1, 2, 3]
+    assert all(r.kv["operation"] == "test_counted" and r.kv["node"] == "n1" and r.kv["error"] == "redis away"
+               and r.levelno == logging.WARNING for r in lines)
+    assert _retries("test_counted") == before + 3
+
+
+def test_a_backoff_counts_its_retries_and_starts_over_after_a_reset(monkeypatch):
+    monkeypatch.setattr(retry.random, "uniform", lambda low, high: high)
+    sleeps: list[float] = []
+    backoff = retry.Backoff(POLICY, sleep=sleeps.append)
+    assert backoff.wait("throttled") and backoff.wait("throttled")
+    backoff.reset()
+    assert backoff.wait("throttled") and backoff.wait("throttled") and backoff.wait("throttled")
+    assert backoff.exhausted and not backoff.wait("throttled")
+    assert sleeps == [1.0, 2.0, 1.0, 2.0, 4.0]
+
+
+def test_the_named_policies_keep_the_values_the_call_sites_used():
+    assert (retry.APPLY_BATCH.base_s, retry.APPLY_BATCH.cap_s, retry.APPLY_BATCH.retries) == (0.1, 20.0, None)
+    assert (retry.THROTTLED_STATEMENTS.base_s, retry.THROTTLED_STATEMENTS.cap_s,
+            retry.THROTTLED_STATEMENTS.retries) == (0.05, 2.0, 6)
+    assert retry.UNPROCESSED_KEYS.retries == 7  # 8 tries in all
+    assert (retry.SERVICE_START.base_s, retry.SERVICE_START.cap_s, retry.SERVICE_START.retries) == (1.0, 30.0, None)
+    assert retry.APPLY_BATCH.message == "retrying batch"  # the README tells operators to look for it
