@@ -78,6 +78,8 @@ SERVICE_START = Policy("service_start", "waiting for dependencies", base_s=1.0, 
 REDIS_SUBSCRIPTION = Policy("redis_subscription", "keyspace subscription lost; reconnecting", base_s=0.2, cap_s=10.0)
 #: A re-snapshot or reconcile after a gap that failed (Redis, DynamoDB or Kafka away): healed again from the start.
 GAP_HEALING = Policy("gap_healing", "healing a gap failed; retrying", base_s=1.0, cap_s=30.0)
+#: A poll of the change topic that failed (brokers away): polled again; the client reconnects meanwhile (applier).
+KAFKA_POLL = Policy("kafka_poll", "kafka unavailable; polling again", base_s=0.5, cap_s=5.0)
 #: A polled batch that failed for an infrastructure reason: retried whole, nothing committed meanwhile (applier).
 APPLY_BATCH = Policy("apply_batch", "retrying batch", base_s=0.1, cap_s=20.0)
 #: Statements DynamoDB throttled inside a BatchExecuteStatement response: sent again, then the batch fails (sink).

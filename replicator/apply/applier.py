@@ -124,14 +124,15 @@ class Applier:
             deadline = time.monotonic() + 30
             while not self._consumer.partitions_for_topic(self.topic) and time.monotonic() < deadline:
                 stop.wait(0.2)
+            polls = retry.Backoff(retry.KAFKA_POLL, stop)
             while not stop.is_set():
                 try:
                     batch = self._consumer.poll(timeout_ms=self._config.poll_timeout_ms,
                                                 max_records=self._config.max_batch)
                 except KafkaError as exc:
-                    log.warning("kafka unavailable; polling again", extra={"kv": {"error": str(exc)}})
-                    stop.wait(1.0)
+                    polls.wait(exc)
                     continue
+                polls.reset()
                 if self._consumer.assignment():
                     self.assigned.set()
                 else:
