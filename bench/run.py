@@ -57,7 +57,7 @@ from prometheus_client import REGISTRY  # noqa: E402
 
 from replicator import broker, pipeline  # noqa: E402
 from replicator.adapters.kafka.producer import producer_settings  # noqa: E402
-from replicator.adapters.redis.reader import StateReader  # noqa: E402
+from replicator.adapters.redis.states import StateReader  # noqa: E402
 from replicator.core.config import Config, parse_config  # noqa: E402
 from replicator.local.stack import LocalStack, dynamodb_client, free_port, wait_until  # noqa: E402
 from replicator.logs import setup as setup_logs  # noqa: E402

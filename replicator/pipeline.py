@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,15 +19,16 @@ from replicator.adapters.kafka.dead_letters import DeadLetters
 from replicator.adapters.kafka.producer import EventPublisher
 from replicator.adapters.redis.cluster import cluster_client, is_cluster, primaries
 from replicator.adapters.redis.notifications import ensure_notifications
+from replicator.adapters.redis.reader import KeyCapture
 from replicator.apply.applier import Applier
 from replicator.capture.cluster_listener import ClusterListener
-from replicator.capture.listener import Listener
+from replicator.capture.listener import Collaborators, Listener
 from replicator.capture.reconcile import PendingReconciles, Reconciler, live_source_keys
 from replicator.core.config import Config, mask_url
 from replicator.core.errors import ReplicatorError, SourceError
 from replicator.core.mapping import RuleSet, compile_rules
 from replicator.snapshot.checkpoints import Checkpoints
-from replicator.snapshot.loader import SnapshotLoader
+from replicator.snapshot.loader import SnapshotLoader, scan_and_capture
 from replicator.tools import preflight
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ def redis_client(config: Config) -> tuple[Any, str, int]:
 
 
 def publisher(ctx: Context) -> EventPublisher:
+    """A new publisher to the change topic (made sure to exist): the caller, who creates it, closes it."""
     _ = ctx.broker
     broker.ensure_topic(ctx.config.kafka, ctx.config.kafka.topic, ctx.config.kafka.partitions)
     return EventPublisher(ctx.config.kafka)
@@ -108,6 +111,10 @@ def listener(ctx: Context) -> Listener | ClusterListener:
     def prepare(conn: redis.Redis) -> None:  # again before every subscription: a restarted Redis lost CONFIG SETs
         ensure_notifications(conn, ctx.rules, ctx.config.redis.configure_notifications)
 
+    def resnapshot(conn: redis.Redis, capture: KeyCapture, should_stop: Callable[[], bool]) -> tuple[int, int]:
+        """A gap's re-snapshot of one node: the snapshot stage's scan, handed to capture (which does not import it)."""
+        return scan_and_capture(conn, ctx.rules, capture, ctx.config.capture.batch_size, should_stop=should_stop)
+
     reconciler = None
     if ctx.config.capture.resnapshot_on_gap:
         # Reading DynamoDB from the listener is what lets a gap's deletions be found, once the applier group has
@@ -119,6 +126,8 @@ def listener(ctx: Context) -> Listener | ClusterListener:
                                 broker.GroupOffsets(kafka, kafka.topic, kafka.group_id),
                                 PendingReconciles(ddb, state_table))
 
+    collaborators = Collaborators(ctx.rules, resnapshot, reconciler, prepare)
+    # The stage calls publisher(ctx) while it is built, and closes what it created when it stops running.
     if isinstance(client, RedisCluster):
         options = ctx.config.redis_kwargs()
 
@@ -126,10 +135,8 @@ def listener(ctx: Context) -> Listener | ClusterListener:
             return redis.Redis(host=host, port=port, ssl=urlsplit(ctx.config.redis.url).scheme == "rediss",
                                **_REDIS_OPTIONS, **options)
 
-        return ClusterListener(client, ctx.rules, publisher(ctx), ctx.config.capture, node_client, reconciler,
-                               prepare=prepare)
-    return Listener(client, ctx.rules, publisher(ctx), ctx.config.capture, node, db, reconciler=reconciler,
-                    prepare=prepare)
+        return ClusterListener(client, lambda: publisher(ctx), ctx.config.capture, node_client, collaborators)
+    return Listener(client, lambda: publisher(ctx), ctx.config.capture, node, db, collaborators)
 
 
 def snapshot_loader(ctx: Context, max_keys_per_second: float | None = None,
@@ -138,8 +145,9 @@ def snapshot_loader(ctx: Context, max_keys_per_second: float | None = None,
     capture = ctx.config.capture
     scope = f"shard {capture.shard} of {capture.shards}" if capture.shards > 1 else ""
     checkpoints = Checkpoints(dynamodb(ctx), ctx.config.dynamodb.state_table, scope)
-    return SnapshotLoader(client, ctx.rules, publisher(ctx), node, db, ctx.config.capture, checkpoints=checkpoints,
-                          max_keys_per_second=max_keys_per_second, checkpoint_every=checkpoint_every)
+    return SnapshotLoader(client, ctx.rules, lambda: publisher(ctx), node, db, ctx.config.capture,
+                          checkpoints=checkpoints, max_keys_per_second=max_keys_per_second,
+                          checkpoint_every=checkpoint_every)
 
 
 def dynamodb(ctx: Context) -> Any:

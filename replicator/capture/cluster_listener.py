@@ -15,24 +15,22 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.cluster import RedisCluster
 
 from replicator.adapters.kafka.producer import EventPublisher
-from replicator.capture.listener import Listener
-from replicator.capture.reconcile import Reconciler
+from replicator.capture.listener import GAP_START, GAP_TOPOLOGY, Collaborators, NodeListener
 from replicator.core.config import CaptureConfig
-from replicator.core.errors import SourceError
-from replicator.core.mapping import RuleSet
+from replicator.core.errors import ReplicatorError, SourceError
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class _Node:
-    listener: Listener
+    listener: NodeListener
     stop: threading.Event
     thread: threading.Thread
     error: BaseException | None = None
@@ -50,18 +48,21 @@ class _AllSubscribed:
 
 
 class ClusterListener:
-    def __init__(self, cluster: RedisCluster, rules: RuleSet, publisher: EventPublisher, config: CaptureConfig,
-                 node_client: Callable[[str, int], Any], reconciler: Reconciler | None = None,
-                 prepare: Callable[[Any], object] = lambda client: None) -> None:
+    """The node listeners of every primary, sharing one publisher: created here, lent to them, closed by :meth:`run`.
+
+    ``new_publisher()`` is called while the stage is built, so that a Kafka that does not answer yet fails the build
+    (which the CLI retries while reporting not-ready) rather than the run.
+    """
+
+    def __init__(self, cluster: RedisCluster, new_publisher: Callable[[], EventPublisher], config: CaptureConfig,
+                 node_client: Callable[[str, int], Any], collaborators: Collaborators) -> None:
         """``node_client(host, port)``: a client of one node for its subscription and re-snapshots, independent of
         the cluster client (whose connections it may reset when the slot map changes)."""
         self._cluster = cluster
         self._node_client = node_client
-        self._rules = rules
-        self._publisher = publisher
         self._config = config
-        self._reconciler = reconciler
-        self._prepare = prepare
+        self._collaborators = collaborators
+        self._publisher = new_publisher()
         self._nodes: dict[str, _Node] = {}
         self._wake = threading.Event()
         self._started = False  # after the first listing, a new primary is a topology change
@@ -88,7 +89,7 @@ class ClusterListener:
                 if failed:
                     name, error = failed[0]
                     # One line for the user (the CLI prints ReplicatorErrors), whatever the node's error was.
-                    raise SourceError(f"listener of primary {name} failed: {error}") from error
+                    raise SourceError(f"listener of primary {name} failed: {_one_line(error)}") from error
                 deadline = time.monotonic() + self._config.topology_refresh_s
                 while not (stop.is_set() or self._wake.is_set()) and time.monotonic() < deadline:
                     stop.wait(0.2)
@@ -122,16 +123,17 @@ class ClusterListener:
 
     def _start(self, name: str, client: Any) -> None:
         # This node's share of the keys DynamoDB holds.
-        reconciler = None if self._reconciler is None else self._reconciler.scoped(
-            lambda k: self._cluster.get_node_from_key(k).name == name)
-        listener = Listener(client, self._rules, self._publisher, self._config, name, 0, reconciler=reconciler,
-                            read_client=self._cluster, first_gap="topology" if self._started else "start",
-                            prepare=self._prepare)
+        reconciler = self._collaborators.reconciler
+        if reconciler is not None:
+            reconciler = reconciler.scoped(lambda k: self._cluster.get_node_from_key(k).name == name)
+        listener = NodeListener(client, self._publisher, self._config, name, 0,
+                                replace(self._collaborators, reconciler=reconciler), read_client=self._cluster)
+        gap = GAP_TOPOLOGY if self._started else GAP_START
         node_stop = threading.Event()
 
         def body() -> None:
             try:
-                listener.run(node_stop)
+                listener.run(node_stop, gap)
             except BaseException as exc:
                 self._nodes[name].error = exc
                 self._wake.set()
@@ -140,3 +142,11 @@ class ClusterListener:
         self._nodes[name] = _Node(listener, node_stop, thread)  # run() stops them all when it ends
         thread.start()
         log.info("listening to primary", extra={"kv": {"node": name}})
+
+
+def _one_line(error: BaseException) -> str:
+    """The node's error as one line; its type too unless it is one of ours (whose messages say what they are)."""
+    text = " ".join(str(error).split())
+    if isinstance(error, ReplicatorError):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -6,8 +6,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import redis
 
@@ -21,13 +21,48 @@ from replicator.core.config import CaptureConfig
 from replicator.core.errors import ReplicatorError, SourceError
 from replicator.core.events import Origin
 from replicator.core.mapping import RuleSet
-from replicator.snapshot.loader import scan_and_capture
 
 log = logging.getLogger(__name__)
 
+#: The reason of the gap before a listener's first subscription: the listener starting, or (in a cluster) a primary
+#: that appeared while the cluster was being captured.
+GAP_START = "start"
+GAP_TOPOLOGY = "topology"
 
-class Listener:
-    """Captures one Redis node (one db).
+
+class Resnapshot(Protocol):
+    """Publish the state of every captured key on ``client`` through ``capture`` (origin SNAPSHOT), stopping early
+    when ``should_stop()``; returns (keys scanned, events published).
+
+    Injected (pipeline.py passes the snapshot stage's ``scan_and_capture``) so that capture does not depend on the
+    snapshot stage.
+    """
+
+    def __call__(self, client: redis.Redis, capture: KeyCapture,
+                 should_stop: Callable[[], bool]) -> tuple[int, int]: ...
+
+
+def _unprepared(client: redis.Redis) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Collaborators:
+    """What a listener works with besides its node, made by whoever builds the listener (who closes what needs it).
+
+    ``resnapshot`` heals gaps when ``capture.resnapshot_on_gap`` is on; ``reconciler``, when given, then also finds
+    the keys deleted during a gap. ``prepare(client)`` runs before every subscription (a restarted Redis has lost a
+    notify-keyspace-events set by CONFIG SET).
+    """
+
+    rules: RuleSet
+    resnapshot: Resnapshot
+    reconciler: Reconciler | None = None
+    prepare: Callable[[redis.Redis], object] = _unprepared
+
+
+class NodeListener:
+    """Captures one Redis node (one db), publishing to a publisher it borrows: it flushes it, never closes it.
 
     Notifications only say *that* a key changed; the key is then read with its version. Notifications for the same
     key that arrive within ``coalesce_ms`` (or before the pending batch is read) cost one read: the read happens after
@@ -42,14 +77,11 @@ class Listener:
     still holds, which turns keys deleted during the gap into DELETE events (a SCAN cannot see them).
     """
 
-    def __init__(self, client: redis.Redis, rules: RuleSet, publisher: EventPublisher, config: CaptureConfig,
-                 node: str, db: int = 0, reconciler: Reconciler | None = None,
-                 read_client: Any = None, first_gap: str = "start",
-                 prepare: Callable[[redis.Redis], object] = lambda client: None) -> None:
+    def __init__(self, client: redis.Redis, publisher: EventPublisher, config: CaptureConfig, node: str, db: int,
+                 collaborators: Collaborators, *, read_client: Any = None) -> None:
         """``client`` is the node subscribed to, watched and re-snapshotted; keys are read through ``read_client``
-        (a cluster client routes each key to its current owner) when given. ``prepare(client)`` runs before every
-        subscription (a restarted Redis has lost a notify-keyspace-events set by CONFIG SET). The publisher is the
-        caller's to close."""
+        (a cluster client routes each key to its current owner) when given."""
+        rules = collaborators.rules
         self._client = client
         self._rules = rules
         self._publisher = publisher
@@ -60,9 +92,10 @@ class Listener:
         self.db = db
         self._prefix = b"__keyspace@%d__:" % db
         self.subscribed = threading.Event()
-        self._healing = _Healing(self, reconciler) if config.resnapshot_on_gap else None
-        self._first_gap = first_gap
-        self._prepare = prepare
+        self._resnapshot = collaborators.resnapshot
+        self._healing = (_Healing(self, collaborators.reconciler, config.batch_size) if config.resnapshot_on_gap
+                         else None)
+        self._prepare = collaborators.prepare
         self._marks: ServerMarks | None = None
         self._watch_due = 0.0
 
@@ -78,12 +111,13 @@ class Listener:
     def channels(self) -> list[bytes]:
         return [self._prefix + glob for glob in self._rules.globs()]
 
-    def run(self, stop: threading.Event) -> None:
-        """Capture until ``stop`` is set; then publish what is pending and flush the producer.
+    def run(self, stop: threading.Event, gap: str = GAP_START) -> None:
+        """Capture until ``stop`` is set; then publish what is pending and flush the publisher.
 
-        A lost subscription is retried with backoff until ``stop``; every (re)subscription is a gap.
+        A lost subscription is retried with backoff until ``stop``; every (re)subscription is a gap, the first one
+        counted with reason ``gap``.
         """
-        reason = self._first_gap
+        reason = gap
         first, cap = self._config.reconnect_backoff_s
         backoff = retry.Backoff(replace(retry.REDIS_SUBSCRIPTION, base_s=first, cap_s=cap), stop=stop)
         if self._healing:
@@ -179,6 +213,33 @@ class Listener:
     def capture(self, keys: list[bytes], origin: Origin) -> int:
         return self._capture.capture(keys, origin)
 
+    def rescan(self, should_stop: Callable[[], bool]) -> tuple[int, int]:
+        """Re-snapshot this node (SCAN it, publish every captured key); returns (keys scanned, events published)."""
+        return self._resnapshot(self._client, self._capture, should_stop)
+
+    def flush(self) -> None:
+        """Wait until Kafka acknowledged everything published so far (raises BrokerError for any it did not)."""
+        self._publisher.flush()
+
+
+class Listener(NodeListener):
+    """The listener of a single server: it creates its publisher, so it closes it when :meth:`run` ends.
+
+    ``new_publisher()`` is called here, while the stage is built, so that a Kafka that does not answer yet fails the
+    build (which the CLI retries while reporting not-ready) rather than the run.
+    """
+
+    def __init__(self, client: redis.Redis, new_publisher: Callable[[], EventPublisher], config: CaptureConfig,
+                 node: str, db: int, collaborators: Collaborators) -> None:
+        super().__init__(client, new_publisher(), config, node, db, collaborators)
+
+    def run(self, stop: threading.Event, gap: str = GAP_START) -> None:
+        try:
+            super().run(stop, gap)
+        finally:
+            self._publisher.close()
+
+
 def _next_channel(pubsub: redis.client.PubSub, timeout: float) -> bytes | None:
     """The channel of the next keyspace notification; b"" for another reply; None when none came within timeout.
 
@@ -195,6 +256,18 @@ def _next_channel(pubsub: redis.client.PubSub, timeout: float) -> bytes | None:
     return b""
 
 
+class _Healed(Protocol):
+    """All that healing uses of its listener."""
+
+    node: str
+
+    def rescan(self, should_stop: Callable[[], bool]) -> tuple[int, int]: ...
+
+    def capture(self, keys: list[bytes], origin: Origin) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 class _Healing:
     """Heals gaps in the background: re-snapshot at once, reconcile once the gap's watermark is committed.
 
@@ -202,9 +275,10 @@ class _Healing:
     is kept in ``error`` and stops the listener (its restart is a gap); Redis or Kafka not answering is retried.
     """
 
-    def __init__(self, listener: Listener, reconciler: Reconciler | None) -> None:
+    def __init__(self, listener: _Healed, reconciler: Reconciler | None, batch_size: int) -> None:
         self._listener = listener
         self._reconciler = reconciler
+        self._batch_size = batch_size
         self._requested = threading.Event()
         self._reason = ""
         self._thread: threading.Thread | None = None
@@ -263,10 +337,9 @@ class _Healing:
         watermark = None
         if self._reconciler is not None:
             # Everything read before the gap is then below the watermark (see capture/reconcile.py).
-            listener._publisher.flush()
+            listener.flush()
             watermark = self._reconciler.note(node, reason)
-        scanned, published = scan_and_capture(listener._client, listener._rules, listener._capture,
-                                              listener._config.batch_size, should_stop=self._superseded)
+        scanned, published = listener.rescan(self._superseded)
         if self._superseded():
             return
         self.resnapshots += 1
@@ -278,12 +351,12 @@ class _Healing:
         if not self._reconciler.wait(node, watermark, self._superseded, self._pause):
             return
         reconciled = 0
-        for batch in batches(self._reconciler.live_keys(), listener._config.batch_size):
+        for batch in batches(self._reconciler.live_keys(), self._batch_size):
             listener.capture(batch, Origin.SNAPSHOT)
             reconciled += len(batch)
             if self._superseded():
                 return
-        listener._publisher.flush()
+        listener.flush()
         self._reconciler.done(node)
         self.reconciles += 1
         metrics.GAP_RESNAPSHOTS.labels(node=node).inc()

@@ -100,15 +100,19 @@ class SnapshotLoader:
 
     With ``checkpoints``, each node's SCAN position is saved every ``checkpoint_every`` keys, after Kafka
     acknowledged what came before; ``run(resume=True)`` continues from there (nodes that finished are skipped).
+
+    The loader creates its publisher (``new_publisher()``, here, so a Kafka that does not answer fails at once) and
+    closes it when :meth:`run` ends: one loader, one run.
     """
 
-    def __init__(self, client: Any, rules: RuleSet, publisher: EventPublisher, node: str, db: int = 0,
-                 config: CaptureConfig | None = None, scan_count: int = 1000, checkpoints: Checkpoints | None = None,
-                 max_keys_per_second: float | None = None, checkpoint_every: int = 10_000) -> None:
+    def __init__(self, client: Any, rules: RuleSet, new_publisher: Callable[[], EventPublisher], node: str,
+                 db: int = 0, config: CaptureConfig | None = None, scan_count: int = 1000,
+                 checkpoints: Checkpoints | None = None, max_keys_per_second: float | None = None,
+                 checkpoint_every: int = 10_000) -> None:
         self._config = config or CaptureConfig()
         self._client = client
         self._rules = rules
-        self._publisher = publisher
+        self._publisher = new_publisher()
         self._node, self._db = node, db
         self._scan_count = scan_count
         self._checkpoints = checkpoints

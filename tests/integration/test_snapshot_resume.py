@@ -18,7 +18,7 @@ KEYS, SCAN_COUNT, EVERY = 3000, 50, 200
 
 def _loader(run, client):
     ctx = run.ctx
-    return SnapshotLoader(client, ctx.rules, pipeline.publisher(ctx), "cluster", 0, ctx.config.capture,
+    return SnapshotLoader(client, ctx.rules, lambda: pipeline.publisher(ctx), "cluster", 0, ctx.config.capture,
                           scan_count=SCAN_COUNT, checkpoint_every=EVERY,
                           checkpoints=Checkpoints(pipeline.dynamodb(ctx), ctx.config.dynamodb.state_table))
 

@@ -126,4 +126,10 @@ class EventPublisher:
             )
 
     def close(self, timeout: float = 30.0) -> None:
+        """Wait (at most ``timeout``) for what is still unacknowledged; raises BrokerError for any event Kafka did not
+        take. librdkafka has no close: the producer is freed with this object.
+
+        Called once, by whoever created the publisher (the stage that called its ``new_publisher()``, or the command
+        that made it); whoever it is lent to only flushes.
+        """
         self.flush(timeout)

@@ -16,7 +16,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
 
 from replicator import retry
-from replicator.adapters.redis.reader import READ_STATES, RawState, StateReader, _parse
+from replicator.adapters.redis.states import READ_STATES, RawState, StateReader, parse_reply
 
 #: Errors that mean "the slot map moved": refresh it and read again.
 _TOPOLOGY_ERRORS = (MovedError, ClusterDownError, TryAgainError)
@@ -105,7 +105,7 @@ class ClusterStateReader:
         _ok, (reply,) = pipe.execute()
         if reply[4] is None and reply[5] > self._max_inline:  # too big to read inline while it moves: once it has
             raise TryAgainError("the key is migrating")
-        return _parse(key, reply)
+        return parse_reply(key, reply)
 
     def _reader(self, node: Any) -> StateReader:
         reader = self._readers.get(node.name)
