@@ -12,7 +12,7 @@ import redis
 from kafka import KafkaConsumer
 from redis.cluster import RedisCluster
 
-from replicator.adapters.dynamodb.store import DynamoWriter, make_client
+from replicator.adapters.dynamodb.store import DynamoStore, DynamoWriter, make_client
 from replicator.adapters.dynamodb.tables import check_tables, create_tables
 from replicator.adapters.kafka import broker
 from replicator.adapters.kafka.dead_letters import DeadLetters
@@ -23,7 +23,7 @@ from replicator.adapters.redis.reader import KeyCapture
 from replicator.apply.applier import Applier
 from replicator.capture.cluster_listener import ClusterListener
 from replicator.capture.listener import Collaborators, Listener
-from replicator.capture.reconcile import PendingReconciles, Reconciler, live_source_keys
+from replicator.capture.reconcile import PendingReconciles, Reconciler
 from replicator.core.config import Config, mask_url
 from replicator.core.errors import ReplicatorError, SourceError
 from replicator.core.mapping import RuleSet, compile_rules
@@ -122,7 +122,7 @@ def listener(ctx: Context) -> Listener | ClusterListener:
         ddb = dynamodb(ctx)
         state_table = ctx.config.dynamodb.state_table
         kafka = ctx.config.kafka
-        reconciler = Reconciler(lambda: live_source_keys(ddb, ctx.rules, state_table),
+        reconciler = Reconciler(lambda: DynamoStore(ddb, state_table).live_source_keys(ctx.rules),
                                 broker.GroupOffsets(kafka, kafka.topic, kafka.group_id),
                                 PendingReconciles(ddb, state_table))
 

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 import redis
 
 from replicator import metrics
-from replicator.adapters.dynamodb.store import live_items, read_mirror_value, translate
+from replicator.adapters.dynamodb.store import DynamoStore, translate
 from replicator.core.errors import ReplicatorError
-from replicator.core.mapping import Rule, RuleSet, TypedValue, from_attribute_value, render_attr, to_attribute_value
+from replicator.core.mapping import Rule, RuleSet, from_attribute_value, render_attr, to_attribute_value
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,7 +32,7 @@ class DynamoRead:
     """Answers Redis queries from DynamoDB. Reads are strongly consistent (the item's partition is local)."""
 
     def __init__(self, client: Any, rules: RuleSet) -> None:
-        self._client = client
+        self._store = DynamoStore(client)
         self._rules = rules
 
     # -- sorted sets ---------------------------------------------------------------------------------------------
@@ -63,7 +63,7 @@ class DynamoRead:
     def zcard(self, key: bytes) -> int:
         rule, variables = self._rule(key, "zset")
         try:
-            return len(live_items(self._client, rule, key, variables))
+            return len(self._store.live_items(rule, key, variables))
         except Exception as exc:
             raise translate(exc, f"ZCARD {key!r}") from None
 
@@ -79,7 +79,7 @@ class DynamoRead:
             item = self._get(rule, {"key": key}, key)
             if item is None or item.get("type", {}).get("S") != "string":
                 return None
-            value = read_mirror_value(self._client, rule.table, item)
+            value = self._store.mirror_value(rule.table, item)
             return None if value is None else bytes(value[1])
         if rule.type != "string":
             raise WrongRule(f"{key!r} is mapped by {rule.type} rule {rule.name!r}, not a string rule")
@@ -87,7 +87,7 @@ class DynamoRead:
         item = self._get(rule, {**variables, "key": key, "value": b""}, key)
         if item is None or value_attr is None or value_attr not in item:
             return None
-        found = rule.item[value_attr].match(_raw(from_attribute_value(item[value_attr])))
+        found = rule.unrender(value_attr, from_attribute_value(item[value_attr]))
         return None if found is None else found["value"]
 
     # -- plumbing ------------------------------------------------------------------------------------------------
@@ -100,10 +100,7 @@ class DynamoRead:
 
     def _get(self, rule: Rule, values: dict[str, bytes], key: bytes) -> dict[str, Any] | None:
         item_key = {a: to_attribute_value(render_attr(rule, a, values, key)) for a in rule.key_attrs}
-        try:
-            item = self._client.get_item(TableName=rule.table, Key=item_key, ConsistentRead=True).get("Item")
-        except Exception as exc:
-            raise translate(exc, f"reading {key!r}") from None
+        item = self._store.get(rule.table, item_key, f"reading {key!r}")
         if item is None or rule.deleted_attr in item:
             return None
         return item
@@ -123,26 +120,20 @@ class DynamoRead:
             params.update(IndexName=index, ScanIndexForward=False, FilterExpression="attribute_not_exists(#d)")
             params["ExpressionAttributeNames"].pop("#s")
         entries: list[tuple[bytes, float]] = []
-        while True:
-            try:
-                page = self._client.query(**params)
-            except Exception as exc:
-                raise translate(exc, f"ZREVRANGE {key!r}") from None
-            for raw in page.get("Items", []):
+        for page in self._store.pages("query", f"ZREVRANGE {key!r}", **params):
+            for raw in page:
                 item_key = tuple(sorted((a, from_attribute_value(raw[a])) for a in rule.key_attrs))
                 if not rule.owns(item_key, variables):
                     continue
                 member = _member(rule, member_attr, raw)
                 if member is not None:
                     entries.append((member, float(Decimal(raw[score_attr]["N"]))))
-            if "LastEvaluatedKey" not in page:
-                return entries
             if index is not None and want is not None and len(entries) > want:
                 # Sorted by score already: done once the score after the wanted ones is lower (ties must all be in).
                 scores = sorted((s for _m, s in entries), reverse=True)
                 if scores[want] < scores[want - 1]:
                     return entries
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return entries
 
 
 def _attr_of(rule: Rule, placeholder: str) -> str | None:
@@ -155,13 +146,8 @@ def _attr_of(rule: Rule, placeholder: str) -> str | None:
 def _member(rule: Rule, member_attr: str | None, raw: dict[str, Any]) -> bytes | None:
     if member_attr is None or member_attr not in raw:
         return None
-    found = rule.item[member_attr].match(_raw(from_attribute_value(raw[member_attr])))
+    found = rule.unrender(member_attr, from_attribute_value(raw[member_attr]))
     return None if found is None else found["member"]
-
-
-def _raw(typed: TypedValue) -> bytes:
-    kind, value = typed
-    return value if kind == "B" else str(value).encode()
 
 
 class ShadowReads:

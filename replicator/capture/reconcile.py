@@ -28,6 +28,7 @@ window is one page's read-to-publish time. Run snapshots with a listener subscri
 
 Source keys are recovered without guessing: collection keys are the live head versions in the state table, and
 single-item rules are reversible because every variable of their pattern is in the item key (checked at config load).
+DynamoDB is read through the one store (:meth:`DynamoStore.live_source_keys`).
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from replicator import metrics
+from replicator.adapters.dynamodb.store import DynamoStore
 from replicator.core.errors import ReplicatorError
-from replicator.core.mapping import Rule, RuleSet, from_attribute_value
 
 log = logging.getLogger(__name__)
 
@@ -81,26 +82,25 @@ class PendingReconciles:
     """Reconciles waiting for their watermark, kept in the state table so that ``replicator status`` can show them."""
 
     def __init__(self, client: Any, state_table: str) -> None:
-        self._client = client
-        self._table = state_table
+        self._store = DynamoStore(client, state_table)
 
     def save(self, node: str, watermark: Watermark, reason: str) -> None:
-        self._client.put_item(TableName=self._table, Item={
+        self._store.client.put_item(TableName=self._store.state_table, Item={
             "k": {"B": PENDING_PREFIX + node.encode()}, "watermark": {"S": watermark.to_json()},
             "reason": {"S": reason}})
 
     def clear(self, node: str) -> None:
-        self._client.delete_item(TableName=self._table, Key={"k": {"B": PENDING_PREFIX + node.encode()}})
+        self._store.client.delete_item(TableName=self._store.state_table,
+                                       Key={"k": {"B": PENDING_PREFIX + node.encode()}})
 
     def list(self) -> list[tuple[str, str, Watermark]]:
         """(node, gap reason, watermark) of every pending reconcile."""
         found = []
-        for page in self._client.get_paginator("scan").paginate(
-                TableName=self._table, FilterExpression="begins_with(k, :p)",
-                ExpressionAttributeValues={":p": {"B": PENDING_PREFIX}}, ConsistentRead=True):
-            for item in page["Items"]:
-                node = bytes(item["k"]["B"])[len(PENDING_PREFIX):].decode("utf-8", "replace")
-                found.append((node, item["reason"]["S"], Watermark.from_json(item["watermark"]["S"])))
+        for item in self._store.items("scan", "reading the state table", TableName=self._store.state_table,
+                                      FilterExpression="begins_with(k, :p)",
+                                      ExpressionAttributeValues={":p": {"B": PENDING_PREFIX}}, ConsistentRead=True):
+            node = bytes(item["k"]["B"])[len(PENDING_PREFIX):].decode("utf-8", "replace")
+            found.append((node, item["reason"]["S"], Watermark.from_json(item["watermark"]["S"])))
         return sorted(found, key=lambda entry: entry[0])
 
 
@@ -174,51 +174,3 @@ class Reconciler:
         except Exception as exc:
             log.warning("cannot record the pending reconcile for replicator status", extra={"kv": {
                 "error": f"{type(exc).__name__}: {exc}"[:300]}})
-
-
-def live_source_keys(client: Any, rules: RuleSet, state_table: str) -> Iterator[bytes]:
-    """Every Redis key whose data DynamoDB holds live (not tombstoned). May repeat a key; never misses one."""
-    names = {"#ttl": rules.ttl_attribute}
-    for page in client.get_paginator("scan").paginate(
-        TableName=state_table, FilterExpression="attribute_not_exists(#ttl)", ExpressionAttributeNames=names,
-        ProjectionExpression="k",
-    ):
-        for item in page["Items"]:
-            rule, _, key = bytes(item["k"]["B"]).partition(b"\x00")
-            if rule:  # an empty rule name is one of the replicator's own items (snapshot checkpoints)
-                yield key
-    singles = [r for r in rules.rules if not r.is_collection]
-    if rules.mirror is not None:
-        singles.append(rules.mirror)
-    for rule in singles:
-        yield from _live_keys_of(client, rule)
-
-
-def _live_keys_of(client: Any, rule: Rule) -> Iterator[bytes]:
-    names = {"#v": rule.version_attr, "#d": rule.deleted_attr}
-    projection = []
-    for i, attr in enumerate(rule.key_attrs):
-        names[f"#k{i}"] = attr
-        projection.append(f"#k{i}")
-    for page in client.get_paginator("scan").paginate(
-        TableName=rule.table, FilterExpression="attribute_exists(#v) AND attribute_not_exists(#d)",
-        ExpressionAttributeNames=names, ProjectionExpression=", ".join(projection),
-    ):
-        for item in page["Items"]:
-            key = source_key(rule, {a: from_attribute_value(item[a]) for a in rule.key_attrs})
-            if key is not None:
-                yield key
-
-
-def source_key(rule: Rule, item_key: dict[str, tuple[str, Any]]) -> bytes | None:
-    """The Redis key a single-item rule's item came from (the inverse of rendering its key attributes)."""
-    variables: dict[str, bytes] = {}
-    for attr, (_type, value) in item_key.items():
-        raw = value if isinstance(value, bytes) else str(value).encode()
-        found = rule.item[attr].match(raw)
-        if found is None:
-            return None
-        variables.update(found)
-    if "key" in variables:
-        return variables["key"]
-    return rule.pattern.render(variables)

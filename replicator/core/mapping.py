@@ -168,17 +168,43 @@ class Rule:
 
     def owns(self, item_key: ItemKey, variables: Mapping[str, bytes]) -> bool:
         """Whether an item of this rule's table was produced from the Redis key whose pattern variables are given."""
-        for attr, (_type, value) in item_key:
-            template = self.item.get(attr)
-            if template is None:
-                return False
-            raw = value if isinstance(value, bytes) else str(value).encode()
-            found = template.match(raw)
-            if found is None:
-                return False
-            if any(found[name] != variables[name] for name in found if name in variables):
-                return False
-        return True
+        return self.unrender_key(item_key, variables) is not None
+
+    # The inverse of rendering: what an item read back from DynamoDB says about the Redis key it came from. Items
+    # are all the reconcile, the verifier and the reads have, so they all go through these two.
+
+    def unrender(self, attr: str, typed: TypedValue) -> dict[str, bytes] | None:
+        """The placeholders' values ``attr``'s value was rendered from; None when the rule renders no such
+        attribute or the value does not fit its template."""
+        template = self.item.get(attr)
+        if template is None:
+            return None
+        _kind, value = typed
+        return template.match(value if isinstance(value, bytes) else str(value).encode())
+
+    def unrender_key(self, item_key: Iterable[tuple[str, TypedValue]],
+                     fixed: Mapping[str, bytes] | None = None) -> dict[str, bytes] | None:
+        """The variables an item's key attributes were rendered from (a placeholder in two of them keeps the last
+        one's value); None when one does not fit its template or contradicts a value given in ``fixed``."""
+        found: dict[str, bytes] = {}
+        for attr, typed in item_key:
+            matched = self.unrender(attr, typed)
+            if matched is None:
+                return None
+            if fixed and any(value != fixed[name] for name, value in matched.items() if name in fixed):
+                return None
+            found.update(matched)
+        return found
+
+    def source_key(self, item_key: Iterable[tuple[str, TypedValue]]) -> bytes | None:
+        """The Redis key a single-item rule's item came from: every variable of its pattern is in the item key
+        (checked when the rules are compiled), so this is exact, not a guess. None for an item not of this rule."""
+        variables = self.unrender_key(item_key)
+        if variables is None:
+            return None
+        if "key" in variables:
+            return variables["key"]
+        return self.pattern.render(variables)
 
 
 @dataclass(frozen=True)

@@ -31,28 +31,17 @@ from typing import Any
 import redis
 
 from replicator import metrics
-from replicator.adapters.dynamodb.store import live_filter, live_items, read_mirror_value, translate
+from replicator.adapters.dynamodb.store import DynamoStore
 from replicator.adapters.redis.cluster import state_reader
 from replicator.adapters.redis.reader import to_event
-from replicator.capture.reconcile import GroupProgress, Watermark, live_source_keys, source_key
+from replicator.capture.reconcile import GroupProgress, Watermark
 from replicator.core.batching import batches
 from replicator.core.drift import Difference, DriftKind, compare_items
 from replicator.core.errors import MappingError, ReplicatorError
 from replicator.core.events import Origin
 from replicator.core.keyspace import captured_keys, sample_keys
-from replicator.core.mapping import (
-    EMPTY_STATE,
-    Attrs,
-    ItemKey,
-    Rule,
-    RuleSet,
-    desired_items,
-    from_attribute_value,
-    render_attr,
-    to_attribute_value,
-)
+from replicator.core.mapping import Rule, RuleSet, desired_items
 from replicator.core.ratelimit import RateLimiter
-from replicator.core.requests import head_key
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +128,8 @@ class Verifier:
                  progress: GroupProgress | None = None) -> None:
         self._redis = client
         self._progress = progress
-        self._ddb = dynamodb
+        self._store = DynamoStore(dynamodb, state_table)
         self._rules = rules
-        self._state_table = state_table
         self._reader = state_reader(client, max_inline_members)
         self._node, self._db = node, db
 
@@ -159,37 +147,14 @@ class Verifier:
             rule, variables = matched
             try:
                 expected = desired_items(rule, variables, event)
-                version, actual = self._dynamodb_state(rule, state.key, variables)
+                applied = self._store.load_state(rule, state.key, variables)
             except MappingError as exc:
                 checks.append(KeyCheck(state.key, rule.name, -1, (), error=str(exc)))
                 continue
             ttl_attr = "expire_at" if rule.type == "mirror" else ""
-            checks.append(KeyCheck(state.key, rule.name, version, tuple(compare_items(expected, actual, ttl_attr))))
+            differences = compare_items(expected, applied.items, ttl_attr)
+            checks.append(KeyCheck(state.key, rule.name, applied.version, tuple(differences)))
         return checks
-
-    def _dynamodb_state(self, rule: Rule, key: bytes, variables: dict[str, bytes]) -> tuple[int, dict[ItemKey, Attrs]]:
-        where = f"verifying {key!r} in {rule.table}"
-        try:
-            if rule.is_collection:
-                head = self._ddb.get_item(TableName=self._state_table, Key=head_key(rule.name, key),
-                                          ConsistentRead=True).get("Item")
-                version = int(head["v"]["N"]) if head else EMPTY_STATE.version
-                return version, live_items(self._ddb, rule, key, variables)
-            values = {**variables, "key": key}
-            item_key = tuple(sorted((a, render_attr(rule, a, values, key)) for a in rule.key_attrs))
-            raw = self._ddb.get_item(TableName=rule.table, Key={a: to_attribute_value(v) for a, v in item_key},
-                                     ConsistentRead=True).get("Item") or {}
-        except MappingError:
-            raise
-        except Exception as exc:
-            raise translate(exc, where) from None
-        version = int(raw[rule.version_attr]["N"]) if rule.version_attr in raw else EMPTY_STATE.version
-        if rule.type == "mirror" and "parts" in raw:  # compared as the whole value the parts hold
-            value = read_mirror_value(self._ddb, rule.table, raw)
-            raw = {**{a: v for a, v in raw.items() if a != "parts"}, "value": to_attribute_value(value)}
-        data = tuple((a, from_attribute_value(raw[a])) for a in rule.data_attrs if a in raw)
-        live = rule.deleted_attr not in raw and (rule.version_attr in raw or bool(data))
-        return version, ({item_key: data} if live else {})
 
     # -- a whole run ---------------------------------------------------------------------------------------------
 
@@ -306,7 +271,7 @@ class Verifier:
     def _all_keys(self) -> Iterator[bytes]:
         """Every captured key in Redis, then every key DynamoDB holds live data for that Redis does not have."""
         yield from captured_keys(self._redis, self._rules)
-        for batch in batches(live_source_keys(self._ddb, self._rules, self._state_table), 500):
+        for batch in batches(self._store.live_source_keys(self._rules), 500):
             pipe = self._redis.pipeline(transaction=False)
             for key in batch:
                 pipe.exists(key)
@@ -329,23 +294,11 @@ class Verifier:
                 yield from self._partition_source_keys(rule, fixed)
 
     def _partition_source_keys(self, rule: Rule, values: dict[str, bytes]) -> Iterator[bytes]:
-        pk = render_attr(rule, rule.partition_key, values, b"")
-        live, names = live_filter(rule)
-        params: dict[str, Any] = {
-            "TableName": rule.table, "KeyConditionExpression": "#pk = :pk", "FilterExpression": live,
-            "ExpressionAttributeNames": {**names, "#pk": rule.partition_key},
-            "ExpressionAttributeValues": {":pk": to_attribute_value(pk)}, "ConsistentRead": True,
-        }
-        while True:
-            page = self._ddb.query(**params)
-            for item in page.get("Items", []):
-                if rule.key_attrs[-1] in item:
-                    key = source_key(rule, {a: from_attribute_value(item[a]) for a in rule.key_attrs})
-                    if key is not None and self._rules.match(key) is not None and self._rules.match(key)[0] is rule:
-                        yield key
-            if "LastEvaluatedKey" not in page:
-                return
-            params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        """Keys DynamoDB holds in the partition that ``rule`` still maps (an earlier rule may match a key first)."""
+        for key in self._store.partition_source_keys(rule, values):
+            matched = self._rules.match(key)
+            if matched is not None and matched[0] is rule:
+                yield key
 
 
 def _unique(keys: Iterable[bytes]) -> Iterator[bytes]:

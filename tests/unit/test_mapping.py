@@ -9,7 +9,7 @@ import pytest
 from replicator.core.config import parse_config
 from replicator.core.errors import ConfigError, MappingError
 from replicator.core.events import ChangeEvent, KeyType, Op, Origin
-from replicator.core.mapping import EMPTY_STATE, Template, canonical_number, plan_writes
+from replicator.core.mapping import EMPTY_STATE, Template, canonical_number, compile_rules, plan_writes
 from tests.unit.rules import MESSAGING_RULES, messaging, string_event, zset_event
 
 
@@ -151,12 +151,36 @@ def test_notification_flags_follow_the_rules():
 
 
 def test_single_item_rules_are_reversible_so_a_gap_reconcile_finds_their_redis_keys():
-    from replicator.capture.reconcile import source_key
-
     rules = messaging()
     meta = rules.match(b"meta:alice:bob")[0]
-    assert source_key(meta, {"owner_id": ("S", "alice"), "opponent_id": ("S", "bob")}) == b"meta:alice:bob"
-    assert source_key(rules.mirror, {"key": ("B", b"any\xffkey")}) == b"any\xffkey"
+    assert meta.source_key({"owner_id": ("S", "alice"), "opponent_id": ("S", "bob")}.items()) == b"meta:alice:bob"
+    assert rules.mirror.source_key({"key": ("B", b"any\xffkey")}.items()) == b"any\xffkey"
+
+
+def test_an_item_read_back_gives_the_variables_it_was_rendered_from():
+    rules = messaging()
+    zset = rules.match(b"opponents:alice")[0]
+    meta = rules.match(b"meta:alice:bob")[0]
+    key = (("opponent_id", ("S", "bob")), ("owner_id", ("S", "alice")))
+    assert zset.unrender("timestamp", ("N", "1.5")) == {"score": b"1.5"}  # numbers compare as their text
+    assert meta.unrender("metadata", ("S", "hello")) == {"value": b"hello"}
+    assert zset.unrender("no_such_attribute", ("S", "x")) is None
+    assert zset.unrender_key(key) == {"owner": b"alice", "member": b"bob"}
+    assert zset.unrender_key(key, {"owner": b"alice"}) == {"owner": b"alice", "member": b"bob"}
+    assert zset.unrender_key(key, {"owner": b"carol"}) is None  # another key's item
+    assert zset.owns(key, {"owner": b"alice"}) and not zset.owns(key, {"owner": b"carol"})
+    assert not zset.owns((("other", ("S", "x")),), {"owner": b"alice"})  # an attribute the rule does not write
+    assert meta.source_key(iter(key)) == b"meta:alice:bob"
+
+
+def test_an_item_that_does_not_fit_the_templates_has_no_source_key():
+    rules = parse_config({**MESSAGING_RULES, "rules": [
+        {"match": "user:{id}", "type": "string", "table": "messaging",
+         "item": {"owner_id": "u#{id}", "opponent_id": "profile", "metadata": "{value}"}}]})
+    rule = compile_rules(rules).rules[0]
+    assert rule.source_key((("owner_id", ("S", "u#7")), ("opponent_id", ("S", "profile")))) == b"user:7"
+    assert rule.source_key((("owner_id", ("S", "v#7")), ("opponent_id", ("S", "profile")))) is None
+    assert rule.source_key((("owner_id", ("S", "u#7")), ("opponent_id", ("S", "other")))) is None
 
 
 def test_big_values_split_into_chunks_under_the_byte_budget_and_in_order():

@@ -225,6 +225,7 @@ def test_head_versions_are_read_100_per_request_and_a_refused_group_is_read_key_
     client.batch_get_item = batch_get_item  # type: ignore[attr-defined]
     client.get_item = get_item  # type: ignore[attr-defined]
     client.query = lambda **_: {"Items": []}  # type: ignore[attr-defined]
+    client.get_paginator = lambda _op: type("P", (), {"paginate": lambda self, **_: [{"Items": []}]})()  # type: ignore
     sink = DynamoSink(DynamoWriter(client, RULES, TombstoneConfig(), "state"), "batch")
     keys = [(rule, f"opponents:o{i}".encode(), {"owner": f"o{i}".encode()}) for i in range(150)]
     keys[120] = (rule, b"opponents:too-long", {"owner": b"too-long"})

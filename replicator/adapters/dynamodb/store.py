@@ -1,10 +1,16 @@
-"""The DynamoDB edge of apply: executes planned writes, loads applied states, translates botocore errors."""
+"""The DynamoDB edge: the one place that reads and writes the replicator's items.
+
+:class:`DynamoStore` reads (head versions, a key's live items, single items, mirror values kept in parts, every
+Query and Scan through boto3's paginators) for apply, verify, the Redis-shaped reads and the reconcile alike, so
+"live", "applied state" and "the Redis key an item came from" mean the same everywhere. :class:`DynamoWriter` adds
+the writes. Errors are translated to SinkError here (:func:`translate`). Table creation is in ``tables.py``.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import boto3
@@ -84,15 +90,172 @@ def translate(exc: Exception, what: str) -> ReplicatorError:
     return SinkError(f"{what}: {type(exc).__name__}: {exc}", retryable=False)
 
 
-class DynamoWriter:
+class DynamoStore:
+    """Strongly consistent reads of the rule tables and the state table. Thread-safe (boto3 clients are).
+
+    ``state_table`` may be left empty by a reader that never reads heads (the Redis-shaped reads).
+    """
+
+    def __init__(self, client: Any, state_table: str = "") -> None:
+        self.client = client
+        self.state_table = state_table
+        #: botocore builds a paginator class on every get_paginator (~15 µs): one per operation is enough.
+        self._paginators: dict[str, Any] = {}
+
+    # -- Query and Scan ------------------------------------------------------------------------------------------
+
+    def pages(self, operation: str, where: str, **params: Any) -> Iterator[list[dict[str, Any]]]:
+        """The items of a ``query`` or ``scan``, one page at a time, through boto3's paginator.
+
+        A page is requested only when the previous one has been consumed, so a caller that stops early (once it
+        has what it needs) saves the rest. A failed request raises translated (see :func:`translate`).
+        """
+        paginator = self._paginators.get(operation)
+        if paginator is None:
+            paginator = self._paginators[operation] = self.client.get_paginator(operation)
+        pages = iter(paginator.paginate(**params))
+        while True:
+            try:
+                page = next(pages, None)
+            except Exception as exc:
+                raise translate(exc, where) from None
+            if page is None:
+                return
+            yield page["Items"]
+
+    def items(self, operation: str, where: str, **params: Any) -> Iterator[dict[str, Any]]:
+        """Every item of a ``query`` or ``scan``, across its pages (see :meth:`pages`)."""
+        for page in self.pages(operation, where, **params):
+            yield from page
+
+    # -- single reads --------------------------------------------------------------------------------------------
+
+    def get(self, table: str, key: Mapping[str, Any], where: str) -> dict[str, Any] | None:
+        """One item (strongly consistent), None when there is none."""
+        try:
+            return self.client.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
+        except Exception as exc:
+            raise translate(exc, where) from None
+
+    def head_version(self, rule: Rule, key: bytes) -> int:
+        """A collection key's head version in the state table, -1 when it has none (see also head_versions)."""
+        head = self.get(self.state_table, requests.head_key(rule.name, key),
+                        f"state table {self.state_table} head of {key!r}")
+        return int(head["v"]["N"]) if head else EMPTY_STATE.version
+
+    # -- a Redis key's applied state -----------------------------------------------------------------------------
+
+    def load_state(self, rule: Rule, key: bytes, variables: Mapping[str, bytes],
+                   version: int | None = None) -> KeyState:
+        """The applied state of a Redis key as DynamoDB holds it.
+
+        A collection key: its head version (unless given, read by :meth:`DynamoWriter.head_versions`) and its live
+        items. A single-item key: the item's own version and, when live, its data, a mirror value kept in parts
+        put together (it is compared as the whole value it is).
+        """
+        where = f"loading state of {key!r} from {rule.table}"
+        try:
+            if rule.is_collection:
+                if version is None:
+                    version = self.head_version(rule, key)
+                return KeyState(version, self.live_items(rule, key, variables))
+            return self._item_state(rule, key, variables, where)
+        except Exception as exc:
+            raise translate(exc, where) from None
+
+    def _item_state(self, rule: Rule, key: bytes, variables: Mapping[str, bytes], where: str) -> KeyState:
+        values = {**variables, "key": key}
+        item_key = tuple(sorted((a, render_attr(rule, a, values, key)) for a in rule.key_attrs))
+        raw = self.get(rule.table, {a: to_attribute_value(v) for a, v in item_key}, where) or {}
+        version = int(raw[rule.version_attr]["N"]) if rule.version_attr in raw else EMPTY_STATE.version
+        if rule.type == "mirror" and "parts" in raw:
+            value = read_mirror_value(self.client, rule.table, raw)
+            raw = {**{a: v for a, v in raw.items() if a != "parts"}, "value": to_attribute_value(value)}
+        data = tuple((a, from_attribute_value(raw[a])) for a in rule.data_attrs if a in raw)
+        live = rule.deleted_attr not in raw and (rule.version_attr in raw or bool(data))
+        return KeyState(version, {item_key: data} if live else {})
+
+    def live_items(self, rule: Rule, key: bytes, variables: Mapping[str, bytes]) -> dict[ItemKey, Attrs]:
+        """The items of a collection key that hold this rule's live data (strongly consistent query of its
+        partition).
+
+        Live means not tombstoned and holding the group's version *or any of its data attributes*: an item written
+        around the replicator (by hand, by an old migration script) is live data too, so the verifier reports it
+        and a repair tombstones it.
+        """
+        pk_typed = render_attr(rule, rule.partition_key, {**variables, "key": key}, key)
+        live, names = live_filter(rule)
+        projection = []
+        for i, attr in enumerate((*rule.key_attrs, *rule.data_attrs)):
+            names[f"#p{i}"] = attr
+            projection.append(f"#p{i}")
+        items = {}
+        for raw in self.items("query", f"live items of {key!r} in {rule.table}",
+                              TableName=rule.table, KeyConditionExpression="#pk = :pk", FilterExpression=live,
+                              ProjectionExpression=", ".join(projection),
+                              ExpressionAttributeNames={**names, "#pk": rule.partition_key},
+                              ExpressionAttributeValues={":pk": to_attribute_value(pk_typed)}, ConsistentRead=True):
+            item_key = tuple(sorted((a, from_attribute_value(raw[a])) for a in rule.key_attrs))
+            if rule.owns(item_key, variables):
+                items[item_key] = tuple((a, from_attribute_value(raw[a])) for a in rule.data_attrs if a in raw)
+        return items
+
+    def mirror_value(self, table: str, item: Mapping[str, Any]) -> TypedValue | None:
+        """The value a mirror item holds (see :func:`read_mirror_value`)."""
+        return read_mirror_value(self.client, table, item)
+
+    # -- which Redis keys DynamoDB holds -------------------------------------------------------------------------
+
+    def live_source_keys(self, rules: RuleSet) -> Iterator[bytes]:
+        """Every Redis key whose data DynamoDB holds live (not tombstoned). May repeat a key; never misses one.
+
+        Collection keys are the live heads of the state table; single-item rules' keys are recovered from their
+        items (:meth:`Rule.source_key`).
+        """
+        for item in self.items("scan", f"state table {self.state_table}: live heads", TableName=self.state_table,
+                               FilterExpression="attribute_not_exists(#ttl)",
+                               ExpressionAttributeNames={"#ttl": rules.ttl_attribute}, ProjectionExpression="k"):
+            rule_name, _, key = bytes(item["k"]["B"]).partition(b"\x00")
+            if rule_name:  # an empty rule name is one of the replicator's own items (snapshot checkpoints)
+                yield key
+        singles = [r for r in rules.rules if not r.is_collection]
+        if rules.mirror is not None:
+            singles.append(rules.mirror)
+        for rule in singles:
+            names = {"#v": rule.version_attr, "#d": rule.deleted_attr}
+            projection = []
+            for i, attr in enumerate(rule.key_attrs):
+                names[f"#k{i}"] = attr
+                projection.append(f"#k{i}")
+            for item in self.items("scan", f"live keys of {rule.table}", TableName=rule.table,
+                                   FilterExpression="attribute_exists(#v) AND attribute_not_exists(#d)",
+                                   ExpressionAttributeNames=names, ProjectionExpression=", ".join(projection)):
+                key = rule.source_key((a, from_attribute_value(item[a])) for a in rule.key_attrs)
+                if key is not None:
+                    yield key
+
+    def partition_source_keys(self, rule: Rule, values: Mapping[str, bytes]) -> Iterator[bytes]:
+        """The Redis keys of a single-item rule whose live items are in the partition ``values`` render."""
+        pk = render_attr(rule, rule.partition_key, values, b"")
+        live, names = live_filter(rule)
+        for item in self.items("query", f"live keys in a partition of {rule.table}", TableName=rule.table,
+                               KeyConditionExpression="#pk = :pk", FilterExpression=live,
+                               ExpressionAttributeNames={**names, "#pk": rule.partition_key},
+                               ExpressionAttributeValues={":pk": to_attribute_value(pk)}, ConsistentRead=True):
+            if rule.key_attrs[-1] in item:
+                key = rule.source_key((a, from_attribute_value(item[a])) for a in rule.key_attrs)
+                if key is not None:
+                    yield key
+
+
+class DynamoWriter(DynamoStore):
     """Executes :class:`ItemWrite` s and keeps collection heads in the state table. Thread-safe (boto3 clients are)."""
 
     def __init__(self, client: Any, rules: RuleSet, tombstones: TombstoneConfig, state_table: str) -> None:
-        self.client = client
+        super().__init__(client, state_table)
         self.rules = rules
         self._retention = tombstones.retention_seconds
         self.ttl_attribute = tombstones.ttl_attribute
-        self.state_table = state_table
 
     def expire_at(self) -> int:
         return int(time.time()) + self._retention
@@ -240,20 +403,6 @@ class DynamoWriter:
         except Exception as exc:
             raise translate(exc, f"state table {self.state_table} head of {key!r}") from None
 
-    def load_state(self, rule: Rule, key: bytes, variables: Mapping[str, bytes],
-                   version: int | None = None) -> KeyState:
-        """The applied state of a collection key: its head version (unless given, read by :meth:`head_versions`)
-        and its live items (strongly consistent reads)."""
-        where = f"loading state of {key!r} from {rule.table}"
-        try:
-            if version is None:
-                head = self.client.get_item(TableName=self.state_table, Key=requests.head_key(rule.name, key),
-                                             ConsistentRead=True).get("Item")
-                version = int(head["v"]["N"]) if head else EMPTY_STATE.version
-            return KeyState(version, live_items(self.client, rule, key, variables))
-        except Exception as exc:
-            raise translate(exc, where) from None
-
     def head_versions(self, keys: Sequence[tuple[str, bytes]]) -> list[int]:
         """The head versions of up to 100 distinct (rule name, key)s in one BatchGetItem (strongly consistent), -1
         where there is none. Raises a SinkError: retryable, or not when DynamoDB refused a key (too long, say)."""
@@ -334,40 +483,6 @@ def live_filter(rule: Rule) -> tuple[str, dict[str, str]]:
         names[f"#a{i}"] = attr
         data.append(f"attribute_exists(#a{i})")
     return f"attribute_not_exists(#d) AND ({' OR '.join(['attribute_exists(#v)', *data])})", names
-
-
-def live_items(client: Any, rule: Rule, key: bytes, variables: Mapping[str, bytes]) -> dict[ItemKey, Attrs]:
-    """The items of a collection key that hold this rule's live data (strongly consistent query of its partition).
-
-    Live means not tombstoned and holding the group's version *or any of its data attributes*: an item written
-    around the replicator (by hand, by an old migration script) is live data too, so the verifier reports it and a
-    repair tombstones it.
-    """
-    pk_typed = render_attr(rule, rule.partition_key, {**variables, "key": key}, key)
-    live, names = live_filter(rule)
-    projection = []
-    for i, attr in enumerate((*rule.key_attrs, *rule.data_attrs)):
-        names[f"#p{i}"] = attr
-        projection.append(f"#p{i}")
-    params: dict[str, Any] = {
-        "TableName": rule.table,
-        "KeyConditionExpression": "#pk = :pk",
-        "FilterExpression": live,
-        "ProjectionExpression": ", ".join(projection),
-        "ExpressionAttributeNames": {**names, "#pk": rule.partition_key},
-        "ExpressionAttributeValues": {":pk": to_attribute_value(pk_typed)},
-        "ConsistentRead": True,
-    }
-    items = {}
-    while True:
-        page = client.query(**params)
-        for raw in page.get("Items", []):
-            item_key = tuple(sorted((a, from_attribute_value(raw[a])) for a in rule.key_attrs))
-            if rule.owns(item_key, variables):
-                items[item_key] = tuple((a, from_attribute_value(raw[a])) for a in rule.data_attrs if a in raw)
-        if "LastEvaluatedKey" not in page:
-            return items
-        params["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 #: Cancellation reasons that are the item's own fault: retrying cannot help, the event is poison.

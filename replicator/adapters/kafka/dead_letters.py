@@ -41,15 +41,19 @@ def envelope(record: Any, reason: str, error: str) -> dict[str, Any]:
     }
 
 
+def _producer(config: KafkaConfig) -> KafkaProducer:
+    """The one producer setting for dead letters and their re-drive: acks=all and retrying forever keep a record
+    through a broker's loss, and one request in flight keeps records in order across those retries."""
+    return KafkaProducer(**client_kwargs(config), acks="all", retries=2**31 - 1,
+                         max_in_flight_requests_per_connection=1, enable_idempotence=False)
+
+
 class DeadLetters:
     def __init__(self, config: KafkaConfig, topic: str) -> None:
         self.topic = dlq_topic(topic)
         # Created up front: a producer meeting a missing topic only at the first poison record can stall there.
         ensure_topic(config, self.topic)
-        self._producer = KafkaProducer(
-            **client_kwargs(config), acks="all", retries=2**31 - 1,
-            max_in_flight_requests_per_connection=1, enable_idempotence=False,
-        )
+        self._producer = _producer(config)
         self._failed: list[BaseException] = []
 
     def send(self, record: Any, reason: str, error: str) -> None:
@@ -114,8 +118,7 @@ def redrive(config: KafkaConfig, topic: str, reasons: set[str] | None = None) ->
     """
     group = f"{config.group_id}.redrive"
     records, end = read_topic(config, dlq_topic(topic), group=group)
-    producer = KafkaProducer(**client_kwargs(config), acks="all", retries=2**31 - 1,
-                             max_in_flight_requests_per_connection=1, enable_idempotence=False)
+    producer = _producer(config)
     sent = 0
     try:
         for record in records:
