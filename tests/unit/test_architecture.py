@@ -6,11 +6,12 @@ room of its own layer):
 
 0. ``core``: events, Avro, rules and planning, PartiQL building, drift, shards — pure; stdlib, pydantic, PyYAML
    and fastavro only.
-1. ``logs``, ``metrics``, ``retry``, ``health``: the process's own plumbing.
-2. ``adapters.redis``, ``adapters.kafka``, ``adapters.dynamodb``: one room per service; they do not know each other.
-3. the stages ``capture``, ``snapshot``, ``apply``, and ``read`` (the application's read adapter).
-4. ``tools``: verify, plan, preflight, status, replay.
-5. ``pipeline`` (wires stages from a config), 6. ``local`` (stack + demo), 7. ``cli``, 8. ``__main__``.
+1. ``logs``, ``metrics``; 2. ``retry`` (logs and counts each retry), ``health``: the process's own plumbing.
+3. ``adapters.redis``, ``adapters.kafka``, ``adapters.dynamodb``: one room per service; they do not know each other.
+4. the stages ``capture``, ``snapshot``, ``apply``, and ``read`` (the application's read adapter); stages do not
+   import each other (``pipeline`` wires the snapshot's scan into the listener's gap healing).
+5. ``tools``: verify, plan, preflight, status, replay.
+6. ``pipeline`` (wires stages from a config), 7. ``local`` (stack + demo), 8. ``cli``, 9. ``__main__``.
 """
 
 from __future__ import annotations
@@ -28,15 +29,16 @@ PACKAGE = ROOT / "replicator"
 #: (module prefix, layer); the longest matching prefix wins. A room is the prefix itself.
 LAYERS = [
     ("replicator.core", 0),
-    ("replicator.logs", 1), ("replicator.metrics", 1), ("replicator.retry", 1), ("replicator.health", 1),
-    ("replicator.adapters", 2),
-    ("replicator.adapters.redis", 2), ("replicator.adapters.kafka", 2), ("replicator.adapters.dynamodb", 2),
-    ("replicator.capture", 3), ("replicator.snapshot", 3), ("replicator.apply", 3), ("replicator.read", 3),
-    ("replicator.tools", 4),
-    ("replicator.pipeline", 5),
-    ("replicator.local", 6),
-    ("replicator.cli", 7),
-    ("replicator.__main__", 8),
+    ("replicator.logs", 1), ("replicator.metrics", 1),
+    ("replicator.retry", 2), ("replicator.health", 2),
+    ("replicator.adapters", 3),
+    ("replicator.adapters.redis", 3), ("replicator.adapters.kafka", 3), ("replicator.adapters.dynamodb", 3),
+    ("replicator.capture", 4), ("replicator.snapshot", 4), ("replicator.apply", 4), ("replicator.read", 4),
+    ("replicator.tools", 5),
+    ("replicator.pipeline", 6),
+    ("replicator.local", 7),
+    ("replicator.cli", 8),
+    ("replicator.__main__", 9),
 ]
 
 #: What the core may import besides itself: the standard library minus its I/O, and three pure libraries.
@@ -198,7 +200,7 @@ def test_the_checks_see_a_cycle_and_an_upward_import():
     """The checks above would pass vacuously if the import walk found nothing; make sure it does."""
     assert any(i.importer == "replicator.cli" and i.target == "replicator.pipeline" for i in IMPORTS)
     assert _strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"], ["d"]]
-    assert _room("replicator.adapters.kafka.broker") == ("replicator.adapters.kafka", 2)
+    assert _room("replicator.adapters.kafka.broker") == ("replicator.adapters.kafka", 3)
 
 
 def test_the_core_type_checks_strictly():

@@ -11,11 +11,11 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import redis
 
 from replicator import metrics
-from replicator.adapters.kafka.producer import EventPublisher
 from replicator.adapters.redis.cluster import state_reader
 from replicator.adapters.redis.states import RawState
 from replicator.core.config import CaptureConfig
@@ -93,13 +93,19 @@ def to_event(state: RawState, rules: RuleSet, origin: Origin, node: str, db: int
     )
 
 
+class Publisher(Protocol):
+    """Where captured events go (the Kafka producer in production): the Redis side does not need to know Kafka."""
+
+    def publish(self, event: ChangeEvent) -> None: ...
+
+
 class KeyCapture:
     """Read keys atomically and publish their states: the one path shared by the listener, snapshot and repair.
 
     With ``capture.shards`` > 1, keys whose owner is not in ``capture.shard`` are left to the other shards.
     """
 
-    def __init__(self, client: redis.Redis, rules: RuleSet, publisher: EventPublisher, node: str, db: int,
+    def __init__(self, client: redis.Redis, rules: RuleSet, publisher: Publisher, node: str, db: int,
                  config: CaptureConfig | None = None) -> None:
         config = config or CaptureConfig()
         self._reader = state_reader(client, config.max_inline_members)
