@@ -18,7 +18,8 @@ import redis
 from replicator import metrics
 from replicator.adapters.dynamodb.store import live_items, read_mirror_value, translate
 from replicator.core.errors import ReplicatorError
-from replicator.core.mapping import Rule, RuleSet, TypedValue, from_attribute_value, render_attr, to_attribute_value
+from replicator.core.mapping import Rule, RuleSet, render_attr
+from replicator.core.values import from_attribute_value, to_attribute_value
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,7 +59,7 @@ class DynamoRead:
         item = self._get(rule, {**variables, "key": key, "member": member, "score": b"0"}, key)
         if item is None or score_attr is None or score_attr not in item:
             return None
-        return float(Decimal(from_attribute_value(item[score_attr])[1]))
+        return float(Decimal(from_attribute_value(item[score_attr]).value))
 
     def zcard(self, key: bytes) -> int:
         rule, variables = self._rule(key, "zset")
@@ -75,19 +76,19 @@ class DynamoRead:
         if matched is None:
             raise WrongRule(f"no rule maps {key!r}")
         rule, variables = matched
-        if rule.type == "mirror":
+        if rule.is_mirror:
             item = self._get(rule, {"key": key}, key)
             if item is None or item.get("type", {}).get("S") != "string":
                 return None
             value = read_mirror_value(self._client, rule.table, item)
-            return None if value is None else bytes(value[1])
+            return None if value is None else bytes(value.value)
         if rule.type != "string":
             raise WrongRule(f"{key!r} is mapped by {rule.type} rule {rule.name!r}, not a string rule")
         value_attr = next((a for a in rule.data_attrs if "value" in rule.item[a].placeholders), None)
         item = self._get(rule, {**variables, "key": key, "value": b""}, key)
         if item is None or value_attr is None or value_attr not in item:
             return None
-        found = rule.item[value_attr].match(_raw(from_attribute_value(item[value_attr])))
+        found = rule.item[value_attr].match(from_attribute_value(item[value_attr]).as_bytes())
         return None if found is None else found["value"]
 
     # -- plumbing ------------------------------------------------------------------------------------------------
@@ -155,13 +156,8 @@ def _attr_of(rule: Rule, placeholder: str) -> str | None:
 def _member(rule: Rule, member_attr: str | None, raw: dict[str, Any]) -> bytes | None:
     if member_attr is None or member_attr not in raw:
         return None
-    found = rule.item[member_attr].match(_raw(from_attribute_value(raw[member_attr])))
+    found = rule.item[member_attr].match(from_attribute_value(raw[member_attr]).as_bytes())
     return None if found is None else found["member"]
-
-
-def _raw(typed: TypedValue) -> bytes:
-    kind, value = typed
-    return value if kind == "B" else str(value).encode()
 
 
 class ShadowReads:

@@ -41,7 +41,8 @@ from typing import Any, Protocol
 
 from replicator import metrics
 from replicator.core.errors import ReplicatorError
-from replicator.core.mapping import Rule, RuleSet, from_attribute_value
+from replicator.core.mapping import Rule, RuleSet
+from replicator.core.values import TypedValue, from_attribute_value
 
 log = logging.getLogger(__name__)
 
@@ -210,12 +211,11 @@ def _live_keys_of(client: Any, rule: Rule) -> Iterator[bytes]:
                 yield key
 
 
-def source_key(rule: Rule, item_key: dict[str, tuple[str, Any]]) -> bytes | None:
+def source_key(rule: Rule, item_key: dict[str, TypedValue]) -> bytes | None:
     """The Redis key a single-item rule's item came from (the inverse of rendering its key attributes)."""
     variables: dict[str, bytes] = {}
-    for attr, (_type, value) in item_key.items():
-        raw = value if isinstance(value, bytes) else str(value).encode()
-        found = rule.item[attr].match(raw)
+    for attr, value in item_key.items():
+        found = rule.item[attr].match(value.as_bytes())
         if found is None:
             return None
         variables.update(found)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from replicator.core.mapping import Attrs, ItemKey
+from replicator.core.values import Attrs, ItemKey
 
 #: Expiry instants are derived from TIME + PTTL on each read: two reads of an unchanged key may differ by a ms.
 TTL_TOLERANCE_MS = 2
@@ -32,7 +32,7 @@ class Difference:
     actual: Attrs | None  # what DynamoDB holds
 
     def describe(self) -> str:
-        where = ", ".join(f"{a}={_show(v)}" for a, (_t, v) in self.item_key)
+        where = ", ".join(f"{a}={_show(v.value)}" for a, v in self.item_key)
         return f"{self.kind.value} [{where}]: redis {_attrs(self.expected)} vs dynamodb {_attrs(self.actual)}"
 
 
@@ -59,7 +59,7 @@ def _attrs_kind(want: dict, got: dict, ttl_attr: str) -> DriftKind | None:
     w, g = want.get(ttl_attr), got.get(ttl_attr)
     if w == g:
         return None
-    if w is None or g is None or abs(int(w[1]) - int(g[1])) > TTL_TOLERANCE_MS:
+    if w is None or g is None or abs(int(w.value) - int(g.value)) > TTL_TOLERANCE_MS:
         return DriftKind.TTL
     return None
 
@@ -67,7 +67,7 @@ def _attrs_kind(want: dict, got: dict, ttl_attr: str) -> DriftKind | None:
 def _attrs(attrs: Attrs | None) -> str:
     if attrs is None:
         return "(none)"
-    return "{" + ", ".join(f"{a}={_show(v)}" for a, (_t, v) in attrs) + "}"
+    return "{" + ", ".join(f"{a}={_show(v.value)}" for a, v in attrs) + "}"
 
 
 def _show(value: object, limit: int = 40) -> str:

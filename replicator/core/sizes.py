@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from replicator.core.mapping import TypedValue
+from replicator.core.values import TypedValue
 
 
 def attribute_size(name: str, value: TypedValue) -> int:
     """Bytes DynamoDB counts for one attribute."""
-    kind, raw = value
+    kind, raw = value.kind, value.value
     size = len(name.encode())
     if kind == "S":
         return size + len(str(raw).encode())

@@ -40,19 +40,10 @@ from replicator.core.drift import Difference, DriftKind, compare_items
 from replicator.core.errors import MappingError, ReplicatorError
 from replicator.core.events import Origin
 from replicator.core.keyspace import captured_keys, sample_keys
-from replicator.core.mapping import (
-    EMPTY_STATE,
-    Attrs,
-    ItemKey,
-    Rule,
-    RuleSet,
-    desired_items,
-    from_attribute_value,
-    render_attr,
-    to_attribute_value,
-)
+from replicator.core.mapping import EMPTY_STATE, Rule, RuleSet, desired_items, render_attr
 from replicator.core.ratelimit import RateLimiter
 from replicator.core.requests import head_key
+from replicator.core.values import Attrs, ItemKey, from_attribute_value, to_attribute_value
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +154,7 @@ class Verifier:
             except MappingError as exc:
                 checks.append(KeyCheck(state.key, rule.name, -1, (), error=str(exc)))
                 continue
-            ttl_attr = "expire_at" if rule.type == "mirror" else ""
+            ttl_attr = "expire_at" if rule.is_mirror else ""
             checks.append(KeyCheck(state.key, rule.name, version, tuple(compare_items(expected, actual, ttl_attr))))
         return checks
 
@@ -184,7 +175,7 @@ class Verifier:
         except Exception as exc:
             raise translate(exc, where) from None
         version = int(raw[rule.version_attr]["N"]) if rule.version_attr in raw else EMPTY_STATE.version
-        if rule.type == "mirror" and "parts" in raw:  # compared as the whole value the parts hold
+        if rule.is_mirror and "parts" in raw:  # compared as the whole value the parts hold
             value = read_mirror_value(self._ddb, rule.table, raw)
             raw = {**{a: v for a, v in raw.items() if a != "parts"}, "value": to_attribute_value(value)}
         data = tuple((a, from_attribute_value(raw[a])) for a in rule.data_attrs if a in raw)

@@ -10,6 +10,7 @@ from replicator.core.config import parse_config
 from replicator.core.errors import ConfigError, MappingError
 from replicator.core.events import ChangeEvent, KeyType, Op, Origin
 from replicator.core.mapping import EMPTY_STATE, Template, canonical_number, plan_writes
+from replicator.core.values import B, N, S
 from replicator.local.demo import MESSAGING_RULES
 from tests.unit.rules import messaging, string_event, zset_event
 
@@ -48,12 +49,12 @@ def test_zset_members_become_items_and_only_changes_are_written():
     rules = messaging()
     rule, variables = rules.match(b"opponents:alice")
     first = plan_writes(rule, variables, zset_event("alice", {"bob": 1.5, "carol": 2e12}, 10), EMPTY_STATE)
-    assert [(dict(w.key)["opponent_id"][1], w.attributes) for w in first.writes] == [
-        ("bob", (("timestamp", ("N", "1.5")),)),
-        ("carol", (("timestamp", ("N", "2000000000000")),)),
+    assert [(dict(w.key)["opponent_id"].value, w.attributes) for w in first.writes] == [
+        ("bob", (("timestamp", N("1.5")),)),
+        ("carol", (("timestamp", N("2000000000000")),)),
     ]
     second = plan_writes(rule, variables, zset_event("alice", {"bob": 1.5, "dave": 3}, 11), first.state)
-    written = {dict(w.key)["opponent_id"][1]: w.is_tombstone for w in second.writes}
+    written = {dict(w.key)["opponent_id"].value: w.is_tombstone for w in second.writes}
     assert written == {"dave": False, "carol": True}  # bob unchanged: not rewritten
     assert all(w.version == 11 for w in second.writes)
 
@@ -80,7 +81,7 @@ def test_a_deleted_string_leaves_a_tombstone_even_without_known_state():
     rule, variables = rules.match(b"meta:alice:bob")
     plan = plan_writes(rule, variables, string_event(b"meta:alice:bob", None, 5), EMPTY_STATE)
     (write,) = plan.writes
-    assert write.is_tombstone and dict(write.key) == {"owner_id": ("S", "alice"), "opponent_id": ("S", "bob")}
+    assert write.is_tombstone and dict(write.key) == {"owner_id": S("alice"), "opponent_id": S("bob")}
 
 
 def test_values_unfit_for_their_attribute_type_are_mapping_errors_naming_the_fix():
@@ -156,8 +157,8 @@ def test_single_item_rules_are_reversible_so_a_gap_reconcile_finds_their_redis_k
 
     rules = messaging()
     meta = rules.match(b"meta:alice:bob")[0]
-    assert source_key(meta, {"owner_id": ("S", "alice"), "opponent_id": ("S", "bob")}) == b"meta:alice:bob"
-    assert source_key(rules.mirror, {"key": ("B", b"any\xffkey")}) == b"any\xffkey"
+    assert source_key(meta, {"owner_id": S("alice"), "opponent_id": S("bob")}) == b"meta:alice:bob"
+    assert source_key(rules.mirror, {"key": B(b"any\xffkey")}) == b"any\xffkey"
 
 
 def test_big_values_split_into_chunks_under_the_byte_budget_and_in_order():
