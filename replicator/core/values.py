@@ -33,8 +33,18 @@ class _Value:
         """The bytes a template rendered this value from (binary as is, text encoded): for matching it back."""
         return str(self.value).encode()
 
+    # Written out rather than generated: the generated ones build a tuple per call, and item keys are hashed and
+    # compared for every planned item. Equal means same kind and same value; S("1") != N("1").
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self.value == other.value  # type: ignore[attr-defined, no-any-return]
+        return NotImplemented
 
-@dataclass(frozen=True, slots=True)
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class S(_Value):
     value: str
     kind: ClassVar[str] = "S"
@@ -43,13 +53,13 @@ class S(_Value):
         return self.value.encode()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class N(_Value):
     value: str  # canonical text (see canonical_number): what DynamoDB returns, so states compare equal
     kind: ClassVar[str] = "N"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class B(_Value):
     value: bytes
     kind: ClassVar[str] = "B"
@@ -58,7 +68,7 @@ class B(_Value):
         return self.value
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class L(_Value):
     value: tuple[TypedValue, ...]
     kind: ClassVar[str] = "L"
@@ -67,7 +77,7 @@ class L(_Value):
         return {"L": [v.wire() for v in self.value]}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class M(_Value):
     value: tuple[tuple[str, TypedValue], ...]  # sorted by name
     kind: ClassVar[str] = "M"
@@ -76,7 +86,7 @@ class M(_Value):
         return {"M": {k: v.wire() for k, v in self.value}}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)  # the generated __eq__ and __hash__: they include the kind
 class Other(_Value):
     """A kind the replicator never writes (BOOL, NULL, SS, NS, BS), read back as DynamoDB gave it."""
 
