@@ -1,9 +1,17 @@
 """The replicator's one typed, frozen configuration.
 
-Read once, from a YAML file, with ``REPLICATOR_<SECTION>_<FIELD>`` environment variables overriding scalar fields
-(``REPLICATOR_REDIS_URL``, ``REPLICATOR_KAFKA_BOOTSTRAP_SERVERS``, ``REPLICATOR_DYNAMODB_ENDPOINT_URL`` ...). Nothing
-else in the package reads the environment. Every validation error becomes one line naming the field path, e.g.
-``rules[1].item.timestamp: unknown placeholder {scor} (known: owner, member, score)``.
+Read once, from a YAML file, with ``REPLICATOR_*`` environment variables overriding it. Two spellings name a field:
+
+- ``REPLICATOR_<SECTION>_<FIELD>`` for a field of a section (``REPLICATOR_REDIS_URL``,
+  ``REPLICATOR_KAFKA_BOOTSTRAP_SERVERS``, ``REPLICATOR_DYNAMODB_ENDPOINT_URL`` ...), as ever;
+- ``REPLICATOR_<PATH>`` with ``__`` between every level, for any field however deep (pydantic-settings' nested form):
+  ``REPLICATOR_KAFKA__BOOTSTRAP_SERVERS``, ``REPLICATOR_TABLES__MESSAGING__NAME``, ``REPLICATOR_DEFAULT__TABLE``.
+  Lists, tuples, mappings and whole sections take JSON: ``REPLICATOR_CAPTURE__RECONNECT_BACKOFF_S='[0.5, 10]'``.
+  Names are case-insensitive, so a mapping key given this way (a table's) is lower case. Where both spellings set
+  one field, the nested one wins; a mapping given in the environment is merged key by key into the file's.
+
+Nothing else in the package reads the environment. Every validation error becomes one line naming the field path,
+e.g. ``rules[1].item.timestamp: unknown placeholder {scor} (known: owner, member, score)``.
 """
 
 from __future__ import annotations
@@ -18,11 +26,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import EnvSettingsSource
+from pydantic_settings.exceptions import SettingsError
 
 from replicator.core.errors import ConfigError
 from replicator.core.templates import Template, glob_to_template
 
 ENV_PREFIX = "REPLICATOR_"
+#: Between the levels of a field's path in an environment variable's name (pydantic-settings' env_nested_delimiter).
+ENV_NESTED = "__"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 RULE_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
@@ -528,18 +540,63 @@ def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:
 
 
 def _overlay_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    merged = dict(data)
+    """``data`` with the ``REPLICATOR_*`` variables of ``environ`` merged over it (see the module docstring)."""
+    try:
+        overrides = _Environment(environ)()
+    except SettingsError as exc:
+        raise ConfigError(f"environment: {exc}; lists, tuples and mappings take JSON, e.g. "
+                          f"{ENV_PREFIX}CAPTURE{ENV_NESTED}RECONNECT_BACKOFF_S='[0.5, 10]'") from None
+    return _merged(data, overrides, "")
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' reader of nested variables, over the given mapping, with the section_field names too.
+
+    Only its parsing is used (names to a nested dict, JSON for complex fields): the file and the environment are
+    merged here, env over file, and validated once by :func:`parse_config` for one-line errors.
+    """
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        # Config is a BaseModel, not a BaseSettings (parse_config must never read the environment): the source only
+        # reads its fields.
+        super().__init__(Config, case_sensitive=False, env_prefix=ENV_PREFIX,  # type: ignore[arg-type]
+                         env_nested_delimiter=ENV_NESTED)
+        variables = {name.lower(): value for name, value in environ.items()}
+        for name, value in list(variables.items()):
+            nested = _nested_name(name)
+            if nested is not None:
+                variables.setdefault(nested, value)
+        self.env_vars = variables
+
+
+def _nested_name(name: str) -> str | None:
+    """``replicator_kafka_bootstrap_servers`` → ``replicator_kafka__bootstrap_servers``; None when ``name`` is not
+    ``<prefix><section>_<field>`` for a field of a section."""
+    prefix = ENV_PREFIX.lower()
+    if not name.startswith(prefix) or ENV_NESTED in name:
+        return None
+    rest = name[len(prefix):]
     for section, section_field in Config.model_fields.items():
-        annotation = section_field.annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            continue
-        for name in annotation.model_fields:
-            env_name = f"{ENV_PREFIX}{section}_{name}".upper()
-            if env_name in environ:
-                current = merged.get(section) or {}
-                if not isinstance(current, dict):
-                    raise ConfigError(f"{section}: expected a mapping, got {type(current).__name__}")
-                merged[section] = {**current, name: environ[env_name]}
+        model, field_name = section_field.annotation, rest[len(section) + 1:]
+        if (rest.startswith(f"{section}_") and isinstance(model, type) and issubclass(model, BaseModel)
+                and field_name in model.model_fields):
+            return f"{prefix}{section}{ENV_NESTED}{field_name}"
+    return None
+
+
+def _merged(data: Mapping[str, Any], overrides: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """``data`` with ``overrides`` merged in: mappings key by key, any other value the environment sets replaces the
+    file's."""
+    merged = dict(data)
+    for key, value in overrides.items():
+        where = f"{path}.{key}" if path else key
+        current = merged.get(key)
+        if not isinstance(value, dict) or current is None:
+            merged[key] = value
+        elif isinstance(current, dict):
+            merged[key] = _merged(current, value, where)
+        else:
+            raise ConfigError(f"{where}: expected a mapping, got {type(current).__name__}")
     return merged
 
 
