@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from replicator.core.values import Attrs, ItemKey
+from replicator.core.values import Attrs, ItemKey, N, TypedValue
 
 #: Expiry instants are derived from TIME + PTTL on each read: two reads of an unchanged key may differ by a ms.
 TTL_TOLERANCE_MS = 2
@@ -53,13 +53,13 @@ def compare_items(expected: Mapping[ItemKey, Attrs], actual: Mapping[ItemKey, At
     return differences
 
 
-def _attrs_kind(want: dict, got: dict, ttl_attr: str) -> DriftKind | None:
+def _attrs_kind(want: dict[str, TypedValue], got: dict[str, TypedValue], ttl_attr: str) -> DriftKind | None:
     if {a: v for a, v in want.items() if a != ttl_attr} != {a: v for a, v in got.items() if a != ttl_attr}:
         return DriftKind.VALUE
     w, g = want.get(ttl_attr), got.get(ttl_attr)
     if w == g:
         return None
-    if w is None or g is None or abs(int(w.value) - int(g.value)) > TTL_TOLERANCE_MS:
+    if not isinstance(w, N) or not isinstance(g, N) or abs(int(w.value) - int(g.value)) > TTL_TOLERANCE_MS:
         return DriftKind.TTL
     return None
 

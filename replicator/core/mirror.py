@@ -45,19 +45,18 @@ def encode(value: TypedValue) -> bytes:
 
 
 def _encode(value: TypedValue, out: bytearray) -> None:
-    kind, raw = value.kind, value.value
-    out += kind.encode()[:1]
-    if kind == "L":
-        out += _LEN.pack(len(raw))
-        for element in raw:
+    out += value.kind.encode()[:1]
+    if isinstance(value, L):
+        out += _LEN.pack(len(value.value))
+        for element in value.value:
             _encode(element, out)
-    elif kind == "M":
-        out += _LEN.pack(len(raw))
-        for name, element in raw:
+    elif isinstance(value, M):
+        out += _LEN.pack(len(value.value))
+        for name, element in value.value:
             _encode(S(name), out)
             _encode(element, out)
     else:
-        data = raw if kind == "B" else str(raw).encode()
+        data = value.value if isinstance(value, B) else str(value.value).encode()
         out += _LEN.pack(len(data))
         out += data
 
@@ -80,11 +79,11 @@ def _decode(data: memoryview, pos: int) -> tuple[TypedValue, int]:
             elements.append(element)
         return L(tuple(elements)), pos
     if kind == "M":
-        fields = []
+        fields: list[tuple[str, TypedValue]] = []
         for _ in range(n):
             name, pos = _decode(data, pos)
             element, pos = _decode(data, pos)
-            fields.append((name.value, element))
+            fields.append((str(name.value), element))
         return M(tuple(sorted(fields))), pos
     raw = bytes(data[pos:pos + n])
     if kind == "B":

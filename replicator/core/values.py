@@ -37,7 +37,7 @@ class _Value:
     # compared for every planned item. Equal means same kind and same value; S("1") != N("1").
     def __eq__(self, other: object) -> bool:
         if other.__class__ is self.__class__:
-            return self.value == other.value  # type: ignore[attr-defined, no-any-return]
+            return self.value == other.value  # type: ignore[no-any-return]
         return NotImplemented
 
     def __hash__(self) -> int:
