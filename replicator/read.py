@@ -18,7 +18,8 @@ import redis
 from replicator import metrics
 from replicator.adapters.dynamodb.store import DynamoStore, translate
 from replicator.core.errors import ReplicatorError
-from replicator.core.mapping import Rule, RuleSet, from_attribute_value, render_attr, to_attribute_value
+from replicator.core.mapping import Rule, RuleSet, render_attr
+from replicator.core.values import from_attribute_value, to_attribute_value
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,7 +59,7 @@ class DynamoRead:
         item = self._get(rule, {**variables, "key": key, "member": member, "score": b"0"}, key)
         if item is None or score_attr is None or score_attr not in item:
             return None
-        return float(Decimal(from_attribute_value(item[score_attr])[1]))
+        return float(Decimal(from_attribute_value(item[score_attr]).value))
 
     def zcard(self, key: bytes) -> int:
         rule, variables = self._rule(key, "zset")
@@ -75,12 +76,12 @@ class DynamoRead:
         if matched is None:
             raise WrongRule(f"no rule maps {key!r}")
         rule, variables = matched
-        if rule.type == "mirror":
+        if rule.is_mirror:
             item = self._get(rule, {"key": key}, key)
             if item is None or item.get("type", {}).get("S") != "string":
                 return None
             value = self._store.mirror_value(rule.table, item)
-            return None if value is None else bytes(value[1])
+            return None if value is None else bytes(value.value)
         if rule.type != "string":
             raise WrongRule(f"{key!r} is mapped by {rule.type} rule {rule.name!r}, not a string rule")
         value_attr = next((a for a in rule.data_attrs if "value" in rule.item[a].placeholders), None)

@@ -230,19 +230,19 @@ def mirror_value(client: Any, table: str, item: dict[str, Any]) -> tuple[str, An
     if typed is None:
         return None
     kind = item["type"]["S"]
-    _tag, raw = typed
+    raw = typed.value
     if kind == "string":
         return kind, raw
     if kind == "hash":
-        return kind, sorted((pair[1][0][1], pair[1][1][1]) for pair in raw)
+        return kind, sorted((pair.value[0].value, pair.value[1].value) for pair in raw)
     if kind == "list":
-        return kind, [v for _t, v in raw]
+        return kind, [v.value for v in raw]
     if kind == "set":
-        return kind, sorted(v for _t, v in raw)
+        return kind, sorted(v.value for v in raw)
     members = []
-    for _m, entry in raw:
-        fields = dict(entry)
-        members.append((fields["member"][1], float(fields["score"][1])))
+    for entry in raw:
+        fields = dict(entry.value)
+        members.append((fields["member"].value, float(fields["score"].value)))
     return kind, sorted(members)
 
 

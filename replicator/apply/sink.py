@@ -266,7 +266,7 @@ class DynamoSink:
                    lambda insert: (requests.insert_statement if insert else requests.update_statement)(
                        write, rules, expire_at),
                    upsert=True, insert=not exists, size=requests.write_size(write), known=known,
-                   mirror_version=(write.rule.version_attr, write.version) if write.rule.type == "mirror" else None)
+                   mirror_version=(write.rule.version_attr, write.version) if write.rule.is_mirror else None)
 
     # --- the BatchExecuteStatement engine --------------------------------------------------------------------------
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
-from replicator.core.mapping import Attrs, ItemKey
+from replicator.core.values import Attrs, ItemKey, N, TypedValue
 
 #: Expiry instants are derived from TIME + PTTL on each read: two reads of an unchanged key may differ by a ms.
 TTL_TOLERANCE_MS = 2
@@ -33,7 +32,7 @@ class Difference:
     actual: Attrs | None  # what DynamoDB holds
 
     def describe(self) -> str:
-        where = ", ".join(f"{a}={_show(v)}" for a, (_t, v) in self.item_key)
+        where = ", ".join(f"{a}={_show(v.value)}" for a, v in self.item_key)
         return f"{self.kind.value} [{where}]: redis {_attrs(self.expected)} vs dynamodb {_attrs(self.actual)}"
 
 
@@ -54,13 +53,13 @@ def compare_items(expected: Mapping[ItemKey, Attrs], actual: Mapping[ItemKey, At
     return differences
 
 
-def _attrs_kind(want: dict[str, Any], got: dict[str, Any], ttl_attr: str) -> DriftKind | None:
+def _attrs_kind(want: dict[str, TypedValue], got: dict[str, TypedValue], ttl_attr: str) -> DriftKind | None:
     if {a: v for a, v in want.items() if a != ttl_attr} != {a: v for a, v in got.items() if a != ttl_attr}:
         return DriftKind.VALUE
     w, g = want.get(ttl_attr), got.get(ttl_attr)
     if w == g:
         return None
-    if w is None or g is None or abs(int(w[1]) - int(g[1])) > TTL_TOLERANCE_MS:
+    if not isinstance(w, N) or not isinstance(g, N) or abs(int(w.value) - int(g.value)) > TTL_TOLERANCE_MS:
         return DriftKind.TTL
     return None
 
@@ -68,7 +67,7 @@ def _attrs_kind(want: dict[str, Any], got: dict[str, Any], ttl_attr: str) -> Dri
 def _attrs(attrs: Attrs | None) -> str:
     if attrs is None:
         return "(none)"
-    return "{" + ", ".join(f"{a}={_show(v)}" for a, (_t, v) in attrs) + "}"
+    return "{" + ", ".join(f"{a}={_show(v.value)}" for a, v in attrs) + "}"
 
 
 def _show(value: object, limit: int = 40) -> str:

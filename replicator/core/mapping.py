@@ -11,128 +11,45 @@ Nothing here does I/O: the applier hands in the previous applied state of a key 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal, InvalidOperation
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from decimal import Decimal
+from enum import Enum
+from typing import Any
 
 from replicator.core import mirror
-from replicator.core.errors import ConfigError, MappingError
+from replicator.core.config import ELEMENT, Config, DefaultRuleConfig, RuleConfig, TableConfig
+from replicator.core.errors import MappingError
 from replicator.core.events import ChangeEvent, KeyType, Op
-
-if TYPE_CHECKING:
-    from replicator.core.config import Config
+from replicator.core.templates import Template, glob_to_template
+from replicator.core.values import Attrs, B, ItemKey, L, M, N, S, TypedValue, canonical_number
 
 #: Keys the replicator itself writes (checkpoints, watermarks) live here and are never captured.
 RESERVED_PREFIX = b"__replicator:"
 
-#: A typed DynamoDB attribute as an immutable, hashable value: ("S", "abc"), ("N", "1.5"), ("B", b"...").
-TypedValue = tuple[str, Any]
-#: The key (or the data) of an item: sorted (attribute, TypedValue) pairs.
-ItemKey = tuple[tuple[str, TypedValue], ...]
-Attrs = tuple[tuple[str, TypedValue], ...]
-
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|[{}]")
-_RULE_PLACEHOLDERS: dict[str, tuple[str, ...]] = {
-    "string": ("value",),
-    "hash": ("field", "value"),
-    "set": ("member",),
-    "zset": ("member", "score"),
-}
-#: The placeholder that tells a collection's items apart.
-_ELEMENT = {"hash": "field", "set": "member", "zset": "member"}
 #: Data attributes of the default mirror table's items ("parts" instead of "value" for a value kept in parts).
 MIRROR_ATTRS = ("type", "value", "expire_at", "parts")
-_GLOB_SPECIAL = re.compile(rb"([*?\[\]\\])")
 
 
-@dataclass(frozen=True)
-class Template:
-    """``"opponents:{owner}"``: literal text with ``{name}`` placeholders; ``{{`` and ``}}`` are literal braces.
+class RuleKind(str, Enum):
+    """What a rule maps: one Redis type (the rule's ``type`` in the config), or any key no rule matches (MIRROR)."""
 
-    Used both to match Redis keys (placeholders capture at least one byte, leftmost shortest) and to render
-    attribute values.
-    """
+    STRING = "string"
+    HASH = "hash"
+    SET = "set"
+    ZSET = "zset"
+    MIRROR = "mirror"
 
-    text: str
-    parts: tuple[tuple[bool, str], ...]  # (is_placeholder, literal text or placeholder name)
-    regex: re.Pattern[bytes]
-
-    @classmethod
-    def parse(cls, text: str) -> Template:
-        parts: list[tuple[bool, str]] = []
-        literal = ""
-        pos = 0
-        for m in _PLACEHOLDER.finditer(text):
-            literal += text[pos : m.start()]
-            pos = m.end()
-            token = m.group(0)
-            if token in ("{{", "}}"):
-                literal += token[0]
-            elif m.group(1) is None:
-                raise ValueError(f"stray {token!r} in {text!r}; write {token * 2!r} for a literal brace")
-            else:
-                if literal:
-                    parts.append((False, literal))
-                    literal = ""
-                if parts and parts[-1][0]:
-                    raise ValueError(
-                        f"placeholders {{{parts[-1][1]}}} and {{{m.group(1)}}} in {text!r} need text between them"
-                    )
-                parts.append((True, m.group(1)))
-        literal += text[pos:]
-        if literal:
-            parts.append((False, literal))
-        names = [name for is_var, name in parts if is_var]
-        if len(names) != len(set(names)):
-            raise ValueError(f"a placeholder appears twice in {text!r}")
-        regex = b"".join(
-            b"(?P<%s>.+?)" % name.encode() if is_var else re.escape(name.encode()) for is_var, name in parts
-        )
-        return cls(text, tuple(parts), re.compile(regex, re.DOTALL))
-
-    @property
-    def placeholders(self) -> tuple[str, ...]:
-        return tuple(name for is_var, name in self.parts if is_var)
-
-    @cached_property
-    def single(self) -> str | None:
-        """The placeholder name when the template is exactly one placeholder (``"{score}"``)."""
-        if len(self.parts) == 1 and self.parts[0][0]:
-            return self.parts[0][1]
-        return None
-
-    def match(self, value: bytes) -> dict[str, bytes] | None:
-        m = self.regex.fullmatch(value)
-        return m.groupdict() if m else None
-
-    def render(self, values: Mapping[str, bytes]) -> bytes:
-        single = self.single
-        if single is not None:  # the common "{owner}" / "{key}": no join (this runs for every captured event)
-            return values[single]
-        return b"".join(values[name] if is_var else name.encode() for is_var, name in self.parts)
-
-    def glob(self, values: Mapping[str, bytes] | None = None) -> bytes:
-        """The Redis glob (PSUBSCRIBE, SCAN MATCH) that selects at least every key this template matches.
-
-        Placeholders given in ``values`` are fixed to them (``opponents:{owner}`` with owner=42 → ``opponents:42``).
-        """
-        values = values or {}
-        return b"".join(
-            _GLOB_SPECIAL.sub(rb"\\\1", values[name]) if is_var and name in values else b"*" if is_var
-            else _GLOB_SPECIAL.sub(rb"\\\1", name.encode())
-            for is_var, name in self.parts
-        )
+    def __str__(self) -> str:  # the config's spelling in messages, on every Python version
+        return self.value
 
 
 @dataclass(frozen=True)
 class Rule:
-    """A compiled mapping rule. ``type == "mirror"`` is the default rule for unmatched keys."""
+    """A compiled mapping rule. The rule of kind MIRROR is the default rule for unmatched keys."""
 
     name: str
-    type: str
+    type: RuleKind
     pattern: Template
     table: str
     key_attrs: tuple[str, ...]
@@ -154,13 +71,17 @@ class Rule:
 
     @property
     def data_attrs(self) -> tuple[str, ...]:
-        if self.type == "mirror":
+        if self.is_mirror:
             return MIRROR_ATTRS
         return tuple(a for a in self.item if a not in self.key_attrs)
 
     @property
+    def is_mirror(self) -> bool:
+        return self.type is RuleKind.MIRROR
+
+    @property
     def is_collection(self) -> bool:
-        return self.type in _ELEMENT
+        return self.type in ELEMENT
 
     @property
     def partition_key(self) -> str:
@@ -179,8 +100,7 @@ class Rule:
         template = self.item.get(attr)
         if template is None:
             return None
-        _kind, value = typed
-        return template.match(value if isinstance(value, bytes) else str(value).encode())
+        return template.match(typed.as_bytes())
 
     def unrender_key(self, item_key: Iterable[tuple[str, TypedValue]],
                      fixed: Mapping[str, bytes] | None = None) -> dict[str, bytes] | None:
@@ -272,7 +192,7 @@ class RuleSet:
         """Redis types whose notifications the rules need ("any" when the mirror rule takes every type)."""
         if self.mirror is not None:
             return frozenset({"string", "hash", "list", "set", "zset"})
-        return frozenset(rule.type for rule in self.rules)
+        return frozenset(rule.type.value for rule in self.rules)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -280,170 +200,67 @@ class RuleSet:
 
 
 def compile_rules(config: Config) -> RuleSet:
-    ttl_attribute = config.tombstones.ttl_attribute
-    reserved = ("_v_", "_deleted_")
-    rules: list[Rule] = []
-    used_names: dict[str, int] = {}
-    data_owner: dict[tuple[str, str], str] = {}
-    table_groups: dict[str, list[str]] = {}
-    attr_types: dict[tuple[str, str], str] = {}
-    for i, rc in enumerate(config.rules):
-        where = f"rules[{i}]"
-        try:
-            pattern = Template.parse(rc.match)
-        except ValueError as exc:
-            raise ConfigError(f"{where}.match: {exc}") from None
-        if not pattern.placeholders:
-            raise ConfigError(f"{where}.match: {rc.match!r} has no placeholder; write e.g. 'opponents:{{owner}}'")
-        table_cfg = config.tables.get(rc.table)
-        if table_cfg is None:
-            known = ", ".join(sorted(config.tables)) or "none defined under 'tables'"
-            raise ConfigError(f"{where}.table: unknown table {rc.table!r} (known: {known})")
-        name = rc.name or _derive_name(rc.match)
-        if not name:
-            raise ConfigError(f"{where}.name: cannot derive a rule name from {rc.match!r}; set 'name'")
-        if name in used_names:
-            raise ConfigError(
-                f"{where}.name: rule name {name!r} is already used by rules[{used_names[name]}]; "
-                "give one an explicit 'name'"
-            )
-        used_names[name] = i
-        variables = pattern.placeholders
-        allowed = (*variables, *_RULE_PLACEHOLDERS[rc.type], "key")
-        item: dict[str, Template] = {}
-        for attr, text in rc.item.items():
-            if attr.startswith(reserved) or attr == ttl_attribute:
-                raise ConfigError(f"{where}.item.{attr}: attribute names starting with _v_/_deleted_ or "
-                                  f"{ttl_attribute!r} are reserved for versions and tombstones")
-            try:
-                template = Template.parse(str(text))
-            except ValueError as exc:
-                raise ConfigError(f"{where}.item.{attr}: {exc}") from None
-            for placeholder in template.placeholders:
-                if placeholder not in allowed:
-                    raise ConfigError(
-                        f"{where}.item.{attr}: unknown placeholder {{{placeholder}}} (known: {', '.join(allowed)})"
-                    )
-            item[attr] = template
-        key_attrs = (table_cfg.partition_key, *((table_cfg.sort_key,) if table_cfg.sort_key else ()))
-        for key_attr in key_attrs:
-            if key_attr not in item:
-                raise ConfigError(f"{where}.item: missing the table's key attribute {key_attr!r}")
-        key_placeholders = {p for a in key_attrs for p in item[a].placeholders}
-        missing = [v for v in variables if v not in key_placeholders and v != "key"]
-        if missing:
-            raise ConfigError(
-                f"{where}.item: variable {{{missing[0]}}} of match is not in the item key, so different Redis keys "
-                f"would overwrite one item; use it in {' or '.join(key_attrs)}"
-            )
-        element = _ELEMENT.get(rc.type)
-        if element is None:
-            foreign = sorted(key_placeholders - {*variables, "key"})
-            if foreign:
-                raise ConfigError(f"{where}.item: a {rc.type} rule makes one item per key, so its key attributes may "
-                                  f"only use variables of match, not {{{foreign[0]}}}")
-        else:
-            if element not in key_placeholders:
-                raise ConfigError(
-                    f"{where}.item: a {rc.type} rule makes one item per {element}, so {{{element}}} must be in "
-                    f"the item key ({' or '.join(key_attrs)})"
-                )
-            foreign = [p for p in item[key_attrs[0]].placeholders if p not in variables]
-            if foreign:
-                raise ConfigError(
-                    f"{where}.item.{key_attrs[0]}: the partition key may only use variables of match, so a key's "
-                    f"items share one partition; move {{{foreign[0]}}} to the sort key"
-                )
-        table_name = config.table_name(rc.table)
-        for attr in item:
-            if attr in key_attrs:
-                continue
-            other = data_owner.setdefault((table_name, attr), name)
-            if other != name:
-                raise ConfigError(f"{where}.item.{attr}: attribute is also written by rule {other!r}; "
-                                  "give each rule its own attributes")
-        types: dict[str, str] = {}
-        for attr, template in item.items():
-            default = "N" if template.single == "score" else "S"
-            types[attr] = table_cfg.types.get(attr, default)
-            seen = attr_types.setdefault((table_name, attr), types[attr])
-            if seen != types[attr]:
-                raise ConfigError(f"{where}.item.{attr}: type {types[attr]} differs from {seen} used by another rule; "
-                                  f"set tables.{rc.table}.types.{attr}")
-        owner_text = rc.owner or ("{owner}" if "owner" in variables else "{key}")
-        try:
-            owner = Template.parse(owner_text)
-        except ValueError as exc:
-            raise ConfigError(f"{where}.owner: {exc}") from None
-        for placeholder in owner.placeholders:
-            if placeholder not in (*variables, "key"):
-                raise ConfigError(f"{where}.owner: unknown placeholder {{{placeholder}}} "
-                                  f"(known: {', '.join((*variables, 'key'))})")
-        table_groups.setdefault(table_name, []).append(name)
-        rules.append(Rule(name, rc.type, pattern, table_name, key_attrs, item, types, owner, index=i))
+    """The rules, tables and default mirror of a loaded config, compiled for matching and planning.
 
-    tables: dict[str, TableSpec] = {}
-    for logical, tc in config.tables.items():
-        physical = config.table_name(logical)
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", physical):
-            raise ConfigError(f"tables.{logical}.name: {physical!r} is not a valid DynamoDB table name "
-                              "(3-255 of a-z A-Z 0-9 _ - .)")
-
-        def typed(attr: str, physical: str = physical, logical: str = logical) -> tuple[str, str]:
-            found = attr_types.get((physical, attr))
-            declared = config.tables[logical].types.get(attr)
-            return attr, declared or found or "S"
-
-        lsi = {index: typed(attr) for index, attr in tc.lsi.items()}
-        for index, (attr, attr_type) in lsi.items():
-            if attr_type not in ("S", "N", "B"):
-                raise ConfigError(f"tables.{logical}.lsi.{index}: attribute {attr!r} must be S, N or B")
-        tables[physical] = TableSpec(
-            physical,
-            typed(tc.partition_key),
-            typed(tc.sort_key) if tc.sort_key else None,
-            lsi,
-            tuple(table_groups.get(physical, ())),
-        )
-
-    mirror = None
+    The config was checked when it was loaded (replicator.core.config.check_rules), so this only builds.
+    """
+    rules = tuple(_compile_rule(config, i, rc) for i, rc in enumerate(config.rules))
+    tables = {config.table_name(logical): _table_spec(config, logical, rules) for logical in config.tables}
+    mirror_rule = None
     if config.default is not None:
-        name = config.default.table
-        if name in tables:
-            raise ConfigError(f"default.table: {name!r} is also a rule table; the mirror needs a table of its own")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", name):
-            raise ConfigError(f"default.table: {name!r} is not a valid DynamoDB table name")
-        try:
-            glob_pattern = _glob_to_template(config.default.match)
-        except ValueError as exc:
-            raise ConfigError(f"default.match: {exc}") from None
-        key_t = Template.parse("{key}")
-        mirror = Rule(
-            name="mirror",
-            type="mirror",
-            pattern=glob_pattern,
-            table=name,
-            key_attrs=("key",),
-            item={"key": key_t},
-            types={"key": "B"},
-            owner=key_t,
-        )
-        tables[name] = TableSpec(name, ("key", "B"), None, {}, ("mirror",))
-    return RuleSet(tuple(rules), mirror, tables, ttl_attribute)
+        mirror_rule = _mirror_rule(config.default)
+        tables[mirror_rule.table] = TableSpec(mirror_rule.table, ("key", "B"), None, {}, (mirror_rule.name,))
+    return RuleSet(rules, mirror_rule, tables, config.tombstones.ttl_attribute)
 
 
-def _derive_name(match: str) -> str:
-    prefix = match.split("{", 1)[0]
-    return re.sub(r"[^A-Za-z0-9_]+", "_", prefix).strip("_")
+def _compile_rule(config: Config, index: int, rc: RuleConfig) -> Rule:
+    table = config.tables[rc.table]
+    pattern = Template.parse(rc.match)
+    item = {attr: Template.parse(str(text)) for attr, text in rc.item.items()}
+    return Rule(
+        name=rc.rule_name,
+        type=RuleKind(rc.type),
+        pattern=pattern,
+        table=config.table_name(rc.table),
+        key_attrs=table.key_attrs,
+        item=item,
+        types={attr: table.attribute_type(attr, template) for attr, template in item.items()},
+        owner=Template.parse(rc.owner_text(pattern.placeholders)),
+        index=index,
+    )
 
 
-def _glob_to_template(glob: str) -> Template:
-    """Only ``prefix*`` / ``*`` globs are supported for the mirror rule (a regex would be clearer than full globs)."""
-    if glob.count("*") > 1 or (glob and "*" in glob and not glob.endswith("*")) or any(c in glob for c in "?[]"):
-        raise ValueError(f"{glob!r}: only 'prefix*' or '*' is supported")
-    if glob.endswith("*"):
-        return Template.parse(glob[:-1].replace("{", "{{").replace("}", "}}") + "{rest}")
-    return Template.parse(glob.replace("{", "{{").replace("}", "}}"))
+def _table_spec(config: Config, logical: str, rules: tuple[Rule, ...]) -> TableSpec:
+    """A table's key schema and indexes, typed as declared, else as the rules writing the attribute type it."""
+    tc: TableConfig = config.tables[logical]
+    physical = config.table_name(logical)
+    writers = [rule for rule in rules if rule.table == physical]
+
+    def typed(attr: str) -> tuple[str, str]:
+        found = next((rule.types[attr] for rule in writers if attr in rule.types), None)
+        return attr, tc.types.get(attr) or found or "S"
+
+    return TableSpec(
+        physical,
+        typed(tc.partition_key),
+        typed(tc.sort_key) if tc.sort_key else None,
+        {index: typed(attr) for index, attr in tc.lsi.items()},
+        tuple(rule.name for rule in writers),
+    )
+
+
+def _mirror_rule(default: DefaultRuleConfig) -> Rule:
+    key = Template.parse("{key}")
+    return Rule(
+        name="mirror",
+        type=RuleKind.MIRROR,
+        pattern=glob_to_template(default.match),
+        table=default.table,
+        key_attrs=("key",),
+        item={"key": key},
+        types={"key": "B"},
+        owner=key,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -506,7 +323,7 @@ def plan_writes(rule: Rule, variables: Mapping[str, bytes], event: ChangeEvent, 
             return Plan((ItemWrite(rule.table, item_key, rule, event.version, None),), KeyState(event.version))
         ((_, attrs),) = desired_items(rule, variables, event).items()
         write = ItemWrite(rule.table, item_key, rule, event.version, attrs)
-        if rule.type == "mirror":
+        if rule.is_mirror:
             write = _in_parts_if_too_big(write)
         return Plan((write,), KeyState(event.version, {item_key: attrs}))
     if event.version < previous.version:
@@ -531,14 +348,14 @@ def _in_parts_if_too_big(write: ItemWrite) -> ItemWrite:
         return write
     parts = mirror.split(value)
     del attrs["value"]
-    attrs["parts"] = ("N", str(len(parts)))
+    attrs["parts"] = N(str(len(parts)))
     return replace(write, attributes=tuple(sorted(attrs.items())), parts=parts)
 
 
 def desired_items(rule: Rule, variables: Mapping[str, bytes], event: ChangeEvent) -> dict[ItemKey, Attrs]:
     if event.op is Op.DELETE:
         return {}
-    if rule.type == "mirror":
+    if rule.is_mirror:
         return {_item_key(rule, {"key": event.key}, event): _mirror_attrs(event)}
     expected = KeyType(rule.type.upper())
     if event.type is not expected:
@@ -556,16 +373,16 @@ def desired_items(rule: Rule, variables: Mapping[str, bytes], event: ChangeEvent
     return items
 
 
-def _element_values(rule_type: str, value: Any, base: dict[str, bytes]) -> Iterable[dict[str, bytes]]:
-    if rule_type == "string":
+def _element_values(rule_type: RuleKind, value: Any, base: dict[str, bytes]) -> Iterable[dict[str, bytes]]:
+    if rule_type is RuleKind.STRING:
         yield {**base, "value": value}
-    elif rule_type == "hash":
+    elif rule_type is RuleKind.HASH:
         for f, v in value:
             yield {**base, "field": f, "value": v}
-    elif rule_type == "set":
+    elif rule_type is RuleKind.SET:
         for member in value:
             yield {**base, "member": member}
-    elif rule_type == "zset":
+    elif rule_type is RuleKind.ZSET:
         for member, score in value:
             yield {**base, "member": member, "score": _score_text(score)}
 
@@ -582,7 +399,7 @@ def render_attr(rule: Rule, attr: str, values: Mapping[str, bytes], key: bytes) 
         if not raw and attr in rule.key_attrs:
             raise MappingError(f"key {key!r}: key attribute {attr!r} of rule {rule.name!r} would be empty, and "
                                "DynamoDB key attributes cannot be empty")
-        return ("B", raw)
+        return B(raw)
     if attr_type == "N":
         try:
             number = canonical_number(raw.decode("ascii"))
@@ -591,7 +408,7 @@ def render_attr(rule: Rule, attr: str, values: Mapping[str, bytes], key: bytes) 
                     f"key {key!r}: attribute {attr!r} of rule {rule.name!r} is a number (N) but {raw[:40]!r} is "
                     "outside what DynamoDB numbers hold (magnitudes 1E-130 to below 1E+126); change "
                     f"tables.*.types.{attr} to S")
-            return ("N", number)
+            return N(number)
         except (UnicodeDecodeError, ValueError):
             raise MappingError(
                 f"key {key!r}: attribute {attr!r} of rule {rule.name!r} is a number (N) but the value is "
@@ -606,20 +423,7 @@ def render_attr(rule: Rule, attr: str, values: Mapping[str, bytes], key: bytes) 
         ) from None
     if attr in rule.key_attrs and not text:
         raise MappingError(f"key {key!r}: key attribute {attr!r} of rule {rule.name!r} would be empty")
-    return ("S", text)
-
-
-def canonical_number(text: str) -> str:
-    """The form DynamoDB returns numbers in, so states read back compare equal to states rendered here."""
-    try:
-        number = Decimal(text)
-    except InvalidOperation:
-        raise ValueError(text) from None
-    if not number.is_finite():
-        raise ValueError(text)
-    if number == 0:
-        return "0"
-    return format(number.normalize(), "f")
+    return S(text)
 
 
 def _score_text(score: float) -> bytes:
@@ -643,52 +447,24 @@ def _mirror_score(score: float) -> TypedValue:
     Python prints for it, which reads back as the same float."""
     if math.isfinite(score):
         if _fits_dynamodb_number(Decimal(score)):
-            return ("N", _score_text(score).decode())
-        return ("S", repr(score))
-    return ("S", "inf" if score > 0 else "-inf")
+            return N(_score_text(score).decode())
+        return S(repr(score))
+    return S("inf" if score > 0 else "-inf")
 
 
 def _mirror_attrs(event: ChangeEvent) -> Attrs:
     value: Any = event.value
     if event.type is KeyType.STRING:
-        typed: TypedValue = ("B", value)
+        typed: TypedValue = B(value)
     elif event.type is KeyType.HASH:
-        typed = ("L", tuple(("L", (("B", f), ("B", v))) for f, v in value))
+        typed = L(tuple(L((B(f), B(v))) for f, v in value))
     elif event.type in (KeyType.LIST, KeyType.SET):
-        typed = ("L", tuple(("B", v) for v in value))
+        typed = L(tuple(B(v) for v in value))
     elif event.type is KeyType.ZSET:
-        typed = ("L", tuple(("M", (("member", ("B", m)), ("score", _mirror_score(s)))) for m, s in value))
+        typed = L(tuple(M((("member", B(m)), ("score", _mirror_score(s)))) for m, s in value))
     else:
         raise MappingError(f"key {event.key!r}: Redis type {event.type.value.lower()} is not replicated yet")
-    attrs: list[tuple[str, TypedValue]] = [("type", ("S", event.type.value.lower())), ("value", typed)]
+    attrs: list[tuple[str, TypedValue]] = [("type", S(event.type.value.lower())), ("value", typed)]
     if event.expire_at_ms is not None:
-        attrs.append(("expire_at", ("N", str(event.expire_at_ms))))
+        attrs.append(("expire_at", N(str(event.expire_at_ms))))
     return tuple(sorted(attrs))
-
-
-def to_attribute_value(typed: TypedValue) -> dict[str, Any]:
-    """("S", "x") → {"S": "x"}; nested L/M values recursively. The boto3 low-level client's wire shape."""
-    kind, value = typed
-    if kind == "L":
-        return {"L": [to_attribute_value(v) for v in value]}
-    if kind == "M":
-        return {"M": {k: to_attribute_value(v) for k, v in value}}
-    return {kind: value}
-
-
-def from_attribute_value(value: Mapping[str, Any]) -> TypedValue:
-    """The inverse of :func:`to_attribute_value`, normalising numbers."""
-    ((kind, raw),) = value.items()
-    if kind == "L":
-        return ("L", tuple(from_attribute_value(v) for v in raw))
-    if kind == "M":
-        return ("M", tuple(sorted((k, from_attribute_value(v)) for k, v in raw.items())))
-    if kind == "N":
-        return ("N", canonical_number(raw))
-    if kind == "B":
-        return ("B", bytes(raw))
-    return (kind, raw)
-
-
-def to_item(pairs: Iterable[tuple[str, TypedValue]]) -> dict[str, dict[str, Any]]:
-    return {attr: to_attribute_value(typed) for attr, typed in pairs}

@@ -16,12 +16,10 @@ out stale are deleted by the writer. The encoding and the split are pure; ``read
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from replicator.core.sizes import attribute_size
-
-if TYPE_CHECKING:
-    from replicator.core.mapping import TypedValue
+from replicator.core.values import B, L, M, N, S, TypedValue
 
 #: Values whose DynamoDB size is above this go to parts (the item limit is 400 KB, key and other attributes included).
 INLINE_BYTES = 350 * 1024
@@ -47,19 +45,18 @@ def encode(value: TypedValue) -> bytes:
 
 
 def _encode(value: TypedValue, out: bytearray) -> None:
-    kind, raw = value
-    out += kind.encode()[:1]
-    if kind == "L":
-        out += _LEN.pack(len(raw))
-        for element in raw:
+    out += value.kind.encode()[:1]
+    if isinstance(value, L):
+        out += _LEN.pack(len(value.value))
+        for element in value.value:
             _encode(element, out)
-    elif kind == "M":
-        out += _LEN.pack(len(raw))
-        for name, element in raw:
-            _encode(("S", name), out)
+    elif isinstance(value, M):
+        out += _LEN.pack(len(value.value))
+        for name, element in value.value:
+            _encode(S(name), out)
             _encode(element, out)
     else:
-        data = raw if kind == "B" else str(raw).encode()
+        data = value.value if isinstance(value, B) else str(value.value).encode()
         out += _LEN.pack(len(data))
         out += data
 
@@ -80,19 +77,21 @@ def _decode(data: memoryview, pos: int) -> tuple[TypedValue, int]:
         for _ in range(n):
             element, pos = _decode(data, pos)
             elements.append(element)
-        return ("L", tuple(elements)), pos
+        return L(tuple(elements)), pos
     if kind == "M":
-        fields = []
+        fields: list[tuple[str, TypedValue]] = []
         for _ in range(n):
-            (_s, name), pos = _decode(data, pos)
+            name, pos = _decode(data, pos)
             element, pos = _decode(data, pos)
-            fields.append((name, element))
-        return ("M", tuple(sorted(fields))), pos
+            fields.append((str(name.value), element))
+        return M(tuple(sorted(fields))), pos
     raw = bytes(data[pos:pos + n])
     if kind == "B":
-        return ("B", raw), pos + n
-    if kind in ("S", "N"):
-        return (kind, raw.decode()), pos + n
+        return B(raw), pos + n
+    if kind == "S":
+        return S(raw.decode()), pos + n
+    if kind == "N":
+        return N(raw.decode()), pos + n
     raise ValueError(f"unknown tag {kind!r} in a mirror value")
 
 

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from replicator.core.mapping import ItemWrite, RuleSet, to_attribute_value, to_item
+from replicator.core.mapping import ItemWrite, RuleSet
 from replicator.core.sizes import attribute_size
+from replicator.core.values import to_item
 
 _NEWER_OR_EQUAL = "attribute_not_exists(#v) OR #v <= :v"
 
@@ -47,7 +48,7 @@ def update_request(write: ItemWrite, rules: RuleSet, expire_at_s: int | None = N
         expression, names = _upsert_shape(rule.version_attr, rule.deleted_attr, rules.ttl_attribute,
                                           rule.data_attrs, present)
         for i, (_attr, typed) in enumerate(write.attributes):
-            values[f":a{i}"] = to_attribute_value(typed)
+            values[f":a{i}"] = typed.wire()
     else:
         expires = expire_at_s is not None and expires_with_tombstone(write, rules)
         expression, names = _tombstone_shape(rule.version_attr, rule.deleted_attr, rules.ttl_attribute,
@@ -140,9 +141,10 @@ def head_request(state_table: str, rule_name: str, key: bytes, version: int, del
 def write_size(write: ItemWrite) -> int:
     """Bytes ``write`` may count towards a transaction's size limit: an upper bound, cheap enough for every write."""
     size = _WRITE_OVERHEAD
-    for attr, (kind, raw) in (*write.key, *(write.attributes or ())):
-        size += len(attr) + (len(raw) * (4 if kind == "S" else 1) if kind in ("B", "S") else 64 if kind == "N"
-                             else attribute_size("", (kind, raw)))
+    for attr, typed in (*write.key, *(write.attributes or ())):
+        kind = typed.kind
+        size += len(attr) + (len(typed.value) * (4 if kind == "S" else 1) if kind in ("B", "S") else 64 if kind == "N"
+                             else attribute_size("", typed))
     return size
 
 
@@ -203,9 +205,9 @@ def update_statement(write: ItemWrite, rules: RuleSet, expire_at_s: int | None =
     values: list[dict[str, Any]] = [{"N": str(write.version)}]
     if write.attributes is not None:
         present = tuple(attr for attr, _typed in write.attributes)
-        values += [to_attribute_value(typed) for _attr, typed in write.attributes]
+        values += [typed.wire() for _attr, typed in write.attributes]
         text = _update_upsert_text(write.table, key, rule.version_attr, rule.deleted_attr, rules.ttl_attribute,
-                                   rule.data_attrs, present, rule.type == "mirror")
+                                   rule.data_attrs, present, rule.is_mirror)
     else:
         expires = expire_at_s is not None and expires_with_tombstone(write, rules)
         values.append({"N": str(write.version)})
@@ -213,7 +215,7 @@ def update_statement(write: ItemWrite, rules: RuleSet, expire_at_s: int | None =
             values.append({"N": str(expire_at_s)})
         text = _update_tombstone_text(write.table, key, rule.version_attr, rule.deleted_attr, rules.ttl_attribute,
                                       rule.data_attrs, expires)
-    values += [to_attribute_value(typed) for _attr, typed in write.key]
+    values += [typed.wire() for _attr, typed in write.key]
     values.append({"N": str(write.version)})
     return _statement(text, values, all_old=True)
 
@@ -243,10 +245,10 @@ def _where(key: tuple[str, ...], version: str, no_parts: bool) -> str:
 def insert_statement(write: ItemWrite, rules: RuleSet, expire_at_s: int | None = None) -> dict[str, Any]:
     """The write as a PartiQL INSERT: what :func:`update_request` leaves on an item that did not exist."""
     rule = write.rule
-    pairs: list[tuple[str, dict[str, Any]]] = [(a, to_attribute_value(t)) for a, t in write.key]
+    pairs: list[tuple[str, dict[str, Any]]] = [(a, t.wire()) for a, t in write.key]
     pairs.append((rule.version_attr, {"N": str(write.version)}))
     if write.attributes is not None:
-        pairs += [(a, to_attribute_value(t)) for a, t in write.attributes]
+        pairs += [(a, t.wire()) for a, t in write.attributes]
     else:
         pairs.append((rule.deleted_attr, {"N": str(write.version)}))
         if expire_at_s is not None and expires_with_tombstone(write, rules):
@@ -263,7 +265,7 @@ def expire_tombstone_statement(write: ItemWrite, rules: RuleSet, expire_at_s: in
     """:func:`expire_tombstone_request` as a PartiQL UPDATE (the item exists: the tombstone was just written)."""
     others = [g for g in rules.tables[write.table].groups if g != write.rule.name]
     key = tuple(attr for attr, _typed in write.key)
-    values = [{"N": str(expire_at_s)}, *(to_attribute_value(t) for _a, t in write.key), {"N": str(write.version)}]
+    values = [{"N": str(expire_at_s)}, *(t.wire() for _a, t in write.key), {"N": str(write.version)}]
     return _statement(_expire_text(write.table, key, rules.ttl_attribute, write.rule.deleted_attr, tuple(others)),
                       values)
 

@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from replicator.core.mapping import TypedValue
+from replicator.core.values import B, L, M, N, S, TypedValue
 
 
 def attribute_size(name: str, value: TypedValue) -> int:
     """Bytes DynamoDB counts for one attribute."""
-    kind, raw = value
     size = len(name.encode())
-    if kind == "S":
-        return size + len(str(raw).encode())
-    if kind == "B":
-        return size + len(raw)
-    if kind == "N":
-        return size + number_size(str(raw))
-    if kind in ("BOOL", "NULL"):
+    if isinstance(value, S):
+        return size + len(value.value.encode())
+    if isinstance(value, B):
+        return size + len(value.value)
+    if isinstance(value, N):
+        return size + number_size(value.value)
+    if isinstance(value, L):
+        return size + 3 + sum(attribute_size("", v) + 1 for v in value.value)
+    if isinstance(value, M):
+        return size + 3 + sum(attribute_size(k, v) + 1 for k, v in value.value)
+    if value.kind in ("BOOL", "NULL"):
         return size + 1
-    if kind == "L":
-        return size + 3 + sum(attribute_size("", v) + 1 for v in raw)
-    return size + 3 + sum(attribute_size(k, v) + 1 for k, v in raw)
+    return size + len(str(value.value).encode())  # sets (SS, NS, BS): never written by the replicator, so rough
 
 
 def number_size(text: str) -> int:

@@ -26,8 +26,9 @@ from replicator.adapters.redis.reader import to_event
 from replicator.core.batching import batches
 from replicator.core.events import Origin
 from replicator.core.keyspace import captured_keys, sample_keys
-from replicator.core.mapping import ItemKey, RuleSet, TypedValue, desired_items
+from replicator.core.mapping import RuleSet, desired_items
 from replicator.core.sizes import attribute_size
+from replicator.core.values import ItemKey, N, TypedValue
 
 #: DynamoDB limits a plan checks against.
 PARTITION_WCU = 1000
@@ -182,7 +183,7 @@ class Planner:
                 for item_key, attrs in desired_items(rule, variables, event).items():
                     item = items.setdefault((rule.table, item_key), dict(item_key))
                     item.update(attrs)
-                    item[rule.version_attr] = ("N", "9" * VERSION_DIGITS)
+                    item[rule.version_attr] = N("9" * VERSION_DIGITS)
         tables = {name: TablePlan(name) for name in self._rules.tables}
         sizes: dict[str, list[int]] = defaultdict(list)
         for (table, item_key), attrs in items.items():
@@ -196,7 +197,7 @@ class Planner:
             plan.lsi_items += in_lsi
             plan.write_units += math.ceil(size / 1024) * (1 + in_lsi)
             owner = dict(item_key)[spec.partition_key[0]]
-            owner_bytes[(table, _raw(owner))] += size
+            owner_bytes[(table, owner.as_bytes())] += size
             sizes[table].append(size)
         for plan in tables.values():
             plan.items, plan.bytes = round(plan.items * scale), round(plan.bytes * scale)
@@ -248,11 +249,6 @@ _WRITE_COMMANDS = frozenset({
 def _write_calls(stats: dict[str, Any]) -> int:
     return sum(int(v.get("calls", 0)) for k, v in stats.items()
                if k.removeprefix("cmdstat_").split("|")[0] in _WRITE_COMMANDS)
-
-
-def _raw(typed: TypedValue) -> bytes:
-    kind, value = typed
-    return value if kind == "B" else str(value).encode()
 
 
 def plan_json(plan: MigrationPlan) -> str:

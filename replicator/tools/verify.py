@@ -151,7 +151,7 @@ class Verifier:
             except MappingError as exc:
                 checks.append(KeyCheck(state.key, rule.name, -1, (), error=str(exc)))
                 continue
-            ttl_attr = "expire_at" if rule.type == "mirror" else ""
+            ttl_attr = "expire_at" if rule.is_mirror else ""
             differences = compare_items(expected, applied.items, ttl_attr)
             checks.append(KeyCheck(state.key, rule.name, applied.version, tuple(differences)))
         return checks

@@ -59,7 +59,7 @@ class FakeWriter:
 
     def write(self, write: ItemWrite) -> bool:
         for key, errors in self.fail_write.items():
-            if errors and any(key in str(v).encode() or key == v for _a, (_t, v) in write.key):
+            if errors and any(key in str(v.value).encode() or key == v.value for _a, v in write.key):
                 raise errors.pop(0)
         self.items[(write.table, write.key)] = write
         return True
@@ -102,7 +102,7 @@ def _records(values: list[bytes], partition: int = 0, start: int = 0) -> dict[To
 
 
 def _owners(writer: FakeWriter) -> set[str]:
-    return {dict(w.key)["owner_id"][1] for w in writer.items.values()}
+    return {dict(w.key)["owner_id"].value for w in writer.items.values()}
 
 
 GOOD = CODEC.encode(zset_event("good", {"p1": 1.0}, version=10))
@@ -164,7 +164,7 @@ def test_chunks_across_batches_hold_the_commit_until_the_state_is_whole():
     assert _owners(writer) == {"good"}
     assert applier.process(_records([second], start=2))
     assert consumer.commits[-1] == {TopicPartition(TOPIC, 0): 3}
-    assert len([w for w in writer.items.values() if dict(w.key)["owner_id"][1] == "big"]) == 2
+    assert len([w for w in writer.items.values() if dict(w.key)["owner_id"].value == "big"]) == 2
 
 
 def test_chunks_whose_rest_never_came_stop_holding_the_commit_once_a_much_later_read_is_consumed():

@@ -4,8 +4,8 @@ type-checks strictly.
 The layers, lowest first (a module may import its own room and any lower layer, never a higher one or a sibling
 room of its own layer):
 
-0. ``core``: events, Avro, rules and planning, PartiQL building, drift, shards — pure; stdlib, pydantic, PyYAML
-   and fastavro only.
+0. ``core``: events, Avro, rules and planning, PartiQL building, drift, shards — pure; stdlib, pydantic(-settings),
+   PyYAML and fastavro only.
 1. ``logs``, ``metrics``; 2. ``retry`` (logs and counts each retry), ``health``: the process's own plumbing.
 3. ``adapters.redis``, ``adapters.kafka``, ``adapters.dynamodb``: one room per service; they do not know each other.
 4. the stages ``capture``, ``snapshot``, ``apply``, and ``read`` (the application's read adapter); stages do not
@@ -41,8 +41,9 @@ LAYERS = [
     ("replicator.__main__", 9),
 ]
 
-#: What the core may import besides itself: the standard library minus its I/O, and three pure libraries.
-CORE_THIRD_PARTY = {"pydantic", "yaml", "fastavro"}
+#: What the core may import besides itself: the standard library minus its I/O, and pure libraries (the config
+#: uses pydantic-settings only to parse an environment mapping it is handed).
+CORE_THIRD_PARTY = {"pydantic", "pydantic_settings", "yaml", "fastavro"}
 IO_STDLIB = {"socket", "ssl", "http", "urllib.request", "subprocess", "selectors", "asyncio", "select", "ftplib",
              "smtplib", "multiprocessing", "signal"}
 

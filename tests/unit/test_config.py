@@ -49,3 +49,41 @@ def test_dynamodb_local_access_key_must_be_alphanumeric():
 def test_a_capture_shard_outside_the_shard_count_is_rejected_naming_both():
     with pytest.raises(ConfigError, match=r"capture: .*shard is 2 but must be below shards \(2\)"):
         load_config(None, environ={"REPLICATOR_CAPTURE_SHARDS": "2", "REPLICATOR_CAPTURE_SHARD": "2"})
+
+
+def test_nested_env_vars_reach_any_field_and_win_over_the_section_field_form(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("tables:\n  messaging:\n    partition_key: owner_id\n    sort_key: opponent_id\n")
+    config = load_config(path, environ={
+        "REPLICATOR_KAFKA__BOOTSTRAP_SERVERS": "k1:9092,k2:9092",
+        "REPLICATOR_REDIS_URL": "redis://old:1/0", "REPLICATOR_REDIS__URL": "redis://new:1/0",
+        "REPLICATOR_TABLES__MESSAGING__NAME": "messaging_v2",
+        "REPLICATOR_CAPTURE__RECONNECT_BACKOFF_S": "[0.5, 5]",
+        "REPLICATOR_DEFAULT__TABLE": "mirror_table",
+        "REPLICATOR_STACK_HOME": "/not/a/config/field",
+    })
+    assert config.kafka.bootstrap_servers == "k1:9092,k2:9092"
+    assert config.redis.url == "redis://new:1/0"
+    assert config.tables["messaging"].name == "messaging_v2"
+    assert config.tables["messaging"].partition_key == "owner_id"  # the file's other keys stay
+    assert config.capture.reconnect_backoff_s == (0.5, 5.0)
+    assert config.default is not None and config.default.table == "mirror_table"
+
+
+def test_a_misspelled_nested_env_var_is_a_one_line_error_naming_the_field():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={"REPLICATOR_KAFKA__TOPICC": "x"})
+    assert str(info.value) == "environment: kafka.topicc: unknown field (check its spelling and section)"
+
+
+def test_a_complex_env_value_that_is_not_json_is_a_one_line_error():
+    with pytest.raises(ConfigError, match=r"^environment: .*capture.*take JSON") as info:
+        load_config(None, environ={"REPLICATOR_CAPTURE__RECONNECT_BACKOFF_S": "0.5,5"})
+    assert "\n" not in str(info.value)
+
+
+def test_an_env_var_for_a_section_the_file_holds_as_a_scalar_is_rejected(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("kafka: 5\n")
+    with pytest.raises(ConfigError, match=r"^kafka: expected a mapping, got int$"):
+        load_config(path, environ={"REPLICATOR_KAFKA_TOPIC": "t"})

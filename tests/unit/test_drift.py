@@ -6,15 +6,16 @@ import pytest
 
 from replicator.core.drift import DriftKind, compare_items
 from replicator.core.sizes import attribute_size, number_size
+from replicator.core.values import B, N, S
 
-K1 = (("owner_id", ("S", "o")), ("opponent_id", ("S", "a")))
-K2 = (("owner_id", ("S", "o")), ("opponent_id", ("S", "b")))
-K3 = (("owner_id", ("S", "o")), ("opponent_id", ("S", "c")))
+K1 = (("owner_id", S("o")), ("opponent_id", S("a")))
+K2 = (("owner_id", S("o")), ("opponent_id", S("b")))
+K3 = (("owner_id", S("o")), ("opponent_id", S("c")))
 
 
 def test_each_kind_is_named_once_per_item():
-    expected = {K1: (("timestamp", ("N", "1")),), K2: (("timestamp", ("N", "2")),)}
-    actual = {K2: (("timestamp", ("N", "3")),), K3: (("timestamp", ("N", "4")),)}
+    expected = {K1: (("timestamp", N("1")),), K2: (("timestamp", N("2")),)}
+    actual = {K2: (("timestamp", N("3")),), K3: (("timestamp", N("4")),)}
     found = {(d.kind, d.item_key) for d in compare_items(expected, actual)}
     assert found == {(DriftKind.MISSING, K1), (DriftKind.VALUE, K2), (DriftKind.EXTRA, K3)}
     assert compare_items(expected, dict(expected)) == []
@@ -22,15 +23,15 @@ def test_each_kind_is_named_once_per_item():
 
 def test_expiries_within_two_ms_are_equal_and_a_lost_ttl_is_ttl_drift():
     def mirror(expire):
-        attrs = [("type", ("S", "string")), ("value", ("B", b"v"))]
-        return tuple(attrs + ([("expire_at", ("N", str(expire)))] if expire else []))
+        attrs = [("type", S("string")), ("value", B(b"v"))]
+        return tuple(attrs + ([("expire_at", N(str(expire)))] if expire else []))
 
     assert compare_items({K1: mirror(1000)}, {K1: mirror(1002)}) == []
     (late,) = compare_items({K1: mirror(1000)}, {K1: mirror(1003)})
     (lost,) = compare_items({K1: mirror(1000)}, {K1: mirror(None)})
     assert late.kind is lost.kind is DriftKind.TTL
-    (changed,) = compare_items({K1: mirror(1000)}, {K1: (("type", ("S", "string")), ("value", ("B", b"w")),
-                                                         ("expire_at", ("N", "1000")))})
+    (changed,) = compare_items({K1: mirror(1000)}, {K1: (("type", S("string")), ("value", B(b"w")),
+                                                         ("expire_at", N("1000")))})
     assert changed.kind is DriftKind.VALUE
     assert "value_differs [owner_id=o, opponent_id=a]: redis {type=string, value=b'v', expire_at=1000}" \
         in changed.describe()
@@ -43,6 +44,6 @@ def test_numbers_take_a_byte_per_two_significant_digits_plus_one(number, size):
 
 
 def test_attribute_sizes_count_the_name_and_the_value():
-    assert attribute_size("owner_id", ("S", "héllo")) == 8 + 6
-    assert attribute_size("k", ("B", b"\x00\x01")) == 1 + 2
-    assert attribute_size("t", ("N", "1700000000123")) == 1 + 8
+    assert attribute_size("owner_id", S("héllo")) == 8 + 6
+    assert attribute_size("k", B(b"\x00\x01")) == 1 + 2
+    assert attribute_size("t", N("1700000000123")) == 1 + 8

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from replicator.capture.reconcile import Watermark
 from replicator.capture.watch import ServerMarks, unannounced_change
 from replicator.core import mirror
+from replicator.core.values import B, L, M, N, S
 
 BASE = ServerMarks("run-a", "repl-a", 1000, {"flushall": 1, "flushdb": 2, "swapdb": 0, "debug": 0})
 
@@ -49,11 +50,11 @@ def test_a_watermark_is_passed_once_every_partition_is_committed_past_it():
 
 
 typed_values = st.recursive(
-    st.one_of(st.binary(max_size=50).map(lambda b: ("B", b)), st.text(max_size=20).map(lambda t: ("S", t)),
-              st.integers().map(lambda n: ("N", str(n)))),
-    lambda inner: st.one_of(st.lists(inner, max_size=6).map(lambda v: ("L", tuple(v))),
+    st.one_of(st.binary(max_size=50).map(B), st.text(max_size=20).map(S),
+              st.integers().map(lambda n: N(str(n)))),
+    lambda inner: st.one_of(st.lists(inner, max_size=6).map(lambda v: L(tuple(v))),
                             st.dictionaries(st.text(max_size=8), inner, max_size=4).map(
-                                lambda d: ("M", tuple(sorted(d.items()))))),
+                                lambda d: M(tuple(sorted(d.items()))))),
     max_leaves=30)
 
 
@@ -65,9 +66,9 @@ def test_a_mirror_value_split_into_parts_reads_back_whole(value, part_bytes):
 
 
 def test_only_values_above_the_inline_limit_go_to_parts():
-    assert not mirror.needs_parts(("B", b"x" * 1000))
-    assert mirror.needs_parts(("B", b"x" * (mirror.INLINE_BYTES + 1)))
-    assert mirror.needs_parts(("L", tuple(("B", b"y" * 100) for _ in range(4000))))
+    assert not mirror.needs_parts(B(b"x" * 1000))
+    assert mirror.needs_parts(B(b"x" * (mirror.INLINE_BYTES + 1)))
+    assert mirror.needs_parts(L(tuple(B(b"y" * 100) for _ in range(4000))))
 
 
 def test_part_names_sort_by_version_then_index():

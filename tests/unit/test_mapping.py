@@ -10,6 +10,7 @@ from replicator.core.config import parse_config
 from replicator.core.errors import ConfigError, MappingError
 from replicator.core.events import ChangeEvent, KeyType, Op, Origin
 from replicator.core.mapping import EMPTY_STATE, Template, canonical_number, compile_rules, plan_writes
+from replicator.core.values import B, N, S
 from tests.unit.rules import MESSAGING_RULES, messaging, string_event, zset_event
 
 
@@ -47,12 +48,12 @@ def test_zset_members_become_items_and_only_changes_are_written():
     rules = messaging()
     rule, variables = rules.match(b"opponents:alice")
     first = plan_writes(rule, variables, zset_event("alice", {"bob": 1.5, "carol": 2e12}, 10), EMPTY_STATE)
-    assert [(dict(w.key)["opponent_id"][1], w.attributes) for w in first.writes] == [
-        ("bob", (("timestamp", ("N", "1.5")),)),
-        ("carol", (("timestamp", ("N", "2000000000000")),)),
+    assert [(dict(w.key)["opponent_id"].value, w.attributes) for w in first.writes] == [
+        ("bob", (("timestamp", N("1.5")),)),
+        ("carol", (("timestamp", N("2000000000000")),)),
     ]
     second = plan_writes(rule, variables, zset_event("alice", {"bob": 1.5, "dave": 3}, 11), first.state)
-    written = {dict(w.key)["opponent_id"][1]: w.is_tombstone for w in second.writes}
+    written = {dict(w.key)["opponent_id"].value: w.is_tombstone for w in second.writes}
     assert written == {"dave": False, "carol": True}  # bob unchanged: not rewritten
     assert all(w.version == 11 for w in second.writes)
 
@@ -79,7 +80,7 @@ def test_a_deleted_string_leaves_a_tombstone_even_without_known_state():
     rule, variables = rules.match(b"meta:alice:bob")
     plan = plan_writes(rule, variables, string_event(b"meta:alice:bob", None, 5), EMPTY_STATE)
     (write,) = plan.writes
-    assert write.is_tombstone and dict(write.key) == {"owner_id": ("S", "alice"), "opponent_id": ("S", "bob")}
+    assert write.is_tombstone and dict(write.key) == {"owner_id": S("alice"), "opponent_id": S("bob")}
 
 
 def test_values_unfit_for_their_attribute_type_are_mapping_errors_naming_the_fix():
@@ -153,23 +154,23 @@ def test_notification_flags_follow_the_rules():
 def test_single_item_rules_are_reversible_so_a_gap_reconcile_finds_their_redis_keys():
     rules = messaging()
     meta = rules.match(b"meta:alice:bob")[0]
-    assert meta.source_key({"owner_id": ("S", "alice"), "opponent_id": ("S", "bob")}.items()) == b"meta:alice:bob"
-    assert rules.mirror.source_key({"key": ("B", b"any\xffkey")}.items()) == b"any\xffkey"
+    assert meta.source_key({"owner_id": S("alice"), "opponent_id": S("bob")}.items()) == b"meta:alice:bob"
+    assert rules.mirror.source_key({"key": B(b"any\xffkey")}.items()) == b"any\xffkey"
 
 
 def test_an_item_read_back_gives_the_variables_it_was_rendered_from():
     rules = messaging()
     zset = rules.match(b"opponents:alice")[0]
     meta = rules.match(b"meta:alice:bob")[0]
-    key = (("opponent_id", ("S", "bob")), ("owner_id", ("S", "alice")))
-    assert zset.unrender("timestamp", ("N", "1.5")) == {"score": b"1.5"}  # numbers compare as their text
-    assert meta.unrender("metadata", ("S", "hello")) == {"value": b"hello"}
-    assert zset.unrender("no_such_attribute", ("S", "x")) is None
+    key = (("opponent_id", S("bob")), ("owner_id", S("alice")))
+    assert zset.unrender("timestamp", N("1.5")) == {"score": b"1.5"}  # numbers compare as their text
+    assert meta.unrender("metadata", S("hello")) == {"value": b"hello"}
+    assert zset.unrender("no_such_attribute", S("x")) is None
     assert zset.unrender_key(key) == {"owner": b"alice", "member": b"bob"}
     assert zset.unrender_key(key, {"owner": b"alice"}) == {"owner": b"alice", "member": b"bob"}
     assert zset.unrender_key(key, {"owner": b"carol"}) is None  # another key's item
     assert zset.owns(key, {"owner": b"alice"}) and not zset.owns(key, {"owner": b"carol"})
-    assert not zset.owns((("other", ("S", "x")),), {"owner": b"alice"})  # an attribute the rule does not write
+    assert not zset.owns((("other", S("x")),), {"owner": b"alice"})  # an attribute the rule does not write
     assert meta.source_key(iter(key)) == b"meta:alice:bob"
 
 
@@ -178,9 +179,9 @@ def test_an_item_that_does_not_fit_the_templates_has_no_source_key():
         {"match": "user:{id}", "type": "string", "table": "messaging",
          "item": {"owner_id": "u#{id}", "opponent_id": "profile", "metadata": "{value}"}}]})
     rule = compile_rules(rules).rules[0]
-    assert rule.source_key((("owner_id", ("S", "u#7")), ("opponent_id", ("S", "profile")))) == b"user:7"
-    assert rule.source_key((("owner_id", ("S", "v#7")), ("opponent_id", ("S", "profile")))) is None
-    assert rule.source_key((("owner_id", ("S", "u#7")), ("opponent_id", ("S", "other")))) is None
+    assert rule.source_key((("owner_id", S("u#7")), ("opponent_id", S("profile")))) == b"user:7"
+    assert rule.source_key((("owner_id", S("v#7")), ("opponent_id", S("profile")))) is None
+    assert rule.source_key((("owner_id", S("u#7")), ("opponent_id", S("other")))) is None
 
 
 def test_big_values_split_into_chunks_under_the_byte_budget_and_in_order():

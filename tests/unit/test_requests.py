@@ -11,6 +11,7 @@ from replicator.core.requests import (
     update_request,
     write_size,
 )
+from replicator.core.values import B, N, S
 from tests.unit.rules import messaging, zset_event
 
 
@@ -64,8 +65,8 @@ def test_a_deleted_collection_head_expires_with_its_tombstones():
 
 def _item_write(owner: str, opponent: str, size: int = 10) -> ItemWrite:
     (rule,) = [r for r in messaging().rules if r.name == "opponents"]
-    key = (("opponent_id", ("S", opponent)), ("owner_id", ("S", owner)))
-    return ItemWrite(rule.table, key, rule, 1, (("timestamp", ("N", "1")), ("blob", ("B", b"x" * size))))
+    key = (("opponent_id", S(opponent)), ("owner_id", S(owner)))
+    return ItemWrite(rule.table, key, rule, 1, (("timestamp", N("1")), ("blob", B(b"x" * size))))
 
 
 def test_transactions_pack_writes_of_many_keys_up_to_the_item_limit():

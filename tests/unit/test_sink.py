@@ -16,6 +16,7 @@ from replicator.apply.sink import APPLIED, STALE, DynamoSink, Head, Result
 from replicator.core.config import TombstoneConfig
 from replicator.core.errors import SinkError
 from replicator.core.mapping import ItemWrite
+from replicator.core.values import B, N, S
 from tests.unit.rules import messaging
 
 RULES = messaging()
@@ -59,8 +60,8 @@ def _sink(script: Any) -> tuple[DynamoSink, Client]:
 
 
 def _write(name: bytes, version: int = 5, exists: bool | None = None) -> ItemWrite:
-    return ItemWrite(MIRROR.table, (("key", ("B", name)),), MIRROR, version,
-                     (("type", ("S", "string")), ("value", ("B", b"v"))), exists=exists)
+    return ItemWrite(MIRROR.table, (("key", B(name)),), MIRROR, version,
+                     (("type", S("string")), ("value", B(b"v"))), exists=exists)
 
 
 def _key(statement: dict[str, Any]) -> bytes:
@@ -238,8 +239,10 @@ def test_head_versions_are_read_100_per_request_and_a_refused_group_is_read_key_
 def test_writes_whose_kind_was_known_and_tombstone_ttls_do_not_sway_the_guess_for_unknown_items():
     rule = RULES.match(b"opponents:o1")[0]  # type: ignore[index]
 
-    def item(i: int, attributes: Any = (("timestamp", ("N", "1")),), exists: bool | None = None) -> ItemWrite:
-        key = (("opponent_id", ("S", f"p{i}")), ("owner_id", ("S", "o1")))
+    one: Any = (("timestamp", N("1")),)
+
+    def item(i: int, attributes: Any = one, exists: bool | None = None) -> ItemWrite:
+        key = (("opponent_id", S(f"p{i}")), ("owner_id", S("o1")))
         return ItemWrite(rule.table, key, rule, 5, attributes, exists=exists)
 
     def script(s: dict[str, Any]) -> dict[str, Any]:  # only p1000… exist
@@ -279,7 +282,7 @@ def test_a_fresh_sink_learns_from_one_call_before_guessing_a_whole_first_batch()
 
 def test_a_shared_item_tombstone_that_took_the_single_item_path_gets_its_ttl_once():
     rule = RULES.match(b"opponents:o1")[0]  # type: ignore[index]
-    tombstone = ItemWrite(rule.table, (("opponent_id", ("S", "p1")), ("owner_id", ("S", "o1"))), rule, 5, None,
+    tombstone = ItemWrite(rule.table, (("opponent_id", S("p1")), ("owner_id", S("o1"))), rule, 5, None,
                           exists=True)
     sink, client = _sink(lambda s: _missing() if s["Statement"].startswith("UPDATE") else _error("DuplicateItem"))
     assert sink.write([tombstone]) == [APPLIED]

@@ -10,6 +10,7 @@ import pytest
 
 from replicator.adapters.dynamodb.store import DynamoStore
 from replicator.core.errors import SinkError
+from replicator.core.values import N, S
 from tests.unit.rules import messaging
 
 
@@ -63,4 +64,4 @@ def test_live_items_keep_only_the_keys_items_and_their_data():
     other = {"owner_id": {"S": "alice:x"}, "opponent_id": {"S": "carol"}, "timestamp": {"N": "6"}}
     store = DynamoStore(Paginated([[mine], [other]]))
     assert store.live_items(rule, b"opponents:alice", variables) == {
-        (("opponent_id", ("S", "bob")), ("owner_id", ("S", "alice"))): (("timestamp", ("N", "5")),)}
+        (("opponent_id", S("bob")), ("owner_id", S("alice"))): (("timestamp", N("5")),)}

@@ -22,19 +22,8 @@ from replicator.core import mirror, requests
 from replicator.core.config import DynamoDBConfig, TombstoneConfig
 from replicator.core.errors import ReplicatorError, SinkError
 from replicator.core.events import ChangeEvent
-from replicator.core.mapping import (
-    EMPTY_STATE,
-    Attrs,
-    ItemKey,
-    ItemWrite,
-    KeyState,
-    Rule,
-    RuleSet,
-    TypedValue,
-    from_attribute_value,
-    render_attr,
-    to_attribute_value,
-)
+from replicator.core.mapping import EMPTY_STATE, ItemWrite, KeyState, Rule, RuleSet, render_attr
+from replicator.core.values import Attrs, ItemKey, TypedValue, from_attribute_value, to_attribute_value
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +157,7 @@ class DynamoStore:
         item_key = tuple(sorted((a, render_attr(rule, a, values, key)) for a in rule.key_attrs))
         raw = self.get(rule.table, {a: to_attribute_value(v) for a, v in item_key}, where) or {}
         version = int(raw[rule.version_attr]["N"]) if rule.version_attr in raw else EMPTY_STATE.version
-        if rule.type == "mirror" and "parts" in raw:
+        if rule.is_mirror and "parts" in raw:
             value = read_mirror_value(self.client, rule.table, raw)
             raw = {**{a: v for a, v in raw.items() if a != "parts"}, "value": to_attribute_value(value)}
         data = tuple((a, from_attribute_value(raw[a])) for a in rule.data_attrs if a in raw)
@@ -267,7 +256,7 @@ class DynamoWriter(DynamoStore):
         any more (older versions, or this write's own when it was stale) are deleted after.
         """
         where = f"table {write.table} item {_describe(write)}"
-        mirrored = write.rule.type == "mirror"
+        mirrored = write.rule.is_mirror
         if write.parts:
             self._put_parts(write, where)
         request = requests.update_request(write, self.rules, self.expire_at())
@@ -356,7 +345,7 @@ class DynamoWriter(DynamoStore):
                     raise SinkError(f"{where}: DynamoDB TransactionCanceledException: {', '.join(codes)}",
                                     retryable=True) from None
                 for i, result in failed.items():
-                    if result is False and writes[i].rule.type == "mirror":
+                    if result is False and writes[i].rule.is_mirror:
                         # Stale, or the value it replaces is in parts: the item path tells which (and cleans up).
                         outcome[i] = self._write_or_poison(writes[i])
                     else:
@@ -432,15 +421,15 @@ class DynamoWriter(DynamoStore):
 def _transactional(request: dict[str, Any], write: ItemWrite) -> dict[str, Any]:
     """A mirror write in a transaction also requires that the value it replaces is not in parts: a transaction
     cannot return old values, so such a write fails here and is redone on the item path, which cleans the parts."""
-    if write.rule.type == "mirror":
+    if write.rule.is_mirror:
         request["ConditionExpression"] = f"({request['ConditionExpression']}) AND attribute_not_exists(#parts)"
         request["ExpressionAttributeNames"] = {**request["ExpressionAttributeNames"], "#parts": "parts"}
     return request
 
 
 def _mirror_key(write: ItemWrite) -> bytes:
-    ((_attr, (_type, key)),) = write.key
-    return bytes(key)
+    ((_attr, key),) = write.key
+    return bytes(key.value)
 
 
 def _query_parts(client: Any, table: str, key: bytes, low: int, high: int,
@@ -515,4 +504,4 @@ def _cancellation_outcomes(pending: list[int], reasons: list[dict[str, str]], wr
 
 
 def _describe(write: ItemWrite) -> str:
-    return ", ".join(f"{a}={v[1]!r}" for a, v in write.key)
+    return ", ".join(f"{a}={v.value!r}" for a, v in write.key)
