@@ -181,7 +181,8 @@ class CaptureConfig(_Frozen):
     #: How often INFO is read for changes no notification announces (FLUSHDB, FLUSHALL, SWAPDB, CONFIG RESETSTAT,
     #: a restart or failover); each is a gap, healed by a re-snapshot and a reconcile.
     watch_interval_s: float = Field(default=1.0, ge=0.05, le=3600)
-    #: Reconnect backoff after a lost subscription, doubling from the first value up to the second.
+    #: Reconnect backoff after a lost subscription (full jitter, retry.REDIS_SUBSCRIPTION): the first wait averages
+    #: the first value, no wait exceeds the second.
     reconnect_backoff_s: tuple[float, float] = (0.2, 10.0)
     #: Redis Cluster: how often the primaries are listed again (failover, resharding, added primaries).
     topology_refresh_s: float = Field(default=10.0, ge=0.1, le=3600)
