@@ -55,7 +55,8 @@ from confluent_kafka import Producer  # noqa: E402
 from kafka import KafkaProducer  # noqa: E402
 from prometheus_client import REGISTRY  # noqa: E402
 
-from replicator import broker, pipeline  # noqa: E402
+from replicator import pipeline  # noqa: E402
+from replicator.adapters.kafka import broker  # noqa: E402
 from replicator.adapters.kafka.producer import producer_settings  # noqa: E402
 from replicator.adapters.redis.states import StateReader  # noqa: E402
 from replicator.core.config import Config, parse_config  # noqa: E402
