@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 from replicator import metrics
 from replicator.core import failures
+from replicator.core.errors import SinkError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -159,5 +160,6 @@ def call(operation: Callable[[], T], policy: Policy, stop: threading.Event | Non
                 raise
             if on_retry is not None:
                 on_retry(exc)
-            if not backoff.wait(exc, getattr(exc, "retry_after", None) or None, **kv):
+            told = exc.retry_after if isinstance(exc, SinkError) else None  # DynamoDB said how long to wait
+            if not backoff.wait(exc, told or None, **kv):
                 raise Stopped(policy.operation) from exc
