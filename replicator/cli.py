@@ -31,7 +31,7 @@ from replicator.core.config import Config, load_config
 from replicator.core.errors import ConfigError, ReplicatorError
 from replicator.core.events import Origin
 from replicator.local.demo import run_demo
-from replicator.tools import plan, preflight, replay, status, verify
+from replicator.tools import dlq, plan, preflight, replay, status, verify
 from replicator.tools.progress import Progress
 
 log = logging.getLogger("replicator")
@@ -145,12 +145,12 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     config = _config(args)
     broker.check_broker(config.kafka)
     if args.action == "list":
-        letters = dead_letters.list_dead_letters(config.kafka, config.kafka.topic)
+        letters = dlq.list_dead_letters(config.kafka, config.kafka.topic)
         for letter in letters[-args.limit:] if args.limit else letters:
             print(letter.line())
         print(f"{len(letters)} dead letter(s) in {dead_letters.dlq_topic(config.kafka.topic)}")
     else:
-        sent = dead_letters.redrive(config.kafka, config.kafka.topic, set(args.reason or ()) or None)
+        sent = dlq.redrive(config.kafka, config.kafka.topic, set(args.reason or ()) or None)
         print(f"re-drove {sent} dead letter(s) to {config.kafka.topic}")
     return 0
 
