@@ -85,13 +85,13 @@ class PendingReconciles:
         self._store = DynamoStore(client, state_table)
 
     def save(self, node: str, watermark: Watermark, reason: str) -> None:
-        self._store.client.put_item(TableName=self._store.state_table, Item={
+        self._store.put(self._store.state_table, {
             "k": {"B": PENDING_PREFIX + node.encode()}, "watermark": {"S": watermark.to_json()},
-            "reason": {"S": reason}})
+            "reason": {"S": reason}}, "recording a pending reconcile")
 
     def clear(self, node: str) -> None:
-        self._store.client.delete_item(TableName=self._store.state_table,
-                                       Key={"k": {"B": PENDING_PREFIX + node.encode()}})
+        self._store.delete(self._store.state_table, {"k": {"B": PENDING_PREFIX + node.encode()}},
+                           "clearing a pending reconcile")
 
     def list(self) -> list[tuple[str, str, Watermark]]:
         """(node, gap reason, watermark) of every pending reconcile."""

@@ -126,6 +126,21 @@ class DynamoStore:
         except Exception as exc:
             raise translate(exc, where) from None
 
+    def put(self, table: str, item: Mapping[str, Any], where: str) -> None:
+        """Write one of the replicator's own records (a snapshot checkpoint, a pending reconcile), unconditionally:
+        each has one writer. Item writes of replicated data go through :class:`DynamoWriter`, conditionally."""
+        try:
+            self.client.put_item(TableName=table, Item=item)
+        except Exception as exc:
+            raise translate(exc, where) from None
+
+    def delete(self, table: str, key: Mapping[str, Any], where: str) -> None:
+        """Remove one of the replicator's own records (see :meth:`put`)."""
+        try:
+            self.client.delete_item(TableName=table, Key=key)
+        except Exception as exc:
+            raise translate(exc, where) from None
+
     def head_version(self, rule: Rule, key: bytes) -> int:
         """A collection key's head version in the state table, -1 when it has none (see also head_versions)."""
         head = self.get(self.state_table, requests.head_key(rule.name, key),
