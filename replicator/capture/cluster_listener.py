@@ -22,8 +22,9 @@ from redis.cluster import RedisCluster
 
 from replicator.adapters.kafka.producer import EventPublisher
 from replicator.capture.listener import GAP_START, GAP_TOPOLOGY, Collaborators, NodeListener
+from replicator.core import failures
 from replicator.core.config import CaptureConfig
-from replicator.core.errors import ReplicatorError, SourceError
+from replicator.core.errors import SourceError
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ class ClusterListener:
                 if failed:
                     name, error = failed[0]
                     # One line for the user (the CLI prints ReplicatorErrors), whatever the node's error was.
-                    raise SourceError(f"listener of primary {name} failed: {_one_line(error)}") from error
+                    why = " ".join(failures.describe(error).split())
+                    raise SourceError(f"listener of primary {name} failed: {why}") from error
                 deadline = time.monotonic() + self._config.topology_refresh_s
                 while not (stop.is_set() or self._wake.is_set()) and time.monotonic() < deadline:
                     stop.wait(0.2)
@@ -142,11 +144,3 @@ class ClusterListener:
         self._nodes[name] = _Node(listener, node_stop, thread)  # run() stops them all when it ends
         thread.start()
         log.info("listening to primary", extra={"kv": {"node": name}})
-
-
-def _one_line(error: BaseException) -> str:
-    """The node's error as one line; its type too unless it is one of ours (whose messages say what they are)."""
-    text = " ".join(str(error).split())
-    if isinstance(error, ReplicatorError):
-        return text or type(error).__name__
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

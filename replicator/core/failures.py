@@ -32,5 +32,6 @@ def describe(exc: BaseException) -> str:
     """One line for the dead letter: our own errors say what and where; anything else also names its type."""
     if isinstance(exc, ReplicatorError):
         return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
