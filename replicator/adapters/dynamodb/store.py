@@ -189,14 +189,11 @@ class DynamoStore:
         """
         pk_typed = render_attr(rule, rule.partition_key, {**variables, "key": key}, key)
         live, names = live_filter(rule)
-        projection = []
-        for i, attr in enumerate((*rule.key_attrs, *rule.data_attrs)):
-            names[f"#p{i}"] = attr
-            projection.append(f"#p{i}")
+        projection = _projection((*rule.key_attrs, *rule.data_attrs), names)
         items = {}
         for raw in self.items("query", f"live items of {key!r} in {rule.table}",
                               TableName=rule.table, KeyConditionExpression="#pk = :pk", FilterExpression=live,
-                              ProjectionExpression=", ".join(projection),
+                              ProjectionExpression=projection,
                               ExpressionAttributeNames={**names, "#pk": rule.partition_key},
                               ExpressionAttributeValues={":pk": to_attribute_value(pk_typed)}, ConsistentRead=True):
             item_key = tuple(sorted((a, from_attribute_value(raw[a])) for a in rule.key_attrs))
@@ -227,13 +224,10 @@ class DynamoStore:
             singles.append(rules.mirror)
         for rule in singles:
             names = {"#v": rule.version_attr, "#d": rule.deleted_attr}
-            projection = []
-            for i, attr in enumerate(rule.key_attrs):
-                names[f"#k{i}"] = attr
-                projection.append(f"#k{i}")
+            projection = _projection(rule.key_attrs, names)
             for item in self.items("scan", f"live keys of {rule.table}", TableName=rule.table,
                                    FilterExpression="attribute_exists(#v) AND attribute_not_exists(#d)",
-                                   ExpressionAttributeNames=names, ProjectionExpression=", ".join(projection)):
+                                   ExpressionAttributeNames=names, ProjectionExpression=projection):
                 key = rule.source_key((a, from_attribute_value(item[a])) for a in rule.key_attrs)
                 if key is not None:
                     yield key
@@ -250,6 +244,14 @@ class DynamoStore:
                 key = rule.source_key((a, from_attribute_value(item[a])) for a in rule.key_attrs)
                 if key is not None:
                     yield key
+
+
+def _projection(attrs: Sequence[str], names: dict[str, str]) -> str:
+    """A ProjectionExpression of ``attrs``, each through a placeholder added to ``names`` (any attribute name is
+    safe, reserved words included)."""
+    for i, attr in enumerate(attrs):
+        names[f"#p{i}"] = attr
+    return ", ".join(f"#p{i}" for i in range(len(attrs)))
 
 
 class DynamoWriter(DynamoStore):
