@@ -1,4 +1,4 @@
-"""``replicator`` command line: listen, apply, snapshot, dlq, replay, status, verify, plan, demo.
+"""``replicator`` command line: listen, apply, snapshot, dlq, replay, status, verify, plan, preflight, demo.
 
 Every command reads ``--config FILE`` (YAML) with ``REPLICATOR_<SECTION>_<FIELD>`` env overrides, logs JSON to
 stderr, and stops cleanly on SIGTERM/SIGINT (stop reading, finish and commit the batch in flight, flush the producer).
@@ -320,8 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--to-earliest", action="store_true", help="the oldest record Kafka still holds")
     where.add_argument("--to-latest", action="store_true", help="the end: skip everything not applied yet")
     where.add_argument("--to-timestamp", metavar="ISO8601",
-                       help="first record at or after this time (UTC unless an offset is given); Kafka 0.10.1+")
-    where.add_argument("--by-duration", metavar="DURATION", help="this long ago, e.g. 2h, 90m, 7d; Kafka 0.10.1+")
+                       help="first record at or after this time (UTC unless an offset is given)")
+    where.add_argument("--by-duration", metavar="DURATION", help="this long ago, e.g. 2h, 90m, 7d")
     replay.set_defaults(fn=cmd_replay, quiet=True)
     status_ = sub.add_parser("status", help="lag per partition, last event times, members and DLQ size of the group")
     _group_arguments(status_)

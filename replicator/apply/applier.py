@@ -165,9 +165,9 @@ class Applier:
     def _keepalive(self) -> None:
         """Heartbeat from the consumer's own thread without taking records: all partitions paused, poll(0).
 
-        Brokers before 0.10.1 only see heartbeats from poll(), and newer ones evict a consumer that does not poll
-        within max.poll.interval.ms. A rebalance may run inside this poll; records it still returns (from newly
-        assigned partitions) are rewound so they are processed after this batch.
+        A broker evicts a consumer that does not poll within max.poll.interval.ms, however long the writes of its
+        batch take (throttling backoff); pausing keeps the records for later. A rebalance may run inside this poll;
+        records it still returns (from newly assigned partitions) are rewound so they are processed after this batch.
         """
         assigned = self._consumer.assignment()
         if assigned:

@@ -13,10 +13,12 @@ import json
 import logging
 import random
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -175,15 +177,24 @@ def _run_in_thread(name: str, target: Callable[[threading.Event], Any], stop: th
     return thread
 
 
-def run_demo(owners: int = 20, seconds: float = 5.0, out: Any = None) -> int:
-    out = out or sys.stdout
-    logs.setup("WARNING")
-    # kafka-python 3 logs a harmless socket race at ERROR when clients close; the report says what matters here.
-    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+def run_demo(owners: int = 20, seconds: float = 5.0, out: Any = None, log_path: Path | None = None) -> int:
+    """Run the demo and print a report for a person; the pipeline's JSON logs go to ``log_path`` (named first).
 
+    The logs are for machines and for digging after a failure; interleaved with the report (librdkafka's
+    "Coordinator load in progress", a group rebalance) they only hid it. A failure is said in the report in one line.
+    """
+    out = out or sys.stdout
+    log_path = log_path or Path(tempfile.gettempdir()) / f"replicator-demo-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    with open(log_path, "a", encoding="utf-8") as log_file:
+        logs.setup("INFO", stream=log_file)
+        return _demo(owners, seconds, out, log_path)
+
+
+def _demo(owners: int, seconds: float, out: Any, log_path: Path) -> int:
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
+    say(f"logs of this run (JSON lines): {log_path}")
     say(f"starting the local stack: redis-server, Apache Kafka {KAFKA_VERSION} (KRaft), DynamoDB Local ...")
     started = time.monotonic()
     with LocalStack() as stack:
@@ -232,7 +243,8 @@ def run_demo(owners: int = 20, seconds: float = 5.0, out: Any = None) -> int:
             wait_until(converged, 60, "DynamoDB equal to Redis", interval=0.5)
             equal = True
         except Exception as exc:
-            say(f"NOT CONVERGED: {exc}")
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            say(f"NOT CONVERGED: {first_line} (details in {log_path})")
             equal = False
         readiness = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=5).read().decode()
         # Stop capturing first (it flushes what it still holds), let the applier drain, then stop it.

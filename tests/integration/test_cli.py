@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -90,3 +93,8 @@ def test_the_readme_demo_replicates_end_to_end_on_its_own_embedded_stack():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "DynamoDB LSI vs Redis ZREVRANGE: identical" in result.stdout
     assert 'replicator_dynamodb_requests_total{operation="BatchExecuteStatement"}' in result.stdout
+    # A report for a person: the pipeline's JSON logs go to the file the demo names first, not between its lines.
+    assert [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("{")] == []
+    log_file = Path(re.search(r"^logs of this run \(JSON lines\): (.+)$", result.stdout, re.M).group(1))
+    loggers = {json.loads(line)["logger"] for line in log_file.read_text().splitlines()}
+    assert loggers >= {"replicator.apply.applier", "replicator.capture.listener"}
