@@ -139,8 +139,8 @@ def group_lag(config: Config) -> Callable[[], tuple[int, int]]:
     return lag
 
 
-def capture_burst(stack: LocalStack, tmp: Path, seconds: float, rate: float) -> tuple[str, int]:
-    """Capture a burst into a new topic with ``replicator listen``; the topic and its event count."""
+def capture_burst(stack: LocalStack, tmp: Path, seconds: float, rate: float) -> tuple[str, int, int]:
+    """Capture a burst into a new topic with ``replicator listen``; the topic, its Redis commands and its events."""
     client = redis.Redis.from_url(stack.redis_url)
     client.flushall()
     topic = f"bench.mixed.{uuid.uuid4().hex[:6]}"
@@ -155,7 +155,7 @@ def capture_burst(stack: LocalStack, tmp: Path, seconds: float, rate: float) -> 
         listener.wait(120)
     events, _lag = group_lag(parse_config(data))()
     print(f"  mixed burst: {commands:,} Redis commands in {seconds:.0f}s -> {events:,} change events", flush=True)
-    return topic, events
+    return topic, commands, events
 
 
 def ready(port: int) -> bool:
@@ -215,7 +215,7 @@ def run(stack: LocalStack, seconds: float, rate: float, baseline_rev: str | None
         modes: tuple[str, ...] = ("batch", "transaction", "item")) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        topic, _events = capture_burst(stack, tmp, seconds, rate)
+        topic, commands, events = capture_burst(stack, tmp, seconds, rate)
         results = []
         if baseline_rev:
             parent = parent_checkout(tmp, baseline_rev)
@@ -227,4 +227,8 @@ def run(stack: LocalStack, seconds: float, rate: float, baseline_rev: str | None
         for mode in modes:
             results.append(drain(stack, tmp, topic, "this commit", ROOT, mode))
             print(f"  {results[-1]}", flush=True)
+        for result in results:
+            result.update(burst_commands=commands, burst_events=events)
+            if baseline_rev:  # how many times faster than the baseline commit drained the same burst
+                result["speedup_vs_baseline"] = round(results[0]["drain_s"] / result["drain_s"], 2)
         return results

@@ -132,17 +132,30 @@ def _stage_rate(stage: Any, counter: str, n: int, timeout: float, ready: Callabl
     return done / elapsed
 
 
+#: CPU-µs per record of each raw producer run: "process" (every thread, the client's I/O thread included) and
+#: "caller" (the thread that calls send/produce: the time a listener's one Python thread loses per event).
+PRODUCER_CPU_US: dict[str, dict[str, list[float]]] = {}
+
+
+def _producer_cpu(client: str, n: int, process_before: float, caller_before: float) -> None:
+    cpu = PRODUCER_CPU_US.setdefault(client, {"process": [], "caller": []})
+    cpu["process"].append((time.process_time() - process_before) / n * 1e6)
+    cpu["caller"].append((time.thread_time() - caller_before) / n * 1e6)
+
+
 def raw_producer_rate(stack: LocalStack, n: int, size: int) -> float:
     config = _config(stack, f"raw{uuid.uuid4().hex[:6]}")
     broker.ensure_topic(config.kafka, config.kafka.topic, config.kafka.partitions)
     producer = KafkaProducer(**broker.client_kwargs(config.kafka), acks="all", linger_ms=5,
                              max_in_flight_requests_per_connection=1)
     payload = b"p" * size
+    process, caller = time.process_time(), time.thread_time()
     started = time.perf_counter()
     for i in range(n):
         producer.send(config.kafka.topic, key=str(i % 1000).encode(), value=payload)
     producer.flush()
     elapsed = time.perf_counter() - started
+    _producer_cpu("kafka-python", n, process, caller)
     producer.close()
     return n / elapsed
 
@@ -154,6 +167,7 @@ def raw_librdkafka_rate(stack: LocalStack, n: int, size: int) -> float:
     broker.ensure_topic(config.kafka, config.kafka.topic, config.kafka.partitions)
     producer = Producer(producer_settings(config.kafka), logger=logging.getLogger("bench.librdkafka"))
     payload = b"p" * size
+    process, caller = time.process_time(), time.thread_time()
     started = time.perf_counter()
     for i in range(n):
         while True:
@@ -165,7 +179,9 @@ def raw_librdkafka_rate(stack: LocalStack, n: int, size: int) -> float:
         if i % 1000 == 0:
             producer.poll(0)
     producer.flush()
-    return n / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    _producer_cpu("librdkafka", n, process, caller)
+    return n / elapsed
 
 
 def bare_subscriber_rate(stack: LocalStack, n: int) -> float:
@@ -541,8 +557,10 @@ def main(argv: list[str] | None = None) -> int:
                                                             "raw_conditional_transaction_items_per_s"),
         }
     cpu = {mode: round(statistics.median(values)) for mode, values in APPLY_CPU_US.items()}
-    results.update(figures=figures, ratios=ratios, apply_cpu_us_per_item=cpu, end_to_end=latencies,
-                   mixed=mixed_results)
+    producer_cpu = {client: {thread: round(statistics.median(values), 1) for thread, values in cpu_us.items()}
+                    for client, cpu_us in PRODUCER_CPU_US.items()}
+    results.update(figures=figures, ratios=ratios, apply_cpu_us_per_item=cpu, producer_cpu_us_per_record=producer_cpu,
+                   end_to_end=latencies, mixed=mixed_results)
     print(f"\n{'figure':46} {'min':>10} {'median':>10} {'max':>10}")
     for name, f in figures.items():
         print(f"{name:46} {f['min']:>10,.0f} {f['median']:>10,.0f} {f['max']:>10,.0f}")
@@ -551,6 +569,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:46} {value:>10.2f}")
     for mode, us in cpu.items():
         print(f"{'apply (' + mode + ') CPU-µs per item':46} {us:>10}")
+    for client, us in producer_cpu.items():
+        print(f"{'raw ' + client + ' CPU-µs per record':46} {us['process']:>10} (calling thread: {us['caller']})")
     if mixed_results:
         print(f"\nmixed burst ({args.mixed_seconds:.0f}s at {args.mixed_rate:,.0f} Redis commands/s), drained by:")
         print(f"{'applier':28} {'mode':>12} {'drain s':>8} {'events/s':>9} {'items/s':>8} {'req/event':>9} "
