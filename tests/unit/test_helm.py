@@ -17,6 +17,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 from replicator import metrics  # noqa: F401  (registers the metrics the chart must reference)
+from replicator.adapters.kafka.producer import DELIVERY_TIMEOUT_MS
 from replicator.core.config import Config, parse_config
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "redis-dynamodb-replicator"
@@ -106,7 +107,6 @@ def test_production_layout_listeners_appliers_snapshot_and_safety():
     for doc in [*listeners, applier]:
         pod = doc["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        assert pod["terminationGracePeriodSeconds"] == 120
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -164,6 +164,18 @@ def test_a_sharded_snapshot_is_an_indexed_job_whose_index_is_the_shard():
     assert "completionMode" not in plain["spec"]
     plain_env = {e["name"] for e in plain["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "REPLICATOR_CAPTURE_SHARD" not in plain_env
+
+
+@VALUES
+def test_pods_outlive_the_producers_delivery_timeout_after_sigterm(values):
+    """After SIGTERM a listener or snapshot pod waits for Kafka to acknowledge what it published, for at most the
+    producer's delivery timeout. A grace period shorter than that SIGKILLs the pod while events Kafka would still take
+    are in its queue; the number is read from the producer, so raising the timeout without the chart fails here."""
+    docs = render({**values, "snapshot": {**values.get("snapshot", {}), "enabled": True}})
+    pods = [d["spec"]["template"]["spec"] for kind in ("Deployment", "StatefulSet", "Job") for d in of_kind(docs, kind)]
+    assert {"Deployment", "StatefulSet", "Job"} <= {d["kind"] for d in docs}
+    for pod in pods:
+        assert pod["terminationGracePeriodSeconds"] > DELIVERY_TIMEOUT_MS / 1000
 
 
 def test_defaults_stay_minimal():
