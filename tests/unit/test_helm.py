@@ -25,6 +25,17 @@ PRODUCTION = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text(
 KUBERNETES = "1.30.0"
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 VALUES = pytest.mark.parametrize("values", [{}, PRODUCTION], ids=["default", "production"])
+# Listeners on three Redis: two entries name their own (one of them in capture shards), one uses redis.*.
+SEVERAL_REDIS = {
+    "redis": {"urlSecret": {"name": "shared-redis", "key": "url"}},
+    "listener": {"instances": [{"name": "big", "shards": 3, "url": "redis://big:6379/0"},
+                               {"name": "other", "urlSecret": {"name": "redis-other", "key": "url"}},
+                               {"name": "main"}]},
+    "snapshot": {"enabled": True, "shards": 2},
+}
+LAYOUTS = pytest.mark.parametrize("values", [{}, PRODUCTION, SEVERAL_REDIS],
+                                  ids=["default", "production", "several-redis"])
+
 
 
 def render(values: dict) -> list[dict]:
@@ -50,13 +61,13 @@ def exported_metric_names() -> set[str]:
     return names
 
 
-@VALUES
+@LAYOUTS
 def test_lint_is_clean_in_strict_mode(values):
     report = helm_python.lint(CHART, values, strict=True, kube_version=f"v{KUBERNETES}")
     assert report["errors"] == [] and report["messages"] == [], report
 
 
-@VALUES
+@LAYOUTS
 def test_every_manifest_is_valid_for_kubernetes(values):
     docs = render(values)
     for doc in docs:
@@ -176,6 +187,38 @@ def test_pods_outlive_the_producers_delivery_timeout_after_sigterm(values):
     assert {"Deployment", "StatefulSet", "Job"} <= {d["kind"] for d in docs}
     for pod in pods:
         assert pod["terminationGracePeriodSeconds"] > DELIVERY_TIMEOUT_MS / 1000
+
+
+def test_every_redis_of_the_listener_entries_gets_a_snapshot_job_of_its_own():
+    """A listener entry with its own Redis was never backfilled: the one Job read only the top-level redis.*."""
+    values = {**SEVERAL_REDIS, "listener": {"instances": SEVERAL_REDIS["listener"]["instances"][:2]}}
+    jobs = {d["metadata"]["name"].removeprefix("rep-redis-dynamodb-replicator-"): d
+            for d in of_kind(render(values), "Job")}
+    envs = {name: {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+            for name, job in jobs.items()}
+    # One Job per Redis, however many capture shards listen to it; none for a top-level Redis no entry uses.
+    assert sorted(envs) == ["snapshot-big", "snapshot-other"]
+    big, other = envs["snapshot-big"], envs["snapshot-other"]
+    assert big["REPLICATOR_REDIS_URL"] == {"name": "REPLICATOR_REDIS_URL", "value": "redis://big:6379/0"}
+    assert other["REPLICATOR_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "redis-other", "key": "url"}
+    # Under the node name its listeners publish under.
+    assert [e["REPLICATOR_REDIS_NODE_NAME"]["value"] for e in (big, other)] == ["big", "other"]
+    for name, job in jobs.items():  # each Job split like the single one was: snapshot.shards indexed pods
+        assert (job["spec"]["completionMode"], job["spec"]["completions"]) == ("Indexed", 2), name
+        assert envs[name]["REPLICATOR_CAPTURE_SHARDS"]["value"] == "2"
+
+    # The listeners read the same Redis as their Job: an entry's own url is not overridden by the top-level Secret.
+    listeners = [d for d in of_kind(render(values), "Deployment") if "-listener-big" in d["metadata"]["name"]]
+    assert len(listeners) == 3
+    for listener in listeners:
+        env = {e["name"]: e for e in listener["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["REPLICATOR_REDIS_URL"] == big["REPLICATOR_REDIS_URL"]
+
+    # An entry without its own Redis brings back the Job of the top-level one, under its old name.
+    (shared,) = [d for d in of_kind(render(SEVERAL_REDIS), "Job")
+                 if d["metadata"]["name"] == "rep-redis-dynamodb-replicator-snapshot"]
+    env = {e["name"]: e for e in shared["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["REPLICATOR_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "shared-redis", "key": "url"}
 
 
 def test_defaults_stay_minimal():

@@ -38,6 +38,52 @@ app.kubernetes.io/part-of: redis-dynamodb-replicator
 {{- end -}}
 {{- end -}}
 
+{{/*
+The Redis one listener entry captures, as YAML for fromYaml: {url} or {urlSecret: {name, key}}, plus "id" (two
+entries with the same id capture the same Redis) and "shared" (true when it is the top-level redis.*). An entry that
+names its own url or urlSecret uses only that: the top-level Secret must not win over an entry's own URL. Call with
+(dict "root" $ "instance" <entry>); an empty entry gives the top-level Redis.
+*/}}
+{{- define "replicator.instanceRedis" -}}
+{{- $own := .instance.urlSecret | default dict -}}
+{{- $shared := .root.Values.redis.urlSecret | default dict -}}
+{{- if $own.name -}}
+{{- toYaml (dict "urlSecret" (dict "name" $own.name "key" ($own.key | default "url")) "id" (printf "secret:%s/%s" $own.name ($own.key | default "url")) "shared" false) -}}
+{{- else if .instance.url -}}
+{{- toYaml (dict "url" .instance.url "id" (printf "url:%s" .instance.url) "shared" false) -}}
+{{- else if $shared.name -}}
+{{- toYaml (dict "urlSecret" (dict "name" $shared.name "key" ($shared.key | default "url")) "id" (printf "secret:%s/%s" $shared.name ($shared.key | default "url")) "shared" true) -}}
+{{- else -}}
+{{- toYaml (dict "url" (.root.Values.redis.url | default "") "id" (printf "url:%s" (.root.Values.redis.url | default "")) "shared" true) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The snapshot Jobs, as YAML for fromYaml: {jobs: [{name, redis, node}]}. One Job per distinct Redis the
+listener entries capture: an entry with its own url/urlSecret is a Redis the top-level redis.* does not reach, so one
+Job would leave its existing keys unbackfilled. Entries that share a Redis share its Job. The Job of the top-level
+Redis keeps the name …-snapshot, the others are …-snapshot-<entry name>. "node" is the entry's name, the node name
+its listener publishes under, so that events and checkpoints name the node alike. Used by snapshot-job.yaml and
+NOTES.txt, which must agree on the names.
+*/}}
+{{- define "replicator.snapshotJobs" -}}
+{{- $root := . -}}
+{{- $jobs := list -}}
+{{- $seen := dict -}}
+{{- range (.Values.listener.instances | default (list dict)) -}}
+{{- $redis := fromYaml (include "replicator.instanceRedis" (dict "root" $root "instance" .)) -}}
+{{- if not (hasKey $seen $redis.id) -}}
+{{- $_ := set $seen $redis.id true -}}
+{{- $name := printf "%s-snapshot" (include "replicator.fullname" $root) -}}
+{{- if not $redis.shared -}}
+{{- $name = printf "%s-%s" $name .name -}}
+{{- end -}}
+{{- $jobs = append $jobs (dict "name" ($name | trunc 63 | trimSuffix "-") "redis" $redis "node" (.name | default "")) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml (dict "jobs" $jobs) -}}
+{{- end -}}
+
 {{- define "replicator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
