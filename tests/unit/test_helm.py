@@ -37,11 +37,13 @@ LAYOUTS = pytest.mark.parametrize("values", [{}, PRODUCTION, SEVERAL_REDIS],
                                   ids=["default", "production", "several-redis"])
 
 
+def rendered(values: dict) -> dict[str, str]:
+    return helm_python.Chart.load(CHART).render(values, name="rep", namespace="cdc", is_install=True)
+
 
 def render(values: dict) -> list[dict]:
-    rendered = helm_python.Chart.load(CHART).render(values, name="rep", namespace="cdc", is_install=True)
     docs = []
-    for path, text in sorted(rendered.items()):
+    for path, text in sorted(rendered(values).items()):
         if path.endswith(".yaml"):
             docs.extend(doc for doc in yaml.safe_load_all(text) if doc)
     return docs
@@ -175,6 +177,40 @@ def test_a_sharded_snapshot_is_an_indexed_job_whose_index_is_the_shard():
     assert "completionMode" not in plain["spec"]
     plain_env = {e["name"] for e in plain["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "REPLICATOR_CAPTURE_SHARD" not in plain_env
+
+
+# The objects a NOTES command may name, by the kind/name prefixes kubectl accepts.
+KUBECTL_KINDS = {"deployment": "Deployment", "deploy": "Deployment", "statefulset": "StatefulSet",
+                 "sts": "StatefulSet", "job": "Job"}
+
+
+@pytest.mark.parametrize("values", [{}, PRODUCTION, SEVERAL_REDIS, {**SEVERAL_REDIS, "applier": {
+    "enabled": False}}], ids=["default", "production", "several-redis", "no-applier"])
+def test_notes_commands_name_objects_the_chart_renders_and_count_every_listener_shard(values):
+    """What NOTES tells the user to run must work after the install: a `kubectl exec deploy/…` on what is a
+    StatefulSet, or a count that forgets capture shards, sends them looking for pods that do not exist."""
+    notes = next(text for path, text in rendered(values).items() if path.endswith("NOTES.txt"))
+    docs = render(values)
+    objects = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    commands = [line.strip() for line in notes.splitlines() if line.strip().startswith("kubectl ")]
+    assert commands, notes
+    named = set()
+    for command in commands:
+        words = command.split()
+        if "-n" in words:
+            assert words[words.index("-n") + 1] == "cdc", command
+        targets = [w.split("/", 1) for w in words if re.fullmatch(r"[a-z]+/[a-z0-9][a-z0-9.-]*", w)]
+        assert targets, f"{command!r} names no kind/name"
+        for kind, name in targets:
+            assert (KUBECTL_KINDS.get(kind), name) in objects, f"{command!r}: no {kind} {name} is rendered"
+            named.add((KUBECTL_KINDS[kind], name))
+    # Every backfill Job is there to follow, and the status command runs in a pod that exists.
+    assert {o for o in objects if o[0] == "Job"} <= named
+    assert any(kind in ("StatefulSet", "Deployment") for kind, _ in named)
+
+    listeners = [d for d in of_kind(docs, "Deployment")
+                 if d["metadata"]["labels"]["app.kubernetes.io/component"] == "listener"]
+    assert int(re.search(r"Listeners: (\d+)", notes).group(1)) == len(listeners)
 
 
 @VALUES

@@ -39,6 +39,15 @@ app.kubernetes.io/part-of: redis-dynamodb-replicator
 {{- end -}}
 
 {{/*
+The name of a listener Deployment: …-listener-<entry> or, for a sharded entry, …-listener-<entry>-shard-<i>. Used by
+listener-deployment.yaml and NOTES.txt. Call with (dict "root" $ "instance" <entry name> "shard" <i> "shards" <n>).
+*/}}
+{{- define "replicator.listenerName" -}}
+{{- $name := ternary .instance (printf "%s-shard-%d" .instance (int .shard)) (eq (int .shards) 1) -}}
+{{- printf "%s-listener-%s" (include "replicator.fullname" .root) $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
 The Redis one listener entry captures, as YAML for fromYaml: {url} or {urlSecret: {name, key}}, plus "id" (two
 entries with the same id capture the same Redis) and "shared" (true when it is the top-level redis.*). An entry that
 names its own url or urlSecret uses only that: the top-level Secret must not win over an entry's own URL. Call with
