@@ -14,7 +14,8 @@ from tests.support import Process
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[LocalStack]:
-    """redis-server, Kafka and DynamoDB Local: from env vars, testcontainers, or local processes (in that order)."""
+    """redis-server, Kafka and DynamoDB Local: the services REDIS_URL, KAFKA_BOOTSTRAP_SERVERS and
+    DYNAMODB_ENDPOINT_URL name, else local processes (replicator/local/stack.py)."""
     with LocalStack(kafka_partitions=4, environ=dict(os.environ)) as started:
         yield started
 

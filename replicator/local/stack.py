@@ -1,10 +1,10 @@
 """The embedded local stack for the demo and the tests: real redis-server, Kafka and DynamoDB Local.
 
-Each service comes, in order of preference, from an environment variable naming an existing one (``REDIS_URL``,
-``KAFKA_BOOTSTRAP_SERVERS``, ``DYNAMODB_ENDPOINT_URL``), from testcontainers when a Docker engine answers, or from a
-local process on a free loopback port:
+Each service comes from an environment variable naming an existing one (``REDIS_URL``, ``KAFKA_BOOTSTRAP_SERVERS``,
+``DYNAMODB_ENDPOINT_URL``), or else from a local process on a free loopback port (there is no Docker path: the versions
+below are the ones the tests are written against):
 
-- redis-server from the Debian package;
+- redis-server (7+, for PEXPIRETIME) from the Debian package;
 - Apache Kafka (``KAFKA_VERSION``) in KRaft combined mode (one process is broker and controller), its jars resolved by
   Maven from ``kafka-broker.pom.xml`` into the stack cache, its storage formatted with the broker's own tool; a
   3-broker cluster (replication factor 3, ``min.insync.replicas=2``) on demand for failover tests;
@@ -259,9 +259,8 @@ class LocalStack:
     redis_url: str = ""
     kafka_bootstrap: str = ""
     dynamodb_endpoint: str = ""
-    origins: dict[str, str] = field(default_factory=dict)  # service -> env | container | process
+    origins: dict[str, str] = field(default_factory=dict)  # service -> env | process
     _processes: list[_Process] = field(default_factory=list)
-    _containers: list[Any] = field(default_factory=list)
     _workdir: Path | None = None
     _cluster_url: str = ""
     _kafka_nodes: dict[str, _KafkaNode] = field(default_factory=dict)
@@ -281,12 +280,10 @@ class LocalStack:
             # SIGTERM would end Python without running atexit, leaving JVMs and redis-servers behind: make it an exit.
             signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
         self._workdir = Path(tempfile.mkdtemp(prefix="replicator-stack-"))
-        docker = None if all(self.environ.get(v) for v in ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS",
-                                                           "DYNAMODB_ENDPOINT_URL")) else _docker_client()
         try:
-            self._start_redis(docker)
-            self._start_kafka(docker)
-            self._start_dynamodb(docker)
+            self._start_redis()
+            self._start_kafka()
+            self._start_dynamodb()
         except BaseException:
             self.stop()
             raise
@@ -299,10 +296,6 @@ class LocalStack:
         for process in reversed(self._processes):
             process.stop(5.0)  # the data goes with the work directory: no need to wait for a clean shutdown
         self._processes.clear()
-        for container in reversed(self._containers):
-            with contextlib.suppress(Exception):
-                container.stop()
-        self._containers.clear()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
@@ -336,18 +329,9 @@ class LocalStack:
                                       f"{process.tail()}") from None
             raise LocalStackError(f"{exc}; log: {process.tail()}") from None
 
-    def _start_redis(self, docker: Any) -> None:
+    def _start_redis(self) -> None:
         if self.environ.get("REDIS_URL"):
             self.redis_url, self.origins["redis"] = self.environ["REDIS_URL"], "env"
-            return
-        if docker is not None:
-            # testcontainers (and the docker SDK under it) are a test extra, needed only when a Docker engine answers.
-            from testcontainers.community.redis import RedisContainer
-
-            container = RedisContainer("redis:7.2").start()
-            self._containers.append(container)
-            host, port = container.get_container_host_ip(), container.get_exposed_port(6379)
-            self.redis_url, self.origins["redis"] = f"redis://{host}:{port}/0", "container"
             return
         binary = shutil.which("redis-server")
         if binary is None:
@@ -364,18 +348,9 @@ class LocalStack:
         self._wait(process, ping, 20, f"redis-server on port {port}")
         self.redis_url, self.origins["redis"] = f"redis://127.0.0.1:{port}/0", "process"
 
-    def _start_kafka(self, docker: Any) -> None:
+    def _start_kafka(self) -> None:
         if self.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
             self.kafka_bootstrap, self.origins["kafka"] = self.environ["KAFKA_BOOTSTRAP_SERVERS"], "env"
-            return
-        if docker is not None:
-            # Optional heavy dependency (test extra), as above.
-            from testcontainers.community.kafka import KafkaContainer
-
-            # testcontainers' KafkaContainer drives the Confluent image's start scripts, so not apache/kafka.
-            container = KafkaContainer("confluentinc/cp-kafka:7.6.0").start(timeout=120)
-            self._containers.append(container)
-            self.kafka_bootstrap, self.origins["kafka"] = container.get_bootstrap_server(), "container"
             return
         node = self._start_kafka_nodes("kafka", 1)[0]
         self.kafka_bootstrap, self.origins["kafka"] = node.bootstrap, "process"
@@ -417,20 +392,9 @@ class LocalStack:
                        f"Kafka {KAFKA_VERSION} ({count} broker(s)) on port {node.port}")
         return nodes
 
-    def _start_dynamodb(self, docker: Any) -> None:
+    def _start_dynamodb(self) -> None:
         if self.environ.get("DYNAMODB_ENDPOINT_URL"):
             self.dynamodb_endpoint, self.origins["dynamodb"] = self.environ["DYNAMODB_ENDPOINT_URL"], "env"
-            return
-        if docker is not None:
-            # Optional heavy dependency (test extra), as above.
-            from testcontainers.core.container import DockerContainer
-            from testcontainers.core.waiting_utils import wait_for_logs
-
-            container = DockerContainer("amazon/dynamodb-local:2.5.2").with_exposed_ports(8000).start()
-            wait_for_logs(container, "CorsParams", timeout=60)
-            self._containers.append(container)
-            host, mapped = container.get_container_host_ip(), container.get_exposed_port(8000)
-            self.dynamodb_endpoint, self.origins["dynamodb"] = f"http://{host}:{mapped}", "container"
             return
         java = _java()
         jar_dir = _dynamodb_dir(install())
@@ -604,19 +568,9 @@ def _java() -> str:
     return java
 
 
-def _docker_client() -> Any:
-    """A Docker client when an engine answers, else None (the docker CLI alone is not enough)."""
-    try:
-        import docker  # optional (comes with the testcontainers test extra); absent means no Docker
-
-        client = docker.from_env(timeout=3)
-        client.ping()
-        return client
-    except Exception:
-        return None
-
-
 if __name__ == "__main__":  # python -m replicator.local.stack install
     if sys.argv[1:] != ["install"]:
         sys.exit("usage: python -m replicator.local.stack install")
-    print(f"local stack packages in {install()}")
+    home = stack_home()
+    if _kafka_libs(home) is None or _dynamodb_dir(home) is None:  # silent when there is nothing to do
+        print(f"local stack packages in {install(home)}")

@@ -125,7 +125,7 @@ def _scram_config(stack, uid, password):
 
 def test_the_pipeline_replicates_over_sasl_scram(stack, uid):
     if stack.origins["kafka"] != "process":
-        pytest.skip("the SASL listener is the local broker's own")
+        pytest.skip("KAFKA_BOOTSTRAP_SERVERS names the broker; the SASL listener is the stack's own broker's")
     r, client = clean_redis(stack), ddb(stack)
     config = _scram_config(stack, uid, stack.kafka_scram()[2])
     with Running(config) as run:
@@ -138,7 +138,7 @@ def test_the_pipeline_replicates_over_sasl_scram(stack, uid):
 
 def test_a_wrong_sasl_password_is_a_one_line_error_without_the_secret(stack, uid, tmp_path):
     if stack.origins["kafka"] != "process":
-        pytest.skip("the SASL listener is the local broker's own")
+        pytest.skip("KAFKA_BOOTSTRAP_SERVERS names the broker; the SASL listener is the stack's own broker's")
     config = _scram_config(stack, uid, "not-the-password-4711")
     path = config_file(stack, uid, tmp_path, kafka=config.kafka.model_dump(mode="json") | {
         "sasl_password": "not-the-password-4711"})

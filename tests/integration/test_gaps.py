@@ -159,7 +159,7 @@ def test_a_flush_swap_or_counter_reset_no_notification_announces_is_healed(stack
 def test_redis_restarted_empty_is_replicated(stack, uid, tmp_path, processes):
     """redis-server restarted without its data (the RDB gone): a new run_id, so every key it lost is tombstoned."""
     if stack.origins["redis"] != "process":
-        pytest.skip("redis-server is not a local process here; cannot restart it")
+        pytest.skip("REDIS_URL names the redis-server; only the stack's own process can be restarted")
     r, client = clean_redis(stack), ddb(stack)
     port = free_port()
     path = config_file(stack, uid, tmp_path, metrics={"port": port},

@@ -47,8 +47,8 @@ CORE_THIRD_PARTY = {"pydantic", "pydantic_settings", "yaml", "fastavro"}
 IO_STDLIB = {"socket", "ssl", "http", "urllib.request", "subprocess", "selectors", "asyncio", "select", "ftplib",
              "smtplib", "multiprocessing", "signal"}
 
-#: Function-local imports allowed, by module: optional heavy dependencies only.
-LOCAL_IMPORTS_ALLOWED = {"replicator.local.stack": {"testcontainers", "docker"}}  # test extra, used only with Docker
+#: Function-local imports allowed, by module: optional heavy dependencies only, each with its reason. None today.
+LOCAL_IMPORTS_ALLOWED: dict[str, set[str]] = {}
 
 
 @dataclass(frozen=True)
