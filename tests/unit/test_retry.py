@@ -1,11 +1,14 @@
 """The retry policy in memory: full-jitter waits within bounds and capped, bounded retries, a stop request ending the
-wait, non-retryable errors passing through, and exactly one log line and one metric increment per retry. A fake
+wait, non-retryable errors passing through, and exactly one log line and one metric increment per retry -- for a test
+policy and for every named one. A fake
 event and a fake sleep stand in for the clock: nothing here sleeps."""
 
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
@@ -159,10 +162,50 @@ def test_a_backoff_counts_its_retries_and_starts_over_after_a_reset(monkeypatch)
     assert sleeps == [1.0, 2.0, 1.0, 2.0, 4.0]
 
 
-def test_the_named_policies_keep_the_values_the_call_sites_used():
-    assert (retry.APPLY_BATCH.base_s, retry.APPLY_BATCH.cap_s, retry.APPLY_BATCH.retries) == (0.1, 20.0, None)
-    assert (retry.THROTTLED_STATEMENTS.base_s, retry.THROTTLED_STATEMENTS.cap_s,
-            retry.THROTTLED_STATEMENTS.retries) == (0.05, 2.0, 6)
-    assert retry.UNPROCESSED_KEYS.retries == 7  # 8 tries in all
-    assert (retry.SERVICE_START.base_s, retry.SERVICE_START.cap_s, retry.SERVICE_START.retries) == (1.0, 30.0, None)
-    assert retry.APPLY_BATCH.message == "retrying batch"  # the README tells operators to look for it
+NAMED = [value for value in vars(retry).values() if isinstance(value, retry.Policy)]
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+@pytest.mark.parametrize("policy", NAMED, ids=lambda policy: policy.operation)
+def test_every_named_policy_waits_a_jittered_capped_time_averaging_its_base_first(policy, monkeypatch):
+    monkeypatch.setattr(retry.random, "uniform", random.Random(23).uniform)  # the same draws on every run
+    first = [policy.delay(1) for _ in range(4000)]
+    assert sum(first) / len(first) == pytest.approx(min(policy.base_s, policy.cap_s / 2), rel=0.05)
+    for n in (1, 3, 10, 64):
+        draws = [policy.delay(n) for _ in range(200)]
+        assert all(0 <= d <= policy.cap_s for d in draws), (n, max(draws))
+        assert len(set(draws)) > 100, n  # drawn, not fixed: processes that failed together spread out
+    assert max(policy.delay(64) for _ in range(200)) > policy.cap_s / 2  # the cap bounds the waits, not shrinks them
+
+
+@pytest.mark.parametrize("policy", NAMED, ids=lambda policy: policy.operation)
+def test_every_named_policy_gives_up_only_if_bounded_raising_the_last_error_and_counts_each_retry(policy):
+    errors = [SourceError(f"failure {n}", retryable=True) for n in range(60)]
+    calls: list[int] = []
+    sleeps: list[float] = []
+
+    def operation() -> str:
+        calls.append(1)
+        if len(calls) <= 50:  # more failures than any bounded policy allows
+            raise errors[len(calls) - 1]
+        return "done"
+
+    before = _retries(policy.operation)
+    if policy.retries is None:
+        assert retry.call(operation, policy, sleep=sleeps.append) == "done"
+        retried = 50
+    else:
+        with pytest.raises(SourceError) as raised:
+            retry.call(operation, policy, sleep=sleeps.append)
+        retried = policy.retries
+        assert raised.value is errors[retried]
+    assert len(calls) == retried + 1 and len(sleeps) == retried
+    assert _retries(policy.operation) == before + retried
+
+
+def test_the_line_an_apply_batch_retry_logs_is_the_one_the_readme_tells_operators_to_look_for(caplog):
+    operation, _calls = _failing(1, SinkError("AccessDenied", retryable=True))
+    with caplog.at_level(logging.INFO, logger="replicator.retry"):
+        retry.call(operation, retry.APPLY_BATCH, sleep=lambda s: None)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "replicator.retry"]
+    assert f"`{line} " in README, line
