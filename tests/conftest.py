@@ -1,15 +1,36 @@
-"""Shared fixtures: one real local stack per test session, unique names per test."""
+"""Shared fixtures: one real local stack per test session, unique names per test; the ``integration`` and ``slow``
+markers put on by collection (see pyproject.toml)."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from replicator.local.stack import LocalStack
 from tests.support import Process
+
+INTEGRATION = Path(__file__).parent / "integration"
+#: Fixtures that start services: a test asking for one is an integration test wherever it lives.
+SERVICE_FIXTURES = {"stack", "redis_cluster", "kafka_cluster", "processes"}
+#: Fixtures that start a 3-node cluster on top of the stack (a JVM or redis-server each): slow.
+CLUSTER_FIXTURES = {"redis_cluster", "kafka_cluster"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``integration`` on everything under tests/integration/ and on any test asking for a service; ``slow`` on tests
+    that start a cluster, besides the long fault tests marked by hand. ``pytest -m "not integration"`` is then the
+    service-free lane."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if INTEGRATION in item.path.parents or fixtures & SERVICE_FIXTURES:
+            item.add_marker(pytest.mark.integration)
+        if fixtures & CLUSTER_FIXTURES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from replicator.core.avro import EventCodec
@@ -45,6 +46,7 @@ def _live_count(client, table, board):
     return total
 
 
+@pytest.mark.slow
 def test_a_200k_member_zset_replicates_completely_and_shrinking_it_deletes_the_rest(stack, uid):
     r, client = clean_redis(stack), ddb(stack)
     config = _leaderboard_config(stack, uid)

@@ -111,6 +111,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_cleanly(stack, uid, tmp_pa
     assert '"level": "error"' not in listener.output() + applier.output()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("service", "fault"), [
     ("dynamodb", "paused"),  # DynamoDB Local is in-memory: freezing is the faithful "stop" (a restart loses data)
     ("kafka", "paused"),

@@ -74,6 +74,7 @@ def _backlog(config) -> int:
     return sum(end.values()) - sum(c or 0 for c in committed.values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("appliers", ["stopped", "behind", "killed"])
 def test_deletions_while_the_listener_is_down_and_the_appliers_lag_are_replicated(
         stack, uid, tmp_path, processes, appliers):

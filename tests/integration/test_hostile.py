@@ -120,6 +120,7 @@ def _parts(client, config) -> list:
     return scan_all(client, f"{config.default.table}_parts")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("write_mode", ["item", "transaction"])
 def test_one_megabyte_values_of_every_type_are_mirrored_whole_then_shrink_and_go(stack, uid, write_mode):
     r, client = clean_redis(stack), ddb(stack)
