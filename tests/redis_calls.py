@@ -29,79 +29,108 @@ BOUNDS = st.sampled_from(["-inf", "+inf", "inf", "1", "(1", "1.5", "(1.5", "-2.5
 INDEXES = st.integers(-6, 6)
 
 
-def call_strategy(keys: Sequence[bytes], members: Sequence[bytes]) -> st.SearchStrategy[Call]:
-    """Any of the commands of the Redis-shaped client, on ``keys``, with ``members`` as fields/members/elements."""
+FAMILIES = frozenset({"keys", "ttl", "string", "hash", "set", "list", "zset"})
+
+
+def call_strategy(keys: Sequence[bytes], members: Sequence[bytes], families: frozenset[str] = FAMILIES,
+                  values: st.SearchStrategy[Any] = VALUES, scores: st.SearchStrategy[float] = SCORES,
+                  ) -> st.SearchStrategy[Call]:
+    """Calls of the Redis-shaped client's commands on ``keys``, with ``members`` as fields/members/elements.
+
+    ``families`` limits them to some types (a key under a sorted-set rule only gets key and sorted-set calls;
+    "ttl" adds the TTL commands and SET's expiries, which only the default mirror keeps); ``values`` and ``scores``
+    to what a rule's attributes can hold.
+    """
     key = st.sampled_from(list(keys))
     member = st.sampled_from(list(members))
     some_members = st.lists(member, min_size=1, max_size=4)
     # Expiries far from "now": a key expiring within milliseconds is alive on one clock and gone on the other.
-    expiry = st.integers(5, 10_000)
+    expiry = st.integers(5, 10_000) if "ttl" in families else st.none()
     c = _call
-    return st.one_of(
-        # keys
-        c("get", key), c("mget", st.lists(key, min_size=1, max_size=4)),
-        st.builds(lambda k, v, ex, px, nx, xx, keepttl, get: (
-            "set", (k, v), {"ex": ex, "px": None if ex or px is None else px * 1000, "nx": nx, "xx": xx and not nx,
-                            "keepttl": keepttl and not (ex or px), "get": get}),
-            key, VALUES, st.none() | expiry, st.none() | expiry, st.booleans(), st.booleans(), st.booleans(),
-            st.booleans()),
-        st.builds(lambda ks: ("delete", tuple(ks), {}), st.lists(key, min_size=1, max_size=3)),
-        st.builds(lambda ks: ("exists", tuple(ks), {}), st.lists(key, min_size=1, max_size=3)),
-        c("type", key), c("ttl", key), c("pttl", key), c("persist", key),
-        st.builds(lambda k, t, flag: ("expire", (k, t), {flag: True} if flag else {}), key,
-                  st.sampled_from([-5, 0, 5, 100, 100_000]), st.sampled_from([None, "nx", "xx", "gt", "lt"])),
-        st.builds(lambda k, t: ("pexpire", (k, t), {}), key, st.sampled_from([-5, 0, 5_000, 100_000_000])),
-        c("incr", key), st.builds(lambda k, n: ("incrby", (k, n), {}), key, NUMBERS), c("decr", key),
-        # hashes
-        c("hget", key, member), st.builds(lambda k, fs: ("hmget", (k, fs), {}), key, some_members),
-        c("hgetall", key), c("hkeys", key), c("hvals", key), c("hlen", key), c("hexists", key, member),
-        st.builds(lambda k, f, v: ("hset", (k, f, v), {}), key, member, VALUES),
-        st.builds(lambda k, m: ("hset", (k,), {"mapping": m}), key,
-                  st.dictionaries(member, VALUES, min_size=1, max_size=3)),
-        st.builds(lambda k, fs: ("hdel", (k, *fs), {}), key, some_members),
-        st.builds(lambda k, f, n: ("hincrby", (k, f, n), {}), key, member, NUMBERS),
-        # sets
-        c("smembers", key), c("sismember", key, member), c("scard", key),
-        st.builds(lambda k, ms: ("smismember", (k, ms), {}), key, some_members),
-        st.builds(lambda k, ms: ("sadd", (k, *ms), {}), key, some_members),
-        st.builds(lambda k, ms: ("srem", (k, *ms), {}), key, some_members),
-        # lists
-        c("lrange", key, INDEXES, INDEXES), c("llen", key), c("lindex", key, INDEXES),
-        st.builds(lambda k, vs: ("lpush", (k, *vs), {}), key, st.lists(VALUES, min_size=1, max_size=3)),
-        st.builds(lambda k, vs: ("rpush", (k, *vs), {}), key, st.lists(VALUES, min_size=1, max_size=3)),
-        st.builds(lambda k, n: ("lpop", (k,), {} if n is None else {"count": n}), key, st.none() | st.integers(0, 4)),
-        st.builds(lambda k, n: ("rpop", (k,), {} if n is None else {"count": n}), key, st.none() | st.integers(0, 4)),
-        c("ltrim", key, INDEXES, INDEXES),
-        # sorted sets
-        st.builds(lambda k, a, b, desc, ws: ("zrange", (k, a, b), {"desc": desc, "withscores": ws}),
-                  key, INDEXES, INDEXES, st.booleans(), st.booleans()),
-        st.builds(lambda k, a, b, desc, ws, lim: (
-            "zrange", (k, a, b), {"desc": desc, "withscores": ws, "byscore": True,
-                                  **({"offset": lim[0], "num": lim[1]} if lim else {})}),
-            key, BOUNDS, BOUNDS, st.booleans(), st.booleans(), st.none() | st.tuples(st.integers(0, 3),
-                                                                                      st.integers(-1, 3))),
-        st.builds(lambda k, a, b, ws: ("zrevrange", (k, a, b), {"withscores": ws}), key, INDEXES, INDEXES,
-                  st.booleans()),
-        st.builds(lambda k, a, b, ws, lim: ("zrangebyscore", (k, a, b), {
-            "withscores": ws, **({"start": lim[0], "num": lim[1]} if lim else {})}),
-            key, BOUNDS, BOUNDS, st.booleans(), st.none() | st.tuples(st.integers(0, 3), st.integers(-1, 3))),
-        st.builds(lambda k, a, b, ws, lim: ("zrevrangebyscore", (k, a, b), {
-            "withscores": ws, **({"start": lim[0], "num": lim[1]} if lim else {})}),
-            key, BOUNDS, BOUNDS, st.booleans(), st.none() | st.tuples(st.integers(0, 3), st.integers(-1, 3))),
-        c("zscore", key, member), st.builds(lambda k, ms: ("zmscore", (k, ms), {}), key, some_members),
-        c("zcard", key), c("zcount", key, BOUNDS, BOUNDS),
-        # WITHSCORE is Redis 7.2+ (the suite's Redis is 7.0): ranks alone.
-        c("zrank", key, member), c("zrevrank", key, member),
-        st.builds(lambda k, mapping, flags: ("zadd", (k, mapping), flags), key,
-                  st.dictionaries(member, SCORES, min_size=1, max_size=3),
-                  st.fixed_dictionaries({}, optional={"nx": st.booleans(), "xx": st.booleans(), "ch": st.booleans(),
-                                                      "gt": st.booleans(), "lt": st.booleans()})),
-        st.builds(lambda k, m, s, flags: ("zadd", (k, {m: s}), {"incr": True, **flags}), key, member, SCORES,
-                  st.fixed_dictionaries({}, optional={"nx": st.booleans(), "xx": st.booleans()})),
-        st.builds(lambda k, s, m: ("zincrby", (k, s, m), {}), key, SCORES, member),
-        st.builds(lambda k, ms: ("zrem", (k, *ms), {}), key, some_members),
-        c("zremrangebyscore", key, BOUNDS, BOUNDS),
-    )
+    chosen: list[st.SearchStrategy[Call]] = []
+    if "keys" in families:
+        chosen += [
+            st.builds(lambda ks: ("delete", tuple(ks), {}), st.lists(key, min_size=1, max_size=3)),
+            st.builds(lambda ks: ("exists", tuple(ks), {}), st.lists(key, min_size=1, max_size=3)),
+            c("type", key), c("mget", st.lists(key, min_size=1, max_size=4)),
+        ]
+    if "ttl" in families:
+        chosen += [
+            c("ttl", key), c("pttl", key), c("persist", key),
+            st.builds(lambda k, t, flag: ("expire", (k, t), {flag: True} if flag else {}), key,
+                      st.sampled_from([-5, 0, 5, 100, 100_000]), st.sampled_from([None, "nx", "xx", "gt", "lt"])),
+            st.builds(lambda k, t: ("pexpire", (k, t), {}), key, st.sampled_from([-5, 0, 5_000, 100_000_000])),
+        ]
+    if "string" in families:
+        chosen += [
+            c("get", key),
+            st.builds(lambda k, v, ex, px, nx, xx, keepttl, get: (
+                "set", (k, v), {"ex": ex, "px": None if ex or px is None else px * 1000, "nx": nx,
+                                "xx": xx and not nx, "keepttl": keepttl and not (ex or px), "get": get}),
+                key, values, expiry, expiry, st.booleans(), st.booleans(), st.booleans(), st.booleans()),
+            c("incr", key), st.builds(lambda k, n: ("incrby", (k, n), {}), key, NUMBERS), c("decr", key),
+        ]
+    if "hash" in families:
+        chosen += [
+            c("hget", key, member), st.builds(lambda k, fs: ("hmget", (k, fs), {}), key, some_members),
+            c("hgetall", key), c("hkeys", key), c("hvals", key), c("hlen", key), c("hexists", key, member),
+            st.builds(lambda k, f, v: ("hset", (k, f, v), {}), key, member, values),
+            st.builds(lambda k, m: ("hset", (k,), {"mapping": m}), key,
+                      st.dictionaries(member, values, min_size=1, max_size=3)),
+            st.builds(lambda k, fs: ("hdel", (k, *fs), {}), key, some_members),
+            st.builds(lambda k, f, n: ("hincrby", (k, f, n), {}), key, member, NUMBERS),
+        ]
+    if "set" in families:
+        chosen += [
+            c("smembers", key), c("sismember", key, member), c("scard", key),
+            st.builds(lambda k, ms: ("smismember", (k, ms), {}), key, some_members),
+            st.builds(lambda k, ms: ("sadd", (k, *ms), {}), key, some_members),
+            st.builds(lambda k, ms: ("srem", (k, *ms), {}), key, some_members),
+        ]
+    if "list" in families:
+        chosen += [
+            c("lrange", key, INDEXES, INDEXES), c("llen", key), c("lindex", key, INDEXES),
+            st.builds(lambda k, vs: ("lpush", (k, *vs), {}), key, st.lists(values, min_size=1, max_size=3)),
+            st.builds(lambda k, vs: ("rpush", (k, *vs), {}), key, st.lists(values, min_size=1, max_size=3)),
+            st.builds(lambda k, n: ("lpop", (k,), {} if n is None else {"count": n}), key,
+                      st.none() | st.integers(0, 4)),
+            st.builds(lambda k, n: ("rpop", (k,), {} if n is None else {"count": n}), key,
+                      st.none() | st.integers(0, 4)),
+            c("ltrim", key, INDEXES, INDEXES),
+        ]
+    if "zset" in families:
+        limit = st.none() | st.tuples(st.integers(0, 3), st.integers(-1, 3))
+        chosen += [
+            st.builds(lambda k, a, b, desc, ws: ("zrange", (k, a, b), {"desc": desc, "withscores": ws}),
+                      key, INDEXES, INDEXES, st.booleans(), st.booleans()),
+            st.builds(lambda k, a, b, desc, ws, lim: (
+                "zrange", (k, a, b), {"desc": desc, "withscores": ws, "byscore": True,
+                                      **({"offset": lim[0], "num": lim[1]} if lim else {})}),
+                key, BOUNDS, BOUNDS, st.booleans(), st.booleans(), limit),
+            st.builds(lambda k, a, b, ws: ("zrevrange", (k, a, b), {"withscores": ws}), key, INDEXES, INDEXES,
+                      st.booleans()),
+            st.builds(lambda k, a, b, ws, lim: ("zrangebyscore", (k, a, b), {
+                "withscores": ws, **({"start": lim[0], "num": lim[1]} if lim else {})}),
+                key, BOUNDS, BOUNDS, st.booleans(), limit),
+            st.builds(lambda k, a, b, ws, lim: ("zrevrangebyscore", (k, a, b), {
+                "withscores": ws, **({"start": lim[0], "num": lim[1]} if lim else {})}),
+                key, BOUNDS, BOUNDS, st.booleans(), limit),
+            c("zscore", key, member), st.builds(lambda k, ms: ("zmscore", (k, ms), {}), key, some_members),
+            c("zcard", key), c("zcount", key, BOUNDS, BOUNDS),
+            # WITHSCORE is Redis 7.2+ (the suite's Redis is 7.0): ranks alone.
+            c("zrank", key, member), c("zrevrank", key, member),
+            st.builds(lambda k, mapping, flags: ("zadd", (k, mapping), flags), key,
+                      st.dictionaries(member, scores, min_size=1, max_size=3),
+                      st.fixed_dictionaries({}, optional={"nx": st.booleans(), "xx": st.booleans(),
+                                                          "ch": st.booleans(), "gt": st.booleans(),
+                                                          "lt": st.booleans()})),
+            st.builds(lambda k, m, sc, flags: ("zadd", (k, {m: sc}), {"incr": True, **flags}), key, member, scores,
+                      st.fixed_dictionaries({}, optional={"nx": st.booleans(), "xx": st.booleans()})),
+            st.builds(lambda k, sc, m: ("zincrby", (k, sc, m), {}), key, scores, member),
+            st.builds(lambda k, ms: ("zrem", (k, *ms), {}), key, some_members),
+            c("zremrangebyscore", key, BOUNDS, BOUNDS),
+        ]
+    return st.one_of(*chosen)
 
 
 def _call(name: str, *arg_strategies: st.SearchStrategy[Any]) -> st.SearchStrategy[Call]:

@@ -100,6 +100,9 @@ class Rule:
         template = self.item.get(attr)
         if template is None:
             return None
+        single = template.single
+        if single is not None:  # exactly "{value}": whatever it holds, the empty string included
+            return {single: typed.as_bytes()}
         return template.match(typed.as_bytes())
 
     def unrender_key(self, item_key: Iterable[tuple[str, TypedValue]],

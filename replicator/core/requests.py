@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from replicator.core.mapping import ItemWrite, RuleSet
+from replicator.core.native import Cas
 from replicator.core.sizes import attribute_size
 from replicator.core.values import to_item
 
@@ -36,10 +37,13 @@ def expires_with_tombstone(write: ItemWrite, rules: RuleSet) -> bool:
     return write.is_tombstone and rules.tables[write.table].groups == (write.rule.name,)
 
 
-def update_request(write: ItemWrite, rules: RuleSet, expire_at_s: int | None = None) -> dict[str, Any]:
+def update_request(write: ItemWrite, rules: RuleSet, expire_at_s: int | None = None,
+                   cas: Cas | None = None) -> dict[str, Any]:
     """UpdateItem for one attribute group: set its data (upsert) or remove it and mark it deleted (tombstone).
 
     ``expire_at_s`` sets the tombstone's TTL in the same write, when :func:`expires_with_tombstone` allows it.
+    ``cas`` makes the condition compare-and-set on the version a native writer read, instead of the applier's
+    newer-or-equal (see :mod:`replicator.core.native`).
     """
     rule = write.rule
     values: dict[str, Any] = {":v": {"N": str(write.version)}}
@@ -55,11 +59,16 @@ def update_request(write: ItemWrite, rules: RuleSet, expire_at_s: int | None = N
                                              rule.data_attrs, expires)
         if expires:
             values[":exp"] = {"N": str(expire_at_s)}
+    condition = _NEWER_OR_EQUAL
+    if cas is not None:
+        condition = "attribute_not_exists(#v)" if cas.version is None else "#v = :read"
+        if cas.version is not None:
+            values[":read"] = {"N": str(cas.version)}
     return {
         "TableName": write.table,
         "Key": to_item(write.key),
         "UpdateExpression": expression,
-        "ConditionExpression": _NEWER_OR_EQUAL,
+        "ConditionExpression": condition,
         "ExpressionAttributeNames": dict(names),
         "ExpressionAttributeValues": values,
     }

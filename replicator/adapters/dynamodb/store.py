@@ -23,6 +23,7 @@ from replicator.core.config import DynamoDBConfig, TombstoneConfig
 from replicator.core.errors import ReplicatorError, SinkError
 from replicator.core.events import ChangeEvent
 from replicator.core.mapping import EMPTY_STATE, ItemWrite, KeyState, Rule, RuleSet, render_attr
+from replicator.core.native import Cas
 from replicator.core.values import Attrs, ItemKey, TypedValue, from_attribute_value, to_attribute_value
 
 log = logging.getLogger(__name__)
@@ -266,8 +267,9 @@ class DynamoWriter(DynamoStore):
     def expire_at(self) -> int:
         return int(time.time()) + self._retention
 
-    def write(self, write: ItemWrite) -> bool:
-        """Apply one group write. True if applied, False if stale (DynamoDB holds a newer version).
+    def write(self, write: ItemWrite, cas: Cas | None = None) -> bool:
+        """Apply one group write. True if applied, False if stale (DynamoDB holds a newer version; with ``cas``:
+        the version is no longer the one read).
 
         A mirror write also keeps the parts table in step: its value's parts go first, and parts no item points at
         any more (older versions, or this write's own when it was stale) are deleted after.
@@ -276,7 +278,7 @@ class DynamoWriter(DynamoStore):
         mirrored = write.rule.is_mirror
         if write.parts:
             self._put_parts(write, where)
-        request = requests.update_request(write, self.rules, self.expire_at())
+        request = requests.update_request(write, self.rules, self.expire_at(), cas)
         if mirrored:
             request["ReturnValues"] = "UPDATED_OLD"  # did the value it replaces have parts?
         try:

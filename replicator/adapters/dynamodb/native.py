@@ -1,0 +1,174 @@
+"""DynamoDB reads and compare-and-set writes for the application's own commands (see core/native.py).
+
+Reads are strongly consistent and return every item of a key with its group's version, tombstones included (a
+native write over a tombstone must compare with its version). Writes go as one TransactWriteItems when they fit
+(100 items, no mirror value in parts): all of a command's items and its head change together or not at all. A
+write that cannot be one transaction (a value in parts, more than 100 items) goes in steps; what a crash between
+steps leaves is said where the client documents its commands.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import botocore.exceptions
+
+from replicator import metrics
+from replicator.adapters.dynamodb.store import DynamoWriter, read_mirror_value, translate
+from replicator.core import requests
+from replicator.core.errors import SinkError
+from replicator.core.mapping import ItemWrite, Rule, render_attr
+from replicator.core.native import Cas, Stored
+from replicator.core.values import ItemKey, from_attribute_value, to_attribute_value
+
+#: Items per TransactWriteItems.
+TRANSACTION_ITEMS = requests.TRANSACTION_ITEMS
+#: Keys per BatchGetItem.
+BATCH_GET_KEYS = 100
+#: Cancellation reasons that mean "someone else wrote first": read again and run the command again.
+_CONFLICTS = {"ConditionalCheckFailed", "TransactionConflict"}
+
+
+@dataclass(frozen=True)
+class Head:
+    """A collection key's head write: its rule, key, new version, and whether the key is gone."""
+
+    rule: Rule
+    key: bytes
+    version: int
+    deleted: bool
+
+
+class NativeStore(DynamoWriter):
+    """Loads keys as stored items and commits native writes. Thread-safe (boto3 clients are)."""
+
+    # -- reads ---------------------------------------------------------------------------------------------------
+
+    def single_keys(self, rule: Rule, key: bytes, variables: Mapping[str, bytes]) -> dict[str, Any]:
+        """The DynamoDB key of a single-item rule's item for ``key``."""
+        values = {**variables, "key": key}
+        return {a: to_attribute_value(render_attr(rule, a, values, key)) for a in rule.key_attrs}
+
+    def stored_singles(self, wanted: Sequence[tuple[Rule, bytes, Mapping[str, bytes]]]
+                       ) -> list[dict[ItemKey, Stored]]:
+        """The items of single-item keys (mirror and string rules), read with BatchGetItem (100 keys a call)."""
+        keys = [(rule.table, self.single_keys(rule, key, variables)) for rule, key, variables in wanted]
+        found = self._batch_get(keys)
+        out = []
+        for (rule, key, _variables), (table, item_key) in zip(wanted, keys, strict=True):
+            raw = found.get((table, _frozen(item_key)))
+            out.append({} if raw is None else {_item_key(rule, raw): self._stored(rule, raw, key)})
+        return out
+
+    def stored_collection(self, rule: Rule, key: bytes, variables: Mapping[str, bytes]) -> dict[ItemKey, Stored]:
+        """Every item of a collection key (tombstones too): one strongly consistent Query of its partition."""
+        pk = render_attr(rule, rule.partition_key, {**variables, "key": key}, key)
+        items: dict[ItemKey, Stored] = {}
+        for raw in self.items("query", f"items of {key!r} in {rule.table}", TableName=rule.table,
+                              KeyConditionExpression="#pk = :pk", ExpressionAttributeNames={"#pk": rule.partition_key},
+                              ExpressionAttributeValues={":pk": to_attribute_value(pk)}, ConsistentRead=True):
+            item_key = _item_key(rule, raw)
+            if rule.owns(item_key, variables):
+                items[item_key] = self._stored(rule, raw, key)
+        return items
+
+    def head_versions_of(self, heads: Sequence[tuple[str, bytes]]) -> list[int]:
+        """Head versions of (rule name, key)s, -1 where none, 100 per BatchGetItem."""
+        out: list[int] = []
+        for i in range(0, len(heads), BATCH_GET_KEYS):
+            out += self.head_versions(heads[i:i + BATCH_GET_KEYS])
+        return out
+
+    def _stored(self, rule: Rule, raw: Mapping[str, Any], key: bytes) -> Stored:
+        version = int(raw[rule.version_attr]["N"]) if rule.version_attr in raw else None
+        if rule.is_mirror and "parts" in raw:
+            value = read_mirror_value(self.client, rule.table, raw)
+            raw = {**{a: v for a, v in raw.items() if a != "parts"},
+                   **({"value": to_attribute_value(value)} if value is not None else {})}
+        attrs = tuple((a, from_attribute_value(raw[a])) for a in rule.data_attrs if a in raw)
+        return Stored(version, rule.deleted_attr in raw, attrs)
+
+    def _batch_get(self, keys: Sequence[tuple[str, dict[str, Any]]]) -> dict[tuple[str, frozenset], dict[str, Any]]:
+        found: dict[tuple[str, frozenset], dict[str, Any]] = {}
+        distinct = list({(table, _frozen(k)): (table, k) for table, k in keys}.values())
+        key_names = {table: tuple(k) for table, k in distinct}
+        for i in range(0, len(distinct), BATCH_GET_KEYS):
+            pending: dict[str, Any] = {}
+            for table, k in distinct[i:i + BATCH_GET_KEYS]:
+                pending.setdefault(table, {"Keys": [], "ConsistentRead": True})["Keys"].append(k)
+            while pending:
+                try:
+                    response = self.client.batch_get_item(RequestItems=pending)
+                except Exception as exc:
+                    raise translate(exc, "reading keys (BatchGetItem)") from None
+                for table, items in response.get("Responses", {}).items():
+                    for raw in items:
+                        found[(table, _frozen({a: raw[a] for a in key_names[table]}))] = raw
+                pending = response.get("UnprocessedKeys") or {}
+        return found
+
+    # -- writes --------------------------------------------------------------------------------------------------
+
+    def commit(self, writes: Sequence[tuple[ItemWrite, Cas]], heads: Sequence[Head]) -> bool:
+        """Write a command's items (compare-and-set) and heads (newer-or-equal). False when another writer changed
+        what was read; when it all fit one transaction nothing of this call was written: read again and retry.
+
+        Otherwise in steps: single items (a mirror value in parts, written as the applier writes it), then
+        collection items 100 per transaction, heads last. A crash between steps leaves the first steps written;
+        a head written last means a replicated event arriving in between is still refused item by item.
+        """
+        if len(writes) + len(heads) <= TRANSACTION_ITEMS and not any(w.parts for w, _cas in writes):
+            if len(writes) == 1 and not heads:
+                return self.write(*writes[0])  # one UpdateItem: half a transaction's write units
+            return self._transact(list(writes), list(heads))
+        singles = [(w, c) for w, c in writes if w.parts or w.rule.is_mirror]
+        rest = [(w, c) for w, c in writes if not (w.parts or w.rule.is_mirror)]
+        for write, cas in singles:
+            if not self.write(write, cas):
+                return False
+        for i in range(0, len(rest), TRANSACTION_ITEMS):
+            if not self._transact(rest[i:i + TRANSACTION_ITEMS], []):
+                return False
+        return self._transact([], list(heads)) if heads else True
+
+    def _transact(self, writes: list[tuple[ItemWrite, Cas]], heads: list[Head]) -> bool:
+        expire_at = self.expire_at()
+        items = [{"Update": requests.update_request(w, self.rules, expire_at, cas)} for w, cas in writes]
+        items += [{"Update": requests.head_request(self.state_table, h.rule.name, h.key, h.version, h.deleted,
+                                                   self.ttl_attribute, expire_at)} for h in heads]
+        where = f"native write of {len(writes)} item(s) to {writes[0][0].table if writes else self.state_table}"
+        try:
+            # A token of its own (not ChangeEvent.new_id, whose generator the application may seed): DynamoDB
+            # treats a token seen within 10 minutes as the same transaction.
+            self.client.transact_write_items(TransactItems=items, ClientRequestToken=uuid.uuid4().hex)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise translate(exc, where) from None
+            codes = {r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])} - {"None"}
+            if codes and codes <= _CONFLICTS:
+                return False
+            raise SinkError(f"{where}: DynamoDB TransactionCanceledException: {', '.join(sorted(codes))}",
+                            retryable=bool(codes & {"ThrottlingError", "ProvisionedThroughputExceeded"})) from None
+        except Exception as exc:
+            raise translate(exc, where) from None
+        for write, _cas in writes:
+            metrics.ITEM_WRITES.labels(table=write.table, result="applied").inc()
+            if write.is_tombstone and not requests.expires_with_tombstone(write, self.rules):
+                self._expire_tombstone(write, f"table {write.table}")
+        return True
+
+
+def _item_key(rule: Rule, raw: Mapping[str, Any]) -> ItemKey:
+    return tuple(sorted((a, from_attribute_value(raw[a])) for a in rule.key_attrs))
+
+
+def _frozen(key: Mapping[str, Any]) -> frozenset:
+    return frozenset((a, _hashable(v)) for a, v in key.items())
+
+
+def _hashable(value: Mapping[str, Any]) -> tuple[str, Any]:
+    ((kind, raw),) = value.items()
+    return kind, bytes(raw) if kind == "B" else raw

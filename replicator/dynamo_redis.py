@@ -1,0 +1,245 @@
+"""``DynamoRedis``: a redis-py client whose data lives in DynamoDB, through the replicator's own mapping rules.
+
+After cutover the application swaps ``redis.Redis(...)`` for ``DynamoRedis.from_config("replicator.yaml")`` and
+changes nothing else: the methods, arguments, defaults and return types are redis-py's (the class inherits them,
+see :mod:`replicator.adapters.redis.shaped`), and each command is evaluated by the same pure Redis semantics the
+suite checks against a real Redis (:mod:`replicator.core.commands`) on the values DynamoDB holds for its keys.
+
+How one command (or one pipeline) runs:
+
+1. Its keys are matched to rules, as the listener matches them. A key no rule maps is an error naming it.
+2. Each key is read, strongly consistent: single-item keys (the default mirror, string rules) by BatchGetItem, 100
+   a call; a collection key (hash, set, sorted set rules) by one Query of its partition; the versions come along.
+3. The commands run in order on those values, as Redis would run them; an expired key is absent whether or not
+   DynamoDB's TTL sweeper has removed its item yet.
+4. What changed is planned into item writes by the applier's own planner, with a *native version* (2^60 + µs,
+   above every replicated version: no late event, replay, repair or re-snapshot can undo it), each write
+   compare-and-set on the version read. They go as one TransactWriteItems when they fit (100 items): either all
+   of it is written or none, and when another client wrote one of those items first, the keys are read again and
+   the commands run again, so concurrent read-modify-writes (INCR, HINCRBY, ZINCRBY, LPUSH) lose nothing.
+
+What is not atomic, and what a crash leaves: a command or pipeline changing more than 100 items (a DEL of a large
+sorted set under a rule, a ZADD of hundreds of members, a mirror value above the item limit, which is written in
+parts) is written in steps; a crash between steps leaves the first steps written and the key's other items as
+they were. Running the command again converges (the commands that may be that large set states: DEL, ZADD,
+ZREM, ZREMRANGEBYSCORE, HSET, SADD, SREM); its reply then counts only what the second run changed. Below that
+size, a DEL of several keys and a whole pipeline are one transaction each.
+
+A command a key's rule cannot hold (a hash command on a key a sorted-set rule maps, a TTL on a key only rules map)
+is an error: Redis' WRONGTYPE text, or one line naming the rule; never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from replicator import retry
+from replicator.adapters.dynamodb.native import TRANSACTION_ITEMS, Head, NativeStore
+from replicator.adapters.dynamodb.store import make_client
+from replicator.adapters.redis.shaped import RedisShaped
+from replicator.core import commands
+from replicator.core.commands import Entry, Error
+from replicator.core.config import Config, TombstoneConfig, load_config
+from replicator.core.errors import MappingError, ReplicatorError, SinkError
+from replicator.core.mapping import Rule, RuleSet, compile_rules
+from replicator.core.native import (
+    NATIVE_BASE,
+    CannotAnswer,
+    Cas,
+    Stored,
+    check_answerable,
+    entry_of,
+    native_version,
+    native_writes,
+)
+from replicator.core.values import ItemKey
+
+#: Another client changed what a command read: read again and run it again (bounded: a hot key under contention
+#: still answers, or the caller gets redis-py's TryAgainError to retry itself).
+CONFLICT = retry.Policy("native_write_conflict", "another client changed the key first; running the command again",
+                        base_s=0.002, cap_s=0.2, retries=50, level=10)
+
+
+class DynamoUnavailable(redis.exceptions.ConnectionError, ReplicatorError):
+    """DynamoDB did not answer (throttled past the retries, unreachable, access denied): a redis-py
+    ``ConnectionError`` to the application, so its existing handling of an unavailable Redis applies."""
+
+
+@dataclass
+class _Key:
+    """One key of a round: its rule, what DynamoDB holds for it and its value now."""
+
+    rule: Rule
+    variables: dict[str, bytes]
+    stored: dict[ItemKey, Stored]
+    head: int = -1
+    loaded: Entry | None = None
+    value: Entry | None = None
+    #: The commands of this round that changed it.
+    changed_by: list[str] = field(default_factory=list)
+    #: Why its items cannot be read back as a Redis value (the rule keeps too little), if so.
+    unanswerable: str | None = None
+
+
+class DynamoRedis(RedisShaped):
+    """Redis commands answered from and written to DynamoDB through the rules (see the module docstring).
+
+    Thread-safe: share one per process like a ``redis.Redis``.
+    """
+
+    def __init__(self, client: Any, rules: RuleSet, state_table: str,
+                 tombstones: TombstoneConfig | None = None) -> None:
+        self._rules = rules
+        self._store = NativeStore(client, rules, tombstones or TombstoneConfig(), state_table)
+        self._lock = threading.Lock()
+        self._newest = 0  # the newest version this client saw or wrote: its next one is above it
+
+    @classmethod
+    def from_config(cls, config: str | os.PathLike[str] | Config) -> DynamoRedis:
+        """From the replicator's config (a YAML path, with the same ``REPLICATOR_*`` overrides, or a loaded one)."""
+        loaded = config if isinstance(config, Config) else load_config(config)
+        return cls(make_client(loaded.dynamodb), compile_rules(loaded), loaded.dynamodb.state_table,
+                   loaded.tombstones)
+
+    # -- RedisShaped ---------------------------------------------------------------------------------------------
+
+    def run_many(self, batch: list[list[bytes]]) -> list[Any]:
+        try:
+            return self._run(batch)
+        except SinkError as exc:
+            raise DynamoUnavailable(str(exc)) from None
+
+    def _run(self, batch: list[list[bytes]]) -> list[Any]:
+        backoff = retry.Backoff(CONFLICT)
+        while True:
+            keys = self._load({k for args in batch if commands.known(args[0].decode("latin-1"))
+                               for k in commands.keys_of(args)})
+            replies = [self._evaluate(args, keys) for args in batch]
+            outcome = self._commit(keys)
+            if outcome is True:
+                return replies
+            if outcome is None:  # too many items for one transaction: each command on its own
+                return [self._run([args])[0] for args in batch] if len(batch) > 1 else self._force(batch, keys)
+            if not backoff.wait("conflict"):
+                raise redis.exceptions.TryAgainError(
+                    f"TRYAGAIN the keys of {batch[0][0].decode('latin-1')} kept changing under concurrent writers")
+
+    def _force(self, batch: list[list[bytes]], keys: dict[bytes, _Key | Error]) -> list[Any]:
+        """One command too large for a transaction: written in steps (see the module docstring)."""
+        backoff = retry.Backoff(CONFLICT)
+        while True:
+            replies = [self._evaluate(args, keys) for args in batch]
+            if self._commit(keys, steps=True):
+                return replies
+            if not backoff.wait("conflict"):
+                raise redis.exceptions.TryAgainError("TRYAGAIN keys kept changing under concurrent writers")
+            keys = self._load(set(keys))
+
+    # -- reading -------------------------------------------------------------------------------------------------
+
+    def _load(self, names: set[bytes]) -> dict[bytes, _Key | Error]:
+        keys: dict[bytes, _Key | Error] = {}
+        singles: list[tuple[Rule, bytes, Mapping[str, bytes]]] = []
+        collections: list[bytes] = []
+        for name in sorted(names):
+            matched = self._rules.match(name)
+            if matched is None:
+                keys[name] = Error(f"ERR no rule of the replicator maps key {name[:100]!r} (and there is no default "
+                                   "mirror): add a rule or a default table")
+                continue
+            rule, variables = matched
+            keys[name] = _Key(rule, variables, {})
+            if rule.is_collection:
+                collections.append(name)
+            else:
+                singles.append((rule, name, variables))
+        for (_rule, name, _v), stored in zip(singles, self._store.stored_singles(singles), strict=True):
+            keys[name].stored = stored  # type: ignore[union-attr]
+        heads = self._store.head_versions_of([(keys[n].rule.name, n) for n in collections])  # type: ignore[union-attr]
+        for name, head in zip(collections, heads, strict=True):
+            key = keys[name]
+            assert isinstance(key, _Key)
+            key.stored, key.head = self._store.stored_collection(key.rule, name, key.variables), head
+        for key in keys.values():
+            if isinstance(key, _Key):
+                try:
+                    key.loaded = key.value = entry_of(key.rule, key.stored)
+                except CannotAnswer as exc:
+                    key.unanswerable = str(exc)
+        return keys
+
+    # -- running -------------------------------------------------------------------------------------------------
+
+    def _evaluate(self, args: list[bytes], keys: dict[bytes, _Key | Error]) -> Any:
+        named = commands.keys_of(args)
+        for name in named:
+            key = keys.get(name)
+            if isinstance(key, Error):
+                return key
+            if key is not None and key.unanswerable:
+                return Error(f"ERR {key.unanswerable}")
+        now_ms = int(time.time() * 1000)
+        command = args[0].decode("latin-1").upper() if args else ""
+        if command in ("TTL", "PTTL", "PERSIST", "EXPIRE", "PEXPIRE") and named:
+            key = keys[named[0]]
+            if isinstance(key, _Key) and not key.rule.is_mirror:
+                return Error(f"ERR rule {key.rule.name!r} keeps no TTL: {command} is answered only for keys of the "
+                             "default mirror")
+        reply, changed = commands.execute(args, {n: k.value for n, k in keys.items() if isinstance(k, _Key)},
+                                          now_ms)
+        if isinstance(reply, Error):
+            return reply
+        for name, entry in changed.items():
+            key = keys[name]
+            assert isinstance(key, _Key)
+            try:
+                check_answerable(key.rule, entry, command)
+                # Planned now to refuse what the rule's attributes cannot hold (a non-UTF-8 member of an S key,
+                # an infinite score in an N attribute), as the applier would dead-letter it; planned again at commit.
+                native_writes(self._rules, key.rule, key.variables, name, entry, key.stored, NATIVE_BASE)
+            except MappingError as exc:
+                text = str(exc)
+                return Error(text if text.startswith("WRONGTYPE") else f"ERR {text}")
+        for name, entry in changed.items():
+            key = keys[name]
+            assert isinstance(key, _Key)
+            key.value = entry
+            key.changed_by.append(command)
+        return reply
+
+    # -- writing -------------------------------------------------------------------------------------------------
+
+    def _commit(self, keys: dict[bytes, _Key | Error], steps: bool = False) -> bool | None:
+        """Write what changed. True: written (or nothing to write); False: a conflict, nothing written when it was
+        one transaction; None: too large for one transaction and ``steps`` not allowed."""
+        dirty = {n: k for n, k in keys.items() if isinstance(k, _Key) and k.changed_by and k.value != k.loaded}
+        if not dirty:
+            return True
+        version = self._next_version(dirty.values())
+        writes: list[tuple[Any, Cas]] = []
+        heads: list[Head] = []
+        for name, key in dirty.items():
+            writes += native_writes(self._rules, key.rule, key.variables, name, key.value, key.stored, version)
+            if key.rule.is_collection:
+                heads.append(Head(key.rule, name, version, key.value is None))
+        fits = len(writes) + len(heads) <= TRANSACTION_ITEMS and not any(w.parts for w, _c in writes)
+        if not fits and not steps:
+            return None
+        return self._store.commit(writes, heads)
+
+    def _next_version(self, keys: Sequence[_Key] | Any) -> int:
+        seen = 0
+        for key in keys:
+            seen = max(seen, key.head, *(s.version or 0 for s in key.stored.values()))
+        with self._lock:
+            self._newest = native_version(time.time_ns() // 1000, max(self._newest, seen))
+            return self._newest
+
+
