@@ -18,7 +18,9 @@ be compared across commits. The figures:
 - snapshot: keys/s of a mixed-type keyspace (the snapshot loader; and two `replicator snapshot` processes as capture
   shards, start-up included), vs a bare SCAN + pipelined read loop;
 - end to end: p50/p99 latency at a fixed offered write rate, with the listener and the applier in two processes
-  as deployed, and both processes' RSS at start and end.
+  as deployed, and both processes' RSS at start and end;
+- client: DynamoRedis commands/s next to raw boto3 making the same reads and writes by hand, DynamoDB requests and
+  client CPU-µs per command (see bench/client.py).
 
 A warm-up pass runs first: the JVMs behind Kafka and DynamoDB Local compile their hot paths on the first requests.
 
@@ -49,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import client as client_bench  # noqa: E402  (bench/client.py)
 import mixed  # noqa: E402  (bench/mixed.py)
 import redis  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
@@ -471,8 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mixed-rate", type=float, default=800, help="Redis commands/s of the mixed burst")
     parser.add_argument("--baseline-rev", default="HEAD~1",
                         help="the commit whose applier drains the mixed burst as 'today' ('' for none)")
-    parser.add_argument("--only", choices=["all", "apply", "mixed"], default="all",
-                        help="measure only the apply figures, or only the mixed workload")
+    parser.add_argument("--client-ops", type=int, default=1000, help="commands per DynamoRedis measurement")
+    parser.add_argument("--only", choices=["all", "apply", "mixed", "client"], default="all",
+                        help="measure only the apply figures, the mixed workload, or the Redis-shaped client")
     parser.add_argument("--json", type=Path, help="where to write the results (default bench/results/<time>.json)")
     args = parser.parse_args(argv)
     setup_logs("ERROR")
@@ -484,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, dict[str, float]] = {}
     latencies: list[dict[str, Any]] = []
     mixed_results: list[dict[str, Any]] = []
+    client_results: dict[str, Any] = {}
     with LocalStack(kafka_partitions=4) as stack:
         r = redis.Redis.from_url(stack.redis_url)
         r.config_set("notify-keyspace-events", "KEA")
@@ -531,6 +536,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in ("all", "mixed"):
             print("mixed workload", flush=True)
             mixed_results = mixed.run(stack, args.mixed_seconds, args.mixed_rate, args.baseline_rev or None)
+        if args.only in ("all", "client"):
+            print("DynamoRedis vs raw boto3 (one thread)", flush=True)
+            client_results = client_bench.run(stack, args.client_ops)
 
     def ratio(stage: str, baseline: str) -> float:
         return figures[stage]["median"] / figures[baseline]["median"]
@@ -560,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     producer_cpu = {client: {thread: round(statistics.median(values), 1) for thread, values in cpu_us.items()}
                     for client, cpu_us in PRODUCER_CPU_US.items()}
     results.update(figures=figures, ratios=ratios, apply_cpu_us_per_item=cpu, producer_cpu_us_per_record=producer_cpu,
-                   end_to_end=latencies, mixed=mixed_results)
+                   end_to_end=latencies, mixed=mixed_results, client=client_results)
     print(f"\n{'figure':46} {'min':>10} {'median':>10} {'max':>10}")
     for name, f in figures.items():
         print(f"{name:46} {f['min']:>10,.0f} {f['median']:>10,.0f} {f['max']:>10,.0f}")

@@ -41,7 +41,7 @@ from typing import Any
 import redis
 
 from replicator import retry
-from replicator.adapters.dynamodb.native import TRANSACTION_ITEMS, Head, NativeStore
+from replicator.adapters.dynamodb.native import Head, NativeStore
 from replicator.adapters.dynamodb.store import make_client
 from replicator.adapters.redis.shaped import RedisShaped
 from replicator.core import commands
@@ -56,6 +56,7 @@ from replicator.core.native import (
     Stored,
     check_answerable,
     entry_of,
+    is_native,
     native_version,
     native_writes,
 )
@@ -86,6 +87,14 @@ class _Key:
     changed_by: list[str] = field(default_factory=list)
     #: Why its items cannot be read back as a Redis value (the rule keeps too little), if so.
     unanswerable: str | None = None
+
+    @property
+    def native(self) -> bool:
+        """Whether the application's writes own the key already (its head, or its one item, has a native
+        version): no replicated event can change it any more."""
+        if self.rule.is_collection:
+            return is_native(self.head)
+        return any(s.version is not None and is_native(s.version) for s in self.stored.values())
 
 
 class DynamoRedis(RedisShaped):
@@ -120,7 +129,7 @@ class DynamoRedis(RedisShaped):
         backoff = retry.Backoff(CONFLICT)
         while True:
             keys = self._load({k for args in batch if commands.known(args[0].decode("latin-1"))
-                               for k in commands.keys_of(args)})
+                               for k in commands.keys_of(args)}, heads=any(commands.writes(a) for a in batch))
             replies = [self._evaluate(args, keys) for args in batch]
             outcome = self._commit(keys)
             if outcome is True:
@@ -140,11 +149,13 @@ class DynamoRedis(RedisShaped):
                 return replies
             if not backoff.wait("conflict"):
                 raise redis.exceptions.TryAgainError("TRYAGAIN keys kept changing under concurrent writers")
-            keys = self._load(set(keys))
+            keys = self._load(set(keys), heads=True)
 
     # -- reading -------------------------------------------------------------------------------------------------
 
-    def _load(self, names: set[bytes]) -> dict[bytes, _Key | Error]:
+    def _load(self, names: set[bytes], heads: bool) -> dict[bytes, _Key | Error]:
+        """The keys' rules, stored items and values; with ``heads``, the collection keys' head versions too (a
+        write's version must be above them; a read does not need them)."""
         keys: dict[bytes, _Key | Error] = {}
         singles: list[tuple[Rule, bytes, Mapping[str, bytes]]] = []
         collections: list[bytes] = []
@@ -162,8 +173,9 @@ class DynamoRedis(RedisShaped):
                 singles.append((rule, name, variables))
         for (_rule, name, _v), stored in zip(singles, self._store.stored_singles(singles), strict=True):
             keys[name].stored = stored  # type: ignore[union-attr]
-        heads = self._store.head_versions_of([(keys[n].rule.name, n) for n in collections])  # type: ignore[union-attr]
-        for name, head in zip(collections, heads, strict=True):
+        versions = self._store.head_versions_of([(keys[n].rule.name, n) for n in collections]) if heads \
+            else [-1] * len(collections)  # type: ignore[union-attr]
+        for name, head in zip(collections, versions, strict=True):
             key = keys[name]
             assert isinstance(key, _Key)
             key.stored, key.head = self._store.stored_collection(key.rule, name, key.variables), head
@@ -203,7 +215,7 @@ class DynamoRedis(RedisShaped):
                 check_answerable(key.rule, entry, command)
                 # Planned now to refuse what the rule's attributes cannot hold (a non-UTF-8 member of an S key,
                 # an infinite score in an N attribute), as the applier would dead-letter it; planned again at commit.
-                native_writes(self._rules, key.rule, key.variables, name, entry, key.stored, NATIVE_BASE)
+                native_writes(self._rules, key.rule, key.variables, name, entry, key.stored, NATIVE_BASE, key.value)
             except MappingError as exc:
                 text = str(exc)
                 return Error(text if text.startswith("WRONGTYPE") else f"ERR {text}")
@@ -219,18 +231,21 @@ class DynamoRedis(RedisShaped):
     def _commit(self, keys: dict[bytes, _Key | Error], steps: bool = False) -> bool | None:
         """Write what changed. True: written (or nothing to write); False: a conflict, nothing written when it was
         one transaction; None: too large for one transaction and ``steps`` not allowed."""
-        dirty = {n: k for n, k in keys.items() if isinstance(k, _Key) and k.changed_by and k.value != k.loaded}
+        # A command that set a value equal to the stored one still writes while the stored versions are replicated:
+        # the application's write must own the key, or a late replicated event could change it after all.
+        dirty = {n: k for n, k in keys.items() if isinstance(k, _Key) and k.changed_by
+                 and (k.value != k.loaded or not k.native)}
         if not dirty:
             return True
         version = self._next_version(dirty.values())
         writes: list[tuple[Any, Cas]] = []
         heads: list[Head] = []
         for name, key in dirty.items():
-            writes += native_writes(self._rules, key.rule, key.variables, name, key.value, key.stored, version)
+            writes += native_writes(self._rules, key.rule, key.variables, name, key.value, key.stored, version,
+                                    key.loaded)
             if key.rule.is_collection:
                 heads.append(Head(key.rule, name, version, key.value is None))
-        fits = len(writes) + len(heads) <= TRANSACTION_ITEMS and not any(w.parts for w, _c in writes)
-        if not fits and not steps:
+        if not steps and not self._store.fits_one_transaction(writes, heads):
             return None
         return self._store.commit(writes, heads)
 

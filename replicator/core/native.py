@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from replicator.core.commands import Entry
 from replicator.core.errors import MappingError
 from replicator.core.events import ChangeEvent, KeyType, Op, Origin
-from replicator.core.mapping import ItemWrite, KeyState, Rule, RuleKind, RuleSet, plan_writes
+from replicator.core.mapping import ItemWrite, KeyState, Rule, RuleKind, RuleSet, desired_items, plan_writes
 from replicator.core.values import Attrs, B, ItemKey, L, M, TypedValue
 
 #: Native versions start here: 2^60, far above Redis TIME in µs (about 2^50.6 in 2026, 2^53 in the year 2255).
@@ -174,15 +174,34 @@ def check_answerable(rule: Rule, entry: Entry | None, command: str) -> None:
 
 
 def native_writes(rules: RuleSet, rule: Rule, variables: Mapping[str, bytes], key: bytes, after: Entry | None,
-                  stored: Mapping[ItemKey, Stored], version: int) -> list[tuple[ItemWrite, Cas]]:
+                  stored: Mapping[ItemKey, Stored], version: int,
+                  before: Entry | None = None) -> list[tuple[ItemWrite, Cas]]:
     """The item writes taking the key from its stored items to ``after``, each compare-and-set on what was read.
 
     Returns (ItemWrite, Cas) pairs; the planner is the applier's, so the items are the ones replication makes.
+    Given ``before`` (the value the stored items stand for), a collection that stays a collection is planned for
+    its changed elements only: a ZADD of one member to a sorted set of thousands renders one item, not thousands.
     """
-    previous = KeyState(-1, {k: s.attrs for k, s in stored.items() if s.live})
+    if rule.is_collection and before is not None and after is not None and before.kind == after.kind:
+        changed = _changed(before.value, after.value)
+        before = Entry(before.kind, {e: before.value[e] for e in changed if e in before.value})
+        after = Entry(after.kind, {e: after.value[e] for e in changed if e in after.value})
+        rendered = desired_items(rule, variables, event_of(rules, rule, variables, key, before, 0)) \
+            if before.value else {}
+        previous = KeyState(-1, {k: stored[k].attrs for k in rendered if k in stored and stored[k].live})
+    else:
+        previous = KeyState(-1, {k: s.attrs for k, s in stored.items() if s.live})
     plan = plan_writes(rule, variables, event_of(rules, rule, variables, key, after, version), previous)
     out: list[tuple[ItemWrite, Cas]] = []
     for write in plan.writes:
         found = stored.get(write.key)
         out.append((write, Cas(found.version if found is not None else None)))
     return out
+
+
+def _changed(before: Mapping[bytes, object], after: Mapping[bytes, object]) -> list[bytes]:
+    """Elements added, removed, or holding another value (field value, score)."""
+    return [e for e in {**before, **after} if before.get(e, _ABSENT) != after.get(e, _ABSENT)]
+
+
+_ABSENT = object()

@@ -112,26 +112,38 @@ class NativeStore(DynamoWriter):
 
     # -- writes --------------------------------------------------------------------------------------------------
 
+    @staticmethod
+    def fits_one_transaction(writes: Sequence[tuple[ItemWrite, Cas]], heads: Sequence[Head]) -> bool:
+        """Whether the writes can be one TransactWriteItems: at most 100 items, each once (two rules' groups on
+        one shared item are two writes of it), no mirror value in parts."""
+        items = {(w.table, w.key) for w, _cas in writes}
+        return (len(writes) + len(heads) <= TRANSACTION_ITEMS and len(items) == len(writes)
+                and not any(w.parts for w, _cas in writes))
+
     def commit(self, writes: Sequence[tuple[ItemWrite, Cas]], heads: Sequence[Head]) -> bool:
         """Write a command's items (compare-and-set) and heads (newer-or-equal). False when another writer changed
         what was read; when it all fit one transaction nothing of this call was written: read again and retry.
 
-        Otherwise in steps: single items (a mirror value in parts, written as the applier writes it), then
-        collection items 100 per transaction, heads last. A crash between steps leaves the first steps written;
-        a head written last means a replicated event arriving in between is still refused item by item.
+        Otherwise in steps: single items with a mirror value in parts (written as the applier writes them), then
+        the other items in transactions of up to 100 distinct items, heads last. A crash between steps leaves the
+        first steps written; a head written last means a replicated event arriving in between is still refused
+        item by item.
         """
-        if len(writes) + len(heads) <= TRANSACTION_ITEMS and not any(w.parts for w, _cas in writes):
+        if self.fits_one_transaction(writes, heads):
             if len(writes) == 1 and not heads:
                 return self.write(*writes[0])  # one UpdateItem: half a transaction's write units
             return self._transact(list(writes), list(heads))
-        singles = [(w, c) for w, c in writes if w.parts or w.rule.is_mirror]
-        rest = [(w, c) for w, c in writes if not (w.parts or w.rule.is_mirror)]
-        for write, cas in singles:
-            if not self.write(write, cas):
+        for write, cas in writes:
+            if write.parts and not self.write(write, cas):
                 return False
-        for i in range(0, len(rest), TRANSACTION_ITEMS):
-            if not self._transact(rest[i:i + TRANSACTION_ITEMS], []):
-                return False
+        rest = [(w, c) for w, c in writes if not w.parts]
+        rounds = requests.batches_of_distinct_items([(w.table, w.key) for w, _c in rest],
+                                                    [requests.write_size(w) for w, _c in rest],
+                                                    TRANSACTION_ITEMS, requests.TRANSACTION_BYTES)
+        for round_ in rounds:
+            for transaction in round_:
+                if not self._transact([rest[i] for i in transaction], []):
+                    return False
         return self._transact([], list(heads)) if heads else True
 
     def _transact(self, writes: list[tuple[ItemWrite, Cas]], heads: list[Head]) -> bool:
