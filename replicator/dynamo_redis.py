@@ -48,7 +48,7 @@ from replicator.core import commands
 from replicator.core.commands import Entry, Error
 from replicator.core.config import Config, TombstoneConfig, load_config
 from replicator.core.errors import MappingError, ReplicatorError, SinkError
-from replicator.core.mapping import Rule, RuleSet, compile_rules
+from replicator.core.mapping import Rule, RuleKind, RuleSet, compile_rules, render_attr
 from replicator.core.native import (
     NATIVE_BASE,
     CannotAnswer,
@@ -128,8 +128,10 @@ class DynamoRedis(RedisShaped):
     def _run(self, batch: list[list[bytes]]) -> list[Any]:
         backoff = retry.Backoff(CONFLICT)
         while True:
+            writing = any(commands.writes(a) for a in batch)
             keys = self._load({k for args in batch if commands.known(args[0].decode("latin-1"))
-                               for k in commands.keys_of(args)}, heads=any(commands.writes(a) for a in batch))
+                               for k in commands.keys_of(args)}, heads=writing,
+                              narrow=None if writing else narrow_reads(batch))
             replies = [self._evaluate(args, keys) for args in batch]
             outcome = self._commit(keys)
             if outcome is True:
@@ -153,11 +155,14 @@ class DynamoRedis(RedisShaped):
 
     # -- reading -------------------------------------------------------------------------------------------------
 
-    def _load(self, names: set[bytes], heads: bool) -> dict[bytes, _Key | Error]:
+    def _load(self, names: set[bytes], heads: bool,
+              narrow: Mapping[bytes, _Narrow] | None = None) -> dict[bytes, _Key | Error]:
         """The keys' rules, stored items and values; with ``heads``, the collection keys' head versions too (a
-        write's version must be above them; a read does not need them)."""
+        write's version must be above them; a read does not need them). A key in ``narrow`` (read-only rounds) is
+        read in part: the named elements' items, or the top of a sorted set from its score index."""
+        narrow = narrow or {}
         keys: dict[bytes, _Key | Error] = {}
-        singles: list[tuple[Rule, bytes, Mapping[str, bytes]]] = []
+        wanted: list[tuple[Rule, bytes, dict[str, Any]]] = []
         collections: list[bytes] = []
         for name in sorted(names):
             matched = self._rules.match(name)
@@ -166,15 +171,29 @@ class DynamoRedis(RedisShaped):
                                    "mirror): add a rule or a default table")
                 continue
             rule, variables = matched
-            keys[name] = _Key(rule, variables, {})
-            if rule.is_collection:
-                collections.append(name)
+            key = keys[name] = _Key(rule, variables, {})
+            if not rule.is_collection:
+                wanted.append((rule, name, self._store.single_keys(rule, name, variables)))
+            elif name in narrow and narrow[name].elements is not None:
+                items = _element_keys(rule, name, variables, narrow[name].elements)
+                if items is None:
+                    collections.append(name)
+                else:
+                    wanted += [(rule, name, item) for item in items]
+            elif name in narrow and narrow[name].top is not None:
+                count, descending = narrow[name].top  # type: ignore[misc]
+                index = _score_index(self._rules, rule)
+                if index is None:
+                    collections.append(name)
+                else:
+                    key.stored = self._store.stored_top(rule, name, variables, *index, count, descending)
             else:
-                singles.append((rule, name, variables))
-        for (_rule, name, _v), stored in zip(singles, self._store.stored_singles(singles), strict=True):
-            keys[name].stored = stored  # type: ignore[union-attr]
-        versions = self._store.head_versions_of([(keys[n].rule.name, n) for n in collections]) if heads \
-            else [-1] * len(collections)  # type: ignore[union-attr]
+                collections.append(name)
+        for (_rule, name, _item), found in zip(wanted, self._store.stored_items(wanted), strict=True):
+            if found is not None:
+                keys[name].stored[found[0]] = found[1]  # type: ignore[union-attr]
+        heads_of = [(k.rule.name, n) for n in collections if isinstance(k := keys[n], _Key)]
+        versions = self._store.head_versions_of(heads_of) if heads else [-1] * len(collections)
         for name, head in zip(collections, versions, strict=True):
             key = keys[name]
             assert isinstance(key, _Key)
@@ -258,3 +277,92 @@ class DynamoRedis(RedisShaped):
             return self._newest
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# Reading less: what a read-only round needs of a collection key
+
+
+@dataclass
+class _Narrow:
+    """The part of a collection key a read-only round needs: named elements, or the first ``top[0]`` members by
+    score (``top[1]``: highest first)."""
+
+    elements: set[bytes] | None = None
+    top: tuple[int, bool] | None = None
+
+
+#: Commands that read named elements only: their element arguments start at args[2].
+_ELEMENT_READS = {"ZSCORE", "ZMSCORE", "HGET", "HMGET", "HEXISTS", "SISMEMBER", "SMISMEMBER"}
+#: The placeholder that names an element in a rule's items, by rule type.
+_ELEMENT = {RuleKind.HASH: "field", RuleKind.SET: "member", RuleKind.ZSET: "member"}
+
+
+def narrow_reads(batch: Sequence[list[bytes]]) -> dict[bytes, _Narrow]:
+    """Per key, the part of it every command of a read-only batch needs; keys needed whole are left out."""
+    found: dict[bytes, _Narrow] = {}
+    whole: set[bytes] = set()
+    for args in batch:
+        command = args[0].decode("latin-1").upper()
+        named = commands.keys_of(args)
+        top = _top_of(command, args)
+        if command in _ELEMENT_READS and len(args) > 2:
+            part = found.setdefault(args[1], _Narrow())
+            if part.top is not None:
+                whole.add(args[1])
+            part.elements = (part.elements or set()) | set(args[2:])
+        elif top is not None:
+            part = found.setdefault(args[1], _Narrow())
+            if part.elements is not None or (part.top is not None and part.top[1] != top[1]):
+                whole.add(args[1])
+            part.top = (max(top[0], part.top[0] if part.top else 0), top[1])
+        else:
+            whole.update(named)
+    return {k: v for k, v in found.items() if k not in whole}
+
+
+def _top_of(command: str, args: Sequence[bytes]) -> tuple[int, bool] | None:
+    """(members needed, highest first) of a rank range from the top: ZREVRANGE/ZRANGE k start stop with
+    0 <= start <= stop and no option but WITHSCORES (and REV for ZRANGE)."""
+    if command not in ("ZRANGE", "ZREVRANGE") or len(args) < 4:
+        return None
+    options = {a.upper() for a in args[4:]}
+    allowed = {b"WITHSCORES"} | ({b"REV"} if command == "ZRANGE" else set())
+    if not options <= allowed or len(options) != len(args) - 4:
+        return None
+    try:
+        start, stop = int(args[2]), int(args[3])
+    except ValueError:
+        return None
+    if not 0 <= start <= stop or stop > 10_000:
+        return None
+    return stop + 1, command == "ZREVRANGE" or b"REV" in options
+
+
+def _element_keys(rule: Rule, key: bytes, variables: Mapping[str, bytes],
+                  elements: set[bytes]) -> list[dict[str, Any]] | None:
+    """The DynamoDB keys of the named elements' items; None when the item key needs more than the element (a
+    sort key rendered from the score, say): then the key is read whole. An element the key attributes cannot
+    hold (not UTF-8 for a string key) has no item: it is left out, and reads as absent."""
+    name = _ELEMENT.get(rule.type)
+    if name is None or any(p not in {*variables, "key", name} for a in rule.key_attrs
+                           for p in rule.item[a].placeholders):
+        return None
+    keys = []
+    for element in elements:
+        values = {**variables, "key": key, name: element}
+        try:
+            keys.append({a: render_attr(rule, a, values, key).wire() for a in rule.key_attrs})
+        except MappingError:
+            continue
+    return keys
+
+
+def _score_index(rules: RuleSet, rule: Rule) -> tuple[str, str] | None:
+    """(index, attribute) of an LSI ordering a sorted-set rule's items by score: on an attribute that is exactly
+    ``{score}`` and typed N (a string attribute would order "10" before "9")."""
+    score_attr = next((a for a, t in rule.item.items() if t.single == "score"), None)
+    if score_attr is None or rule.type is not RuleKind.ZSET:
+        return None
+    for index, (attr, attr_type) in rules.tables[rule.table].lsi.items():
+        if attr == score_attr and attr_type == "N":
+            return index, attr
+    return None

@@ -280,16 +280,15 @@ def assert_converged(r: redis.Redis, client: Any, config: Config, timeout: float
     try:
         eventually(equal, timeout, interval=0.3, message="DynamoDB equal to Redis")
     except AssertionError:
-        if state["redis"] == state["dynamodb"]:
-            raise AssertionError(f"mirror table != Redis after {timeout}s: redis {state['mirror_redis']!r:.600} "
-                                 f"dynamodb {state['mirror_dynamodb']!r:.600}") from None
-        want, got = state["redis"], state["dynamodb"]
+        mirrored = state["redis"] == state["dynamodb"]
+        want, got = (state["mirror_redis"], state["mirror_dynamodb"]) if mirrored else (state["redis"],
+                                                                                        state["dynamodb"])
         missing = sorted(set(want) - set(got))[:5]
         extra = sorted(set(got) - set(want))[:5]
         differ = sorted(k for k in set(want) & set(got) if want[k] != got[k])[:5]
         raise AssertionError(
-            f"DynamoDB != Redis after {timeout}s: missing {missing}, extra {extra}, "
-            f"differ {[(k, want[k], got[k]) for k in differ]}"
+            f"{'mirror table' if mirrored else 'DynamoDB'} != Redis after {timeout}s: missing {missing}, "
+            f"extra {extra}, differ {[(k, want[k], got[k]) for k in differ]}"
         ) from None
 
 

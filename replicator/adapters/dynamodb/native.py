@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import botocore.exceptions
@@ -52,16 +53,39 @@ class NativeStore(DynamoWriter):
         values = {**variables, "key": key}
         return {a: to_attribute_value(render_attr(rule, a, values, key)) for a in rule.key_attrs}
 
-    def stored_singles(self, wanted: Sequence[tuple[Rule, bytes, Mapping[str, bytes]]]
-                       ) -> list[dict[ItemKey, Stored]]:
-        """The items of single-item keys (mirror and string rules), read with BatchGetItem (100 keys a call)."""
-        keys = [(rule.table, self.single_keys(rule, key, variables)) for rule, key, variables in wanted]
-        found = self._batch_get(keys)
-        out = []
-        for (rule, key, _variables), (table, item_key) in zip(wanted, keys, strict=True):
-            raw = found.get((table, _frozen(item_key)))
-            out.append({} if raw is None else {_item_key(rule, raw): self._stored(rule, raw, key)})
+    def stored_items(self, wanted: Sequence[tuple[Rule, bytes, dict[str, Any]]]
+                     ) -> list[tuple[ItemKey, Stored] | None]:
+        """Single items (rule, Redis key, DynamoDB key): of single-item keys, or named elements of a collection
+        key. One BatchGetItem per 100 distinct items; None where there is no item."""
+        found = self._batch_get([(rule.table, item_key) for rule, _key, item_key in wanted])
+        out: list[tuple[ItemKey, Stored] | None] = []
+        for rule, key, item_key in wanted:
+            raw = found.get((rule.table, _frozen(item_key)))
+            out.append(None if raw is None else (_item_key(rule, raw), self._stored(rule, raw, key)))
         return out
+
+    def stored_top(self, rule: Rule, key: bytes, variables: Mapping[str, bytes], index: str, score_attr: str,
+                   count: int, descending: bool) -> dict[ItemKey, Stored]:
+        """The live items of a sorted-set key with the ``count`` highest (or lowest) scores, ties at the edge
+        included, read in score order from the LSI on the score attribute (strongly consistent)."""
+        pk = render_attr(rule, rule.partition_key, {**variables, "key": key}, key)
+        items: dict[ItemKey, Stored] = {}
+        last_score: Decimal | None = None
+        for page in self.pages("query", f"top of {key!r} in {rule.table}", TableName=rule.table, IndexName=index,
+                               KeyConditionExpression="#pk = :pk", FilterExpression="attribute_not_exists(#d)",
+                               ExpressionAttributeNames={"#pk": rule.partition_key, "#d": rule.deleted_attr},
+                               ExpressionAttributeValues={":pk": to_attribute_value(pk)}, ConsistentRead=True,
+                               ScanIndexForward=not descending, Limit=count + 1):
+            for raw in page:
+                item_key = _item_key(rule, raw)
+                if not rule.owns(item_key, variables):
+                    continue
+                score = Decimal(raw[score_attr]["N"])
+                if len(items) >= count and score != last_score:
+                    return items  # past the wanted ones and every tie of the last of them
+                items[item_key] = self._stored(rule, raw, key)
+                last_score = score
+        return items
 
     def stored_collection(self, rule: Rule, key: bytes, variables: Mapping[str, bytes]) -> dict[ItemKey, Stored]:
         """Every item of a collection key (tombstones too): one strongly consistent Query of its partition."""
