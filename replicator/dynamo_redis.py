@@ -31,24 +31,27 @@ is an error: Redis' WRONGTYPE text, or one line naming the rule; never a wrong a
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import redis
+from redis.commands.core import DataAccessCommands
 
-from replicator import retry
-from replicator.adapters.dynamodb.native import Head, NativeStore
+from replicator import metrics, retry
+from replicator.adapters.dynamodb.native import NativeStore
 from replicator.adapters.dynamodb.store import make_client
+from replicator.adapters.kafka.broker import GroupOffsets
 from replicator.adapters.redis.shaped import RedisShaped
 from replicator.core import commands
 from replicator.core.commands import Entry, Error
 from replicator.core.config import Config, TombstoneConfig, load_config
 from replicator.core.errors import MappingError, ReplicatorError, SinkError
-from replicator.core.mapping import Rule, RuleKind, RuleSet, compile_rules, render_attr
+from replicator.core.mapping import Head, Rule, RuleKind, RuleSet, compile_rules, render_attr
 from replicator.core.native import (
     NATIVE_BASE,
     CannotAnswer,
@@ -61,6 +64,8 @@ from replicator.core.native import (
     native_writes,
 )
 from replicator.core.values import ItemKey
+
+log = logging.getLogger(__name__)
 
 #: Another client changed what a command read: read again and run it again (bounded: a hot key under contention
 #: still answers, or the caller gets redis-py's TryAgainError to retry itself).
@@ -366,3 +371,246 @@ def _score_index(rules: RuleSet, rule: Rule) -> tuple[str, str] | None:
         if attr == score_attr and attr_type == "N":
             return index, attr
     return None
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Shadow reads: Redis answers, DynamoDB is compared
+
+
+class GroupProgress(Protocol):
+    """The change topic's end offsets and the applier group's committed ones (adapters.kafka.broker.GroupOffsets)."""
+
+    def end(self) -> dict[int, int]: ...
+
+    def committed(self) -> dict[int, int | None]: ...
+
+
+#: Answers whose order Redis does not define (a hash's or set's order follows its encoding): compared sorted.
+_UNORDERED = {"HKEYS", "HVALS"}
+
+
+@dataclass
+class _Pending:
+    """A difference waiting for the appliers to pass the Redis state it was read at."""
+
+    args: tuple[Any, ...]
+    options: dict[str, Any]
+    redis_answer: Any
+    watermark: dict[int, int] | None
+    noted: float = field(default_factory=time.monotonic)
+    attempts: int = 1
+
+
+class ShadowRedis(RedisShaped):
+    """Answers every command from Redis; answers reads from DynamoDB too and compares them (the step between
+    replicating and switching). Writes go to Redis only. DynamoDB's failures never reach the application.
+
+    A difference is not a mismatch yet: the appliers may be behind. It is noted with the change topic's end offsets
+    (the watermark: every change Redis had when it was read is in the topic below them) and checked again once the
+    applier group has committed past them: if the command then answers the same in both stores it was lag
+    (``result="lag"``); if Redis still answers what it answered and DynamoDB still differs, DynamoDB is wrong
+    (``result="mismatch"``, logged as a sample with the key and both answers cut short); if Redis moved on
+    meanwhile, it is checked again from a new watermark (``result="unsettled"`` after ``rechecks``). Without the
+    group's progress (no Kafka access), a difference is checked again after ``settle_s`` instead, which appliers
+    lagging by longer can fool.
+
+    Counts ``replicator_shadow_reads_total{command, result=match|mismatch|lag|unsettled|error}``.
+    """
+
+    def __init__(self, redis_client: Any, dynamo: RedisShaped, progress: GroupProgress | None = None,
+                 settle_s: float = 1.0, rechecks: int = 3, catch_up_s: float = 300.0) -> None:
+        self._redis = redis_client
+        self._dynamo = dynamo
+        self._progress = progress
+        self._settle_s, self._rechecks, self._catch_up_s = settle_s, rechecks, catch_up_s
+        self._pending: list[_Pending] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._checker: threading.Thread | None = None
+        self._last_sample = 0.0
+
+    @classmethod
+    def from_config(cls, redis_client: Any, config: str | os.PathLike[str] | Config) -> ShadowRedis:
+        """Redis as it is, DynamoDB and the applier group's progress from the replicator's config."""
+        loaded = config if isinstance(config, Config) else load_config(config)
+        try:
+            progress: GroupProgress | None = GroupOffsets(loaded.kafka, loaded.kafka.topic, loaded.kafka.group_id)
+        except ReplicatorError as exc:
+            log.warning("shadow reads without the appliers' progress: differences settle by time only",
+                        extra={"kv": {"error": str(exc)}})
+            progress = None
+        return cls(redis_client, DynamoRedis.from_config(loaded), progress)
+
+    # -- the application's calls ---------------------------------------------------------------------------------
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        answer = self._redis.execute_command(*args, **options)
+        self._shadow([(args, options, answer)])
+        return answer
+
+    def pipeline(self, transaction: bool = False, shard_hint: Any = None) -> _ShadowPipeline:
+        return _ShadowPipeline(self, transaction)
+
+    def _shadow(self, calls: list[tuple[tuple[Any, ...], dict[str, Any], Any]]) -> None:
+        """Compare the reads among ``calls`` (args, options, Redis' answer) with DynamoDB's answers, in one round."""
+        reads = [(a, o, ans) for a, o, ans in calls if _is_read(a)]
+        if not reads:
+            return
+        answers = self._dynamo_answers([(a, o) for a, o, _ans in reads])
+        for (args, options, answer), theirs in zip(reads, answers, strict=True):
+            command = str(args[0]).upper()
+            if isinstance(theirs, Exception):
+                self._count(command, "error")
+                log.warning("shadow read failed", extra={"kv": {"command": command, "error": str(theirs)[:200]}})
+            elif _same_answer(command, answer, theirs):
+                self._count(command, "match")
+            else:
+                self._note(args, options, answer)
+
+    def _dynamo_answers(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+        pipe = self._dynamo.pipeline()
+        for args, options in calls:
+            pipe.execute_command(*args, **options)
+        try:
+            return pipe.execute(raise_on_error=False)
+        except Exception as exc:  # DynamoDB away: every one of them is an error, none reaches the application
+            return [exc] * len(calls)
+
+    # -- differences ---------------------------------------------------------------------------------------------
+
+    def _note(self, args: tuple[Any, ...], options: dict[str, Any], answer: Any) -> None:
+        with self._lock:
+            self._pending.append(_Pending(args, options, answer, self._watermark()))
+            if self._checker is None:
+                self._checker = threading.Thread(target=self._check_loop, name="shadow-reads", daemon=True)
+                self._checker.start()
+        self._wake.set()
+
+    def _watermark(self) -> dict[int, int] | None:
+        if self._progress is None:
+            return None
+        try:
+            return self._progress.end()
+        except ReplicatorError as exc:
+            log.warning("shadow reads cannot read the change topic's offsets", extra={"kv": {"error": str(exc)}})
+            return None
+
+    def pending(self) -> int:
+        """Differences still waiting for the appliers (tests and shutdown wait for 0)."""
+        with self._lock:
+            return len(self._pending)
+
+    def _check_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(0.2)
+            self._wake.clear()
+            try:
+                self._check_due()
+            except Exception as exc:  # never let the checker die: the application keeps calling
+                log.warning("shadow read check failed", extra={"kv": {"error": str(exc)[:200]}})
+
+    def _check_due(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return
+        committed = None
+        if self._progress is not None:
+            try:
+                committed = self._progress.committed()
+            except ReplicatorError:
+                committed = None
+        keep = []
+        for item in pending:
+            if not self._due(item, committed):
+                keep.append(item)
+                continue
+            answer = self._redis.execute_command(*item.args, **item.options)
+            (theirs,) = self._dynamo_answers([(item.args, item.options)])
+            command = str(item.args[0]).upper()
+            if isinstance(theirs, Exception):
+                self._count(command, "error")
+            elif _same_answer(command, answer, theirs):
+                self._count(command, "lag")
+            elif _same_answer(command, answer, item.redis_answer):
+                self._count(command, "mismatch")
+                self._sample(item.args, answer, theirs)
+            elif item.attempts >= self._rechecks:
+                self._count(command, "unsettled")
+            else:
+                keep.append(_Pending(item.args, item.options, answer, self._watermark(), attempts=item.attempts + 1))
+        with self._lock:
+            self._pending = keep + self._pending
+
+    def _due(self, item: _Pending, committed: Mapping[int, int | None] | None) -> bool:
+        """Whether the appliers have passed the item's watermark (or, without one, it has settled), or waiting
+        longer is pointless (appliers stopped: the stores then really differ)."""
+        waited = time.monotonic() - item.noted
+        if item.watermark is None or committed is None:
+            return waited >= self._settle_s
+        behind = sum(max(0, end - (committed.get(p) or 0)) for p, end in item.watermark.items())
+        return behind == 0 or waited >= self._catch_up_s
+
+    def _sample(self, args: tuple[Any, ...], ours: Any, theirs: Any) -> None:
+        """At most one line a second: the key and both answers, cut short."""
+        now = time.monotonic()
+        if now - self._last_sample < 1.0:
+            return
+        self._last_sample = now
+        key = args[1] if len(args) > 1 else b""
+        shown = key[:100].decode("utf-8", "replace") if isinstance(key, bytes) else str(key)[:100]
+        log.warning("shadow read mismatch", extra={"kv": {"command": str(args[0]).upper(), "key": shown,
+                                                          "redis": repr(ours)[:200], "dynamodb": repr(theirs)[:200]}})
+
+    def _count(self, command: str, result: str) -> None:
+        metrics.SHADOW_READS.labels(command=command.lower(), result=result).inc()
+
+    def close(self) -> None:
+        """Stop checking differences (those still pending are dropped uncounted)."""
+        self._stop.set()
+        self._wake.set()
+        if self._checker is not None:
+            self._checker.join(5)
+
+
+class _ShadowPipeline(DataAccessCommands):  # type: ignore[misc]
+    """A redis-py pipeline on Redis; its reads compared with DynamoDB's answers after it ran."""
+
+    def __init__(self, shadow: ShadowRedis, transaction: bool) -> None:
+        self._shadow = shadow
+        self._pipe = shadow._redis.pipeline(transaction=transaction)
+        self._calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def execute_command(self, *args: Any, **options: Any) -> _ShadowPipeline:
+        self._pipe.execute_command(*args, **options)
+        self._calls.append((args, options))
+        return self
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        answers = self._pipe.execute(raise_on_error=raise_on_error)
+        calls, self._calls = self._calls, []
+        self._shadow._shadow([(a, o, ans) for (a, o), ans in zip(calls, answers, strict=True)
+                              if not isinstance(ans, Exception)])
+        return answers
+
+    def __enter__(self) -> _ShadowPipeline:
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self._pipe.reset()
+        self._calls = []
+
+
+def _is_read(args: tuple[Any, ...]) -> bool:
+    """A command DynamoRedis answers and that writes nothing (redis-py names commands in str, callers may not)."""
+    if not args:
+        return False
+    name = args[0].decode("latin-1") if isinstance(args[0], bytes) else str(args[0])
+    return commands.known(name) and not commands.writes([name.encode()])
+
+
+def _same_answer(command: str, ours: Any, theirs: Any) -> bool:
+    if command in _UNORDERED and isinstance(ours, list) and isinstance(theirs, list):
+        return sorted(ours) == sorted(theirs)
+    return bool(ours == theirs)

@@ -60,7 +60,7 @@ SNAPSHOT_KEYS = Counter("replicator_snapshot_keys_total", "Keys read by the snap
 SNAPSHOT_PROGRESS = Gauge("replicator_snapshot_progress_ratio", "Snapshot keys done / keys estimated.")
 SHADOW_READS = Counter(
     "replicator_shadow_reads_total", "Shadow reads (Redis answer compared with DynamoDB's), by result.",
-    ["query", "result"],
+    ["command", "result"],
 )
 VERIFY_DRIFT_KEYS = Gauge("replicator_verify_drift_keys", "Keys that differ between Redis and DynamoDB.", ["kind"])
 

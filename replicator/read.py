@@ -182,5 +182,5 @@ class ShadowReads:
             # The key names the entity; values may be personal data and stay out of the logs.
             shown = key[:100].decode("utf-8", "replace")
             log.info("shadow read mismatch", extra={"kv": {"query": query, "key": shown}})
-        metrics.SHADOW_READS.labels(query=query, result=result).inc()
+        metrics.SHADOW_READS.labels(command=query, result=result).inc()
         return answer

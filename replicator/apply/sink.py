@@ -34,7 +34,7 @@ from replicator import metrics, retry
 from replicator.adapters.dynamodb.store import DynamoWriter, translate
 from replicator.core import failures, requests
 from replicator.core.errors import ReplicatorError, SinkError
-from replicator.core.mapping import ItemWrite, KeyState, Rule
+from replicator.core.mapping import Head, ItemWrite, KeyState, Rule
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -70,18 +70,6 @@ class WriteResult:
 
 APPLIED = WriteResult(Result.APPLIED)
 STALE = WriteResult(Result.STALE)
-
-
-@dataclass(frozen=True)
-class Head:
-    """A collection key's head version, written to the state table once all its items are."""
-
-    rule: Rule
-    key: bytes
-    version: int
-    deleted: bool
-    #: The head is known to exist (the key's state was loaded with one, or this applier wrote it).
-    exists: bool
 
 
 #: Guessed writes a table's guess is learned from before it is trusted for a whole batch (one call's worth).

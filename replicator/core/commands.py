@@ -430,6 +430,18 @@ def _put_collection(ks: _Keys, key: bytes, kind: str, value: Any) -> None:
     ks.put(key, Entry(kind, value, None if entry is None else entry.expire_at_ms))
 
 
+def _remove(ks: _Keys, key: bytes, kind: str, current: Mapping[bytes, Any], elements: Sequence[bytes]) -> int:
+    """HDEL, SREM, ZREM: drop the elements present; how many were (a key left empty is deleted)."""
+    remaining = dict(current)
+    removed = sum(remaining.pop(e, _MISSING) is not _MISSING for e in elements)
+    if removed:
+        _put_collection(ks, key, kind, remaining)
+    return removed
+
+
+_MISSING = object()
+
+
 @_command("HGET", "first", False, 3)
 def _hget(ks: _Keys, args: list[bytes]) -> Reply:
     return _hash(ks, args[1]).get(args[2])
@@ -481,15 +493,7 @@ def _hset(ks: _Keys, args: list[bytes]) -> Reply:
 
 @_command("HDEL", "first", True, -3)
 def _hdel(ks: _Keys, args: list[bytes]) -> Reply:
-    fields = dict(_hash(ks, args[1]))
-    removed = 0
-    for f in args[2:]:
-        if f in fields:
-            del fields[f]
-            removed += 1
-    if removed:
-        _put_collection(ks, args[1], "hash", fields)
-    return removed
+    return _remove(ks, args[1], "hash", _hash(ks, args[1]), args[2:])
 
 
 @_command("HINCRBY", "first", True, 4)
@@ -550,15 +554,7 @@ def _sadd(ks: _Keys, args: list[bytes]) -> Reply:
 
 @_command("SREM", "first", True, -3)
 def _srem(ks: _Keys, args: list[bytes]) -> Reply:
-    members = dict(_set_of(ks, args[1]))
-    removed = 0
-    for m in args[2:]:
-        if m in members:
-            del members[m]
-            removed += 1
-    if removed:
-        _put_collection(ks, args[1], "set", members)
-    return removed
+    return _remove(ks, args[1], "set", _set_of(ks, args[1]), args[2:])
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -858,15 +854,7 @@ def _zincrby(ks: _Keys, args: list[bytes]) -> Reply:
 
 @_command("ZREM", "first", True, -3)
 def _zrem(ks: _Keys, args: list[bytes]) -> Reply:
-    scores = dict(_zset(ks, args[1]))
-    removed = 0
-    for m in args[2:]:
-        if m in scores:
-            del scores[m]
-            removed += 1
-    if removed:
-        _put_collection(ks, args[1], "zset", scores)
-    return removed
+    return _remove(ks, args[1], "zset", _zset(ks, args[1]), args[2:])
 
 
 @_command("ZREMRANGEBYSCORE", "first", True, 4)

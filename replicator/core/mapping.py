@@ -294,6 +294,19 @@ class ItemWrite:
 
 
 @dataclass(frozen=True)
+class Head:
+    """A collection key's head version in the state table, written once all its items are (by the applier, or by
+    the application's own writes): its rule, key, version and whether the key is gone."""
+
+    rule: Rule
+    key: bytes
+    version: int
+    deleted: bool
+    #: The head is known to exist (the key's state was loaded with one, or this writer wrote it); None: unknown.
+    exists: bool | None = None
+
+
+@dataclass(frozen=True)
 class KeyState:
     """The applied state of one Redis key: its head version and the live items it produced."""
 

@@ -8,7 +8,7 @@ from tests.support import Running, assert_converged, clean_redis, ddb, messaging
 
 
 def _shadow_count(query, result):
-    return metrics.SHADOW_READS.labels(query=query, result=result)._value.get()
+    return metrics.SHADOW_READS.labels(command=query, result=result)._value.get()
 
 
 def test_dynamodb_answers_like_redis_including_ties_limits_and_a_tombstoned_member(stack, uid):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +20,7 @@ from replicator import metrics
 from replicator.adapters.dynamodb.store import DynamoWriter, read_mirror_value, translate
 from replicator.core import requests
 from replicator.core.errors import SinkError
-from replicator.core.mapping import ItemWrite, Rule, render_attr
+from replicator.core.mapping import Head, ItemWrite, Rule, render_attr
 from replicator.core.native import Cas, Stored
 from replicator.core.values import ItemKey, from_attribute_value, to_attribute_value
 
@@ -31,16 +30,6 @@ TRANSACTION_ITEMS = requests.TRANSACTION_ITEMS
 BATCH_GET_KEYS = 100
 #: Cancellation reasons that mean "someone else wrote first": read again and run the command again.
 _CONFLICTS = {"ConditionalCheckFailed", "TransactionConflict"}
-
-
-@dataclass(frozen=True)
-class Head:
-    """A collection key's head write: its rule, key, new version, and whether the key is gone."""
-
-    rule: Rule
-    key: bytes
-    version: int
-    deleted: bool
 
 
 class NativeStore(DynamoWriter):
