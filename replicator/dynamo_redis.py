@@ -49,9 +49,9 @@ from replicator.adapters.kafka.broker import GroupOffsets
 from replicator.adapters.redis.shaped import RedisShaped
 from replicator.core import commands
 from replicator.core.commands import Entry, Error
-from replicator.core.config import Config, TombstoneConfig, load_config
+from replicator.core.config import Config, load_config
 from replicator.core.errors import MappingError, ReplicatorError, SinkError
-from replicator.core.mapping import Head, Rule, RuleKind, RuleSet, compile_rules, render_attr
+from replicator.core.mapping import Head, ItemWrite, Rule, RuleKind, RuleSet, compile_rules, render_attr
 from replicator.core.native import (
     NATIVE_BASE,
     CannotAnswer,
@@ -71,6 +71,27 @@ log = logging.getLogger(__name__)
 #: still answers, or the caller gets redis-py's TryAgainError to retry itself).
 CONFLICT = retry.Policy("native_write_conflict", "another client changed the key first; running the command again",
                         base_s=0.002, cap_s=0.2, retries=50, level=10)
+
+
+class ItemStore(Protocol):
+    """What DynamoRedis needs of DynamoDB (adapters.dynamodb.native.NativeStore): read a key's items with their
+    versions, in whole or in part, and commit compare-and-set writes."""
+
+    def single_keys(self, rule: Rule, key: bytes, variables: Mapping[str, bytes]) -> dict[str, Any]: ...
+
+    def stored_items(self, wanted: Sequence[tuple[Rule, bytes, dict[str, Any]]]
+                     ) -> list[tuple[ItemKey, Stored] | None]: ...
+
+    def stored_collection(self, rule: Rule, key: bytes, variables: Mapping[str, bytes]) -> dict[ItemKey, Stored]: ...
+
+    def stored_top(self, rule: Rule, key: bytes, variables: Mapping[str, bytes], index: str, score_attr: str,
+                   count: int, descending: bool) -> dict[ItemKey, Stored]: ...
+
+    def head_versions_of(self, heads: Sequence[tuple[str, bytes]]) -> list[int]: ...
+
+    def fits_one_transaction(self, writes: Sequence[tuple[ItemWrite, Cas]], heads: Sequence[Head]) -> bool: ...
+
+    def commit(self, writes: Sequence[tuple[ItemWrite, Cas]], heads: Sequence[Head]) -> bool: ...
 
 
 class DynamoUnavailable(redis.exceptions.ConnectionError, ReplicatorError):
@@ -108,19 +129,21 @@ class DynamoRedis(RedisShaped):
     Thread-safe: share one per process like a ``redis.Redis``.
     """
 
-    def __init__(self, client: Any, rules: RuleSet, state_table: str,
-                 tombstones: TombstoneConfig | None = None) -> None:
+    def __init__(self, store: ItemStore, rules: RuleSet) -> None:
         self._rules = rules
-        self._store = NativeStore(client, rules, tombstones or TombstoneConfig(), state_table)
+        self._store = store
         self._lock = threading.Lock()
         self._newest = 0  # the newest version this client saw or wrote: its next one is above it
 
     @classmethod
-    def from_config(cls, config: str | os.PathLike[str] | Config) -> DynamoRedis:
-        """From the replicator's config (a YAML path, with the same ``REPLICATOR_*`` overrides, or a loaded one)."""
+    def from_config(cls, config: str | os.PathLike[str] | Config, client: Any = None) -> DynamoRedis:
+        """From the replicator's config (a YAML path, with the same ``REPLICATOR_*`` overrides, or a loaded one),
+        with a boto3 DynamoDB client of the application's own, or one made from the config's ``dynamodb``."""
         loaded = config if isinstance(config, Config) else load_config(config)
-        return cls(make_client(loaded.dynamodb), compile_rules(loaded), loaded.dynamodb.state_table,
-                   loaded.tombstones)
+        rules = compile_rules(loaded)
+        store = NativeStore(client or make_client(loaded.dynamodb), rules, loaded.tombstones,
+                            loaded.dynamodb.state_table)
+        return cls(store, rules)
 
     # -- RedisShaped ---------------------------------------------------------------------------------------------
 
@@ -128,7 +151,10 @@ class DynamoRedis(RedisShaped):
         try:
             return self._run(batch)
         except SinkError as exc:
-            raise DynamoUnavailable(str(exc)) from None
+            if exc.retryable:
+                raise DynamoUnavailable(str(exc)) from None
+            # A missing table, access denied: the deployment's fault, worded as one line.
+            raise redis.exceptions.ResponseError(f"DynamoDB refused: {exc}") from None
 
     def _run(self, batch: list[list[bytes]]) -> list[Any]:
         backoff = retry.Backoff(CONFLICT)
@@ -148,9 +174,13 @@ class DynamoRedis(RedisShaped):
                     f"TRYAGAIN the keys of {batch[0][0].decode('latin-1')} kept changing under concurrent writers")
 
     def _force(self, batch: list[list[bytes]], keys: dict[bytes, _Key | Error]) -> list[Any]:
-        """One command too large for a transaction: written in steps (see the module docstring)."""
+        """One command too large for a transaction: written in steps (see the module docstring). ``keys`` as loaded:
+        the command is evaluated again from them (its first evaluation only found it too large)."""
         backoff = retry.Backoff(CONFLICT)
         while True:
+            for key in keys.values():
+                if isinstance(key, _Key):
+                    key.value, key.changed_by = key.loaded, []
             replies = [self._evaluate(args, keys) for args in batch]
             if self._commit(keys, steps=True):
                 return replies
@@ -424,6 +454,7 @@ class ShadowRedis(RedisShaped):
         self._progress = progress
         self._settle_s, self._rechecks, self._catch_up_s = settle_s, rechecks, catch_up_s
         self._pending: list[_Pending] = []
+        self._outstanding = 0  # noted and not counted yet (some may be out of the list while being checked)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -480,8 +511,10 @@ class ShadowRedis(RedisShaped):
     # -- differences ---------------------------------------------------------------------------------------------
 
     def _note(self, args: tuple[Any, ...], options: dict[str, Any], answer: Any) -> None:
+        watermark = self._watermark()
         with self._lock:
-            self._pending.append(_Pending(args, options, answer, self._watermark()))
+            self._pending.append(_Pending(args, options, answer, watermark))
+            self._outstanding += 1
             if self._checker is None:
                 self._checker = threading.Thread(target=self._check_loop, name="shadow-reads", daemon=True)
                 self._checker.start()
@@ -499,7 +532,7 @@ class ShadowRedis(RedisShaped):
     def pending(self) -> int:
         """Differences still waiting for the appliers (tests and shutdown wait for 0)."""
         with self._lock:
-            return len(self._pending)
+            return self._outstanding
 
     def _check_loop(self) -> None:
         while not self._stop.is_set():
@@ -526,7 +559,12 @@ class ShadowRedis(RedisShaped):
             if not self._due(item, committed):
                 keep.append(item)
                 continue
-            answer = self._redis.execute_command(*item.args, **item.options)
+            try:
+                answer = self._redis.execute_command(*item.args, **item.options)
+            except Exception as exc:  # Redis away for a moment: check it again next round
+                log.warning("shadow read recheck failed", extra={"kv": {"error": str(exc)[:200]}})
+                keep.append(item)
+                continue
             (theirs,) = self._dynamo_answers([(item.args, item.options)])
             command = str(item.args[0]).upper()
             if isinstance(theirs, Exception):
@@ -541,6 +579,7 @@ class ShadowRedis(RedisShaped):
             else:
                 keep.append(_Pending(item.args, item.options, answer, self._watermark(), attempts=item.attempts + 1))
         with self._lock:
+            self._outstanding -= len(pending) - len(keep)
             self._pending = keep + self._pending
 
     def _due(self, item: _Pending, committed: Mapping[int, int | None] | None) -> bool:

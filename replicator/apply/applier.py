@@ -271,10 +271,13 @@ class Applier:
         # Items another writer had already moved past (a zombie applier during a rebalance): DynamoDB is not what
         # the plan says for them, so the key's state is reloaded next time instead of cached.
         partly_stale = set()
+        landed = set()  # keys at least one of whose writes DynamoDB took
         for (w, _iw), result in zip(writes, results, strict=True):
             self._settle(w, result)
             if result.result is Result.STALE:
                 partly_stale.add(id(w))
+            elif result.result is Result.APPLIED:
+                landed.add(id(w))
         heads = [w for w in work if w.rule.is_collection and w.plan is not None and not w.plan.stale
                  and w.poison is None]
         head_results = self._sink.put_heads([Head(w.rule, w.event.key, w.event.version, w.event.op is Op.DELETE,
@@ -290,8 +293,12 @@ class Applier:
                     self._cache.forget(partition, w.rule.name, w.event.key)
                 continue
             table = w.rule.table
-            if w.plan.stale:
+            # Stale: older than the key's head, or every item write refused (DynamoDB holds newer versions of all
+            # of it, e.g. what the application wrote there after cutover).
+            if w.plan.stale or (id(w) in partly_stale and id(w) not in landed):
                 metrics.EVENTS_APPLIED.labels(table=table, result="stale").inc()
+                if w.rule.is_collection:
+                    self._cache.forget(partition, w.rule.name, w.event.key)
                 continue
             if w.rule.is_collection and id(w) not in partly_stale:
                 self._cache.put(partition, w.rule.name, w.event.key, w.plan.state)

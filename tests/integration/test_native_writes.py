@@ -15,7 +15,9 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
+from replicator.adapters.dynamodb.tables import create_tables
 from replicator.core.config import parse_config
+from replicator.core.mapping import compile_rules
 from replicator.dynamo_redis import DynamoRedis
 from replicator.tools import replay
 from tests.support import (
@@ -35,6 +37,10 @@ from tests.support import (
 def _stale() -> float:
     return sum(s.value for f in REGISTRY.collect() for s in f.samples
                if s.name == "replicator_events_applied_total" and s.labels.get("result") == "stale")
+
+
+def _tables(stack, config) -> None:
+    create_tables(ddb(stack), compile_rules(config), config.dynamodb.state_table)
 
 
 def _app_state(client: DynamoRedis) -> dict[str, object]:
@@ -126,8 +132,7 @@ def test_concurrent_read_modify_writes_lose_nothing(stack, uid):
     SADD the same keys at once: every increment and element is there, as in Redis."""
     config = messaging_config(stack, uid)
     clean_redis(stack)
-    with Running(config):  # creates the tables
-        pass
+    _tables(stack, config)
     clients = [DynamoRedis.from_config(config) for _ in range(6)]
     per_thread = 15
     errors: list[BaseException] = []
@@ -149,7 +154,7 @@ def test_concurrent_read_modify_writes_lose_nothing(stack, uid):
         t.start()
     for t in threads:
         t.join(300)
-    assert not errors, errors[:3]
+    assert not errors, [str(e) for e in errors[:3]]
     total = len(clients) * per_thread
     check = clients[0]
     assert check.get("counter") == str(total).encode()
@@ -163,8 +168,7 @@ def test_concurrent_read_modify_writes_lose_nothing(stack, uid):
 def test_what_a_rule_cannot_hold_is_an_error_never_a_wrong_answer(stack, uid):
     config = messaging_config(stack, uid)
     clean_redis(stack)
-    with Running(config):
-        pass
+    _tables(stack, config)
     app = DynamoRedis.from_config(config)
     app.zadd("opponents:o1", {"a": 1})
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
@@ -181,3 +185,16 @@ def test_what_a_rule_cannot_hold_is_an_error_never_a_wrong_answer(stack, uid):
     unmapped = parse_config({**messaging_config_data(stack, uid), "default": None})
     with pytest.raises(redis.ResponseError, match="no rule of the replicator maps key"):
         DynamoRedis.from_config(unmapped).get("not-a-rule-key")
+
+
+def test_a_key_whose_ttl_passed_is_gone_before_dynamodbs_sweeper_removes_it(stack, uid):
+    config = messaging_config(stack, uid)
+    clean_redis(stack)
+    _tables(stack, config)
+    app = DynamoRedis.from_config(config, client=ddb(stack))  # the application's own boto3 client
+    assert app.set("session", "s", px=300) is True and 0 < app.pttl("session") <= 300
+    eventually(lambda: app.get("session") is None, 10, interval=0.05, message="the key expired")
+    assert (app.exists("session"), app.ttl("session"), app.type("session")) == (0, -2, b"none")
+    item = ddb(stack).get_item(TableName=config.default.table, Key={"key": {"B": b"session"}}, ConsistentRead=True)
+    assert "Item" in item  # still stored: DynamoDB's TTL sweeper takes its time, the client does not wait for it
+    assert app.set("session", "new", nx=True) is True and app.get("session") == b"new" and app.ttl("session") == -1

@@ -41,7 +41,8 @@ def test_lagging_appliers_are_not_mismatches_and_a_planted_difference_is(stack, 
         answers = [shadow.zrevrange(f"opponents:{owner}", 0, 2, withscores=True) for owner in owners]
         shadow.zscore("opponents:o1", "p6")
         assert answers[0] == r.zrevrange("opponents:o0", 0, 2, withscores=True)  # Redis' answers, unchanged
-        assert shadow.pending() > 0  # differences: DynamoDB is behind
+        counts = {res: _count("zrevrange", res) for res in ("match", "mismatch", "lag", "unsettled", "error")}
+        assert shadow.pending() > 0, counts  # differences: DynamoDB is behind
         run.start_applier()
         eventually(lambda: shadow.pending() == 0, 150, message="every difference settled")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import botocore.exceptions
 
-from replicator import metrics
+from replicator import metrics, retry
 from replicator.adapters.dynamodb.store import DynamoWriter, read_mirror_value, translate
 from replicator.core import requests
 from replicator.core.errors import SinkError
@@ -112,6 +112,7 @@ class NativeStore(DynamoWriter):
             pending: dict[str, Any] = {}
             for table, k in distinct[i:i + BATCH_GET_KEYS]:
                 pending.setdefault(table, {"Keys": [], "ConsistentRead": True})["Keys"].append(k)
+            unprocessed = retry.Backoff(retry.UNPROCESSED_KEYS)
             while pending:
                 try:
                     response = self.client.batch_get_item(RequestItems=pending)
@@ -121,6 +122,10 @@ class NativeStore(DynamoWriter):
                     for raw in items:
                         found[(table, _frozen({a: raw[a] for a in key_names[table]}))] = raw
                 pending = response.get("UnprocessedKeys") or {}
+                # DynamoDB could not read them all (throttled, or over 16 MB): ask for the rest after a backoff.
+                if pending and not unprocessed.wait("keys unprocessed by BatchGetItem"):
+                    raise SinkError("BatchGetItem: keys still unprocessed after "
+                                    f"{unprocessed.retries + 1} tries", retryable=True)
         return found
 
     # -- writes --------------------------------------------------------------------------------------------------
