@@ -35,7 +35,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,6 +64,7 @@ from replicator.core.native import (
     native_writes,
 )
 from replicator.core.values import ItemKey
+from replicator.core.watermark import GroupProgress, Watermark
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +88,10 @@ class ItemStore(Protocol):
     def stored_top(self, rule: Rule, key: bytes, variables: Mapping[str, bytes], index: str, score_attr: str,
                    count: int, descending: bool) -> dict[ItemKey, Stored]: ...
 
-    def head_versions_of(self, heads: Sequence[tuple[str, bytes]]) -> list[int]: ...
+    def head_versions(self, keys: Sequence[tuple[str, bytes]]) -> list[int]: ...
 
-    def fits_one_transaction(self, writes: Sequence[tuple[ItemWrite, Cas]], heads: Sequence[Head]) -> bool: ...
-
-    def commit(self, writes: Sequence[tuple[ItemWrite, Cas]], heads: Sequence[Head]) -> bool: ...
+    def commit(self, writes: Sequence[tuple[ItemWrite, Cas]], heads: Sequence[Head],
+               in_steps: bool = False) -> bool | None: ...
 
 
 class DynamoUnavailable(redis.exceptions.ConnectionError, ReplicatorError):
@@ -109,8 +109,8 @@ class _Key:
     head: int = -1
     loaded: Entry | None = None
     value: Entry | None = None
-    #: The commands of this round that changed it.
-    changed_by: list[str] = field(default_factory=list)
+    #: A command of this round changed it (perhaps back to what was loaded: still written, see _commit).
+    changed: bool = False
     #: Why its items cannot be read back as a Redis value (the rule keeps too little), if so.
     unanswerable: str | None = None
 
@@ -180,7 +180,7 @@ class DynamoRedis(RedisShaped):
         while True:
             for key in keys.values():
                 if isinstance(key, _Key):
-                    key.value, key.changed_by = key.loaded, []
+                    key.value, key.changed = key.loaded, False
             replies = [self._evaluate(args, keys) for args in batch]
             if self._commit(keys, steps=True):
                 return replies
@@ -228,7 +228,7 @@ class DynamoRedis(RedisShaped):
             if found is not None:
                 keys[name].stored[found[0]] = found[1]  # type: ignore[union-attr]
         heads_of = [(k.rule.name, n) for n in collections if isinstance(k := keys[n], _Key)]
-        versions = self._store.head_versions_of(heads_of) if heads else [-1] * len(collections)
+        versions = self._store.head_versions(heads_of) if heads else [-1] * len(collections)
         for name, head in zip(collections, versions, strict=True):
             key = keys[name]
             assert isinstance(key, _Key)
@@ -277,7 +277,7 @@ class DynamoRedis(RedisShaped):
             key = keys[name]
             assert isinstance(key, _Key)
             key.value = entry
-            key.changed_by.append(command)
+            key.changed = True
         return reply
 
     # -- writing -------------------------------------------------------------------------------------------------
@@ -287,23 +287,21 @@ class DynamoRedis(RedisShaped):
         one transaction; None: too large for one transaction and ``steps`` not allowed."""
         # A command that set a value equal to the stored one still writes while the stored versions are replicated:
         # the application's write must own the key, or a late replicated event could change it after all.
-        dirty = {n: k for n, k in keys.items() if isinstance(k, _Key) and k.changed_by
+        dirty = {n: k for n, k in keys.items() if isinstance(k, _Key) and k.changed
                  and (k.value != k.loaded or not k.native)}
         if not dirty:
             return True
         version = self._next_version(dirty.values())
-        writes: list[tuple[Any, Cas]] = []
+        writes: list[tuple[ItemWrite, Cas]] = []
         heads: list[Head] = []
         for name, key in dirty.items():
             writes += native_writes(self._rules, key.rule, key.variables, name, key.value, key.stored, version,
                                     key.loaded)
             if key.rule.is_collection:
                 heads.append(Head(key.rule, name, version, key.value is None))
-        if not steps and not self._store.fits_one_transaction(writes, heads):
-            return None
-        return self._store.commit(writes, heads)
+        return self._store.commit(writes, heads, in_steps=steps)
 
-    def _next_version(self, keys: Sequence[_Key] | Any) -> int:
+    def _next_version(self, keys: Iterable[_Key]) -> int:
         seen = 0
         for key in keys:
             seen = max(seen, key.head, *(s.version or 0 for s in key.stored.values()))
@@ -407,14 +405,6 @@ def _score_index(rules: RuleSet, rule: Rule) -> tuple[str, str] | None:
 # Shadow reads: Redis answers, DynamoDB is compared
 
 
-class GroupProgress(Protocol):
-    """The change topic's end offsets and the applier group's committed ones (adapters.kafka.broker.GroupOffsets)."""
-
-    def end(self) -> dict[int, int]: ...
-
-    def committed(self) -> dict[int, int | None]: ...
-
-
 #: Answers whose order Redis does not define (a hash's or set's order follows its encoding): compared sorted.
 _UNORDERED = {"HKEYS", "HVALS"}
 
@@ -426,7 +416,7 @@ class _Pending:
     args: tuple[Any, ...]
     options: dict[str, Any]
     redis_answer: Any
-    watermark: dict[int, int] | None
+    watermark: Watermark | None
     noted: float = field(default_factory=time.monotonic)
     attempts: int = 1
 
@@ -520,11 +510,11 @@ class ShadowRedis(RedisShaped):
                 self._checker.start()
         self._wake.set()
 
-    def _watermark(self) -> dict[int, int] | None:
+    def _watermark(self) -> Watermark | None:
         if self._progress is None:
             return None
         try:
-            return self._progress.end()
+            return Watermark(self._progress.end())
         except ReplicatorError as exc:
             log.warning("shadow reads cannot read the change topic's offsets", extra={"kv": {"error": str(exc)}})
             return None
@@ -588,8 +578,7 @@ class ShadowRedis(RedisShaped):
         waited = time.monotonic() - item.noted
         if item.watermark is None or committed is None:
             return waited >= self._settle_s
-        behind = sum(max(0, end - (committed.get(p) or 0)) for p, end in item.watermark.items())
-        return behind == 0 or waited >= self._catch_up_s
+        return item.watermark.remaining(committed) == 0 or waited >= self._catch_up_s
 
     def _sample(self, args: tuple[Any, ...], ours: Any, theirs: Any) -> None:
         """At most one line a second: the key and both answers, cut short."""

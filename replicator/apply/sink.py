@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import botocore.exceptions
 
 from replicator import metrics, retry
-from replicator.adapters.dynamodb.store import DynamoWriter, translate
+from replicator.adapters.dynamodb.store import BATCH_GET_KEYS, DynamoWriter, translate
 from replicator.core import failures, requests
 from replicator.core.errors import ReplicatorError, SinkError
 from replicator.core.mapping import Head, ItemWrite, KeyState, Rule
@@ -74,8 +74,6 @@ STALE = WriteResult(Result.STALE)
 
 #: Guessed writes a table's guess is learned from before it is trusted for a whole batch (one call's worth).
 _LEARN_FROM = 25
-#: Keys per BatchGetItem of head versions (DynamoDB's limit).
-_HEADS_PER_REQUEST = 100
 #: Statement errors that pass: the statement is sent again after a backoff.
 _RESEND = {"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded", "InternalServerError",
            "TransactionConflict"}
@@ -381,7 +379,7 @@ class DynamoSink:
         it. Head versions are read 100 per request; a group of them DynamoDB refuses is read key by key, so the
         refusal lands on the key that caused it."""
         keys = list(keys)
-        groups = [keys[i:i + _HEADS_PER_REQUEST] for i in range(0, len(keys), _HEADS_PER_REQUEST)]
+        groups = [keys[i:i + BATCH_GET_KEYS] for i in range(0, len(keys), BATCH_GET_KEYS)]
         versions: list[int | None] = []
         for group, found in self._parallel(lambda g: self.writer.head_versions([(r.name, k) for r, k, _v in g]),
                                            groups):

@@ -33,49 +33,20 @@ DynamoDB is read through the one store (:meth:`DynamoStore.live_source_keys`).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from replicator import metrics
 from replicator.adapters.dynamodb.store import DynamoStore
 from replicator.core.errors import ReplicatorError
+from replicator.core.watermark import GroupProgress, Watermark
 
 log = logging.getLogger(__name__)
 
 #: Pending reconciles are kept in the state table under this prefix, one item per node, for ``replicator status``.
 PENDING_PREFIX = b"\x00reconcile\x00"
-
-
-@dataclass(frozen=True)
-class Watermark:
-    """The change topic's end offset per partition, noted at a gap."""
-
-    offsets: Mapping[int, int]
-    noted_at: float = field(default_factory=time.time)
-
-    def remaining(self, committed: Mapping[int, int | None]) -> int:
-        """Events the group must still commit before every event published before the gap is in DynamoDB."""
-        return sum(max(0, end - (committed.get(p) or 0)) for p, end in self.offsets.items())
-
-    def to_json(self) -> str:
-        return json.dumps({"offsets": {str(p): o for p, o in self.offsets.items()}, "noted_at": self.noted_at})
-
-    @classmethod
-    def from_json(cls, text: str) -> Watermark:
-        data = json.loads(text)
-        return cls({int(p): int(o) for p, o in data["offsets"].items()}, float(data["noted_at"]))
-
-
-class GroupProgress(Protocol):
-    """The topic's end offsets and the applier group's committed ones (broker.GroupOffsets)."""
-
-    def end(self) -> dict[int, int]: ...
-
-    def committed(self) -> dict[int, int | None]: ...
 
 
 class PendingReconciles:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from replicator.core.commands import Entry
+from replicator.core.commands import WRONGTYPE, Entry
 from replicator.core.errors import MappingError
 from replicator.core.events import ChangeEvent, KeyType, Op, Origin
 from replicator.core.mapping import ItemWrite, KeyState, Rule, RuleKind, RuleSet, desired_items, plan_writes
@@ -152,11 +152,9 @@ def event_of(rules: RuleSet, rule: Rule, variables: Mapping[str, bytes], key: by
         return ChangeEvent(key, KeyType.NONE, Op.DELETE, Origin.LIVE, version, 0, owner, None)
     if entry.kind == "string":
         value: object = entry.value
-    elif entry.kind == "hash":
-        value = tuple(entry.value.items())
     elif entry.kind in ("list", "set"):
         value = tuple(entry.value)
-    else:
+    else:  # hash: (field, value) pairs; zset: (member, score) pairs
         value = tuple(entry.value.items())
     return ChangeEvent(key, KeyType(entry.kind.upper()), Op.UPSERT, Origin.LIVE, version, 0, owner,
                        value, entry.expire_at_ms)  # type: ignore[arg-type]
@@ -167,7 +165,7 @@ def check_answerable(rule: Rule, entry: Entry | None, command: str) -> None:
     if entry is None or rule.is_mirror:
         return
     if entry.kind != _KINDS[rule.type]:
-        raise CannotAnswer("WRONGTYPE Operation against a key holding the wrong kind of value")
+        raise CannotAnswer(WRONGTYPE)
     if entry.expire_at_ms is not None:
         raise CannotAnswer(f"rule {rule.name!r} keeps no TTL ({command} would set one); only the default mirror "
                            "keeps TTLs")

@@ -17,10 +17,10 @@ from kafka.errors import KafkaError
 
 from replicator.adapters.kafka.broker import client_kwargs, existing_topic_partitions, topic_partitions
 from replicator.adapters.kafka.dead_letters import dlq_topic
-from replicator.capture.reconcile import Watermark
 from replicator.core.avro import EventCodec
 from replicator.core.config import KafkaConfig
 from replicator.core.errors import ReplicatorError
+from replicator.core.watermark import Watermark
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,6 @@ from replicator import metrics
 from replicator.adapters.dynamodb.store import DynamoStore
 from replicator.adapters.redis.cluster import state_reader
 from replicator.adapters.redis.reader import to_event
-from replicator.capture.reconcile import GroupProgress, Watermark
 from replicator.core.batching import batches
 from replicator.core.drift import Difference, DriftKind, compare_items
 from replicator.core.errors import MappingError, ReplicatorError
@@ -42,6 +41,7 @@ from replicator.core.events import Origin
 from replicator.core.keyspace import captured_keys, sample_keys
 from replicator.core.mapping import Rule, RuleSet, desired_items
 from replicator.core.ratelimit import RateLimiter
+from replicator.core.watermark import GroupProgress, Watermark
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from replicator.adapters.kafka import broker
-from replicator.capture.reconcile import Watermark
+from replicator.core.watermark import Watermark
 from tests.support import (
     Running,
     assert_converged,

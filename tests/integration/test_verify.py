@@ -8,8 +8,8 @@ import time
 import pytest
 
 from replicator import metrics, pipeline
-from replicator.capture.reconcile import Watermark
 from replicator.core.drift import DriftKind
+from replicator.core.watermark import Watermark
 from replicator.local.demo import Workload
 from replicator.tools.verify import Verifier, VerifyOptions
 from tests.support import (

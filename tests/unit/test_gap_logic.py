@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replicator.capture.reconcile import Watermark
 from replicator.capture.watch import ServerMarks, unannounced_change
 from replicator.core import mirror
 from replicator.core.values import B, L, M, N, S
+from replicator.core.watermark import Watermark
 
 BASE = ServerMarks("run-a", "repl-a", 1000, {"flushall": 1, "flushdb": 2, "swapdb": 0, "debug": 0})
 

@@ -16,8 +16,14 @@ from typing import Any
 
 import botocore.exceptions
 
-from replicator import metrics, retry
-from replicator.adapters.dynamodb.store import DynamoWriter, read_mirror_value, translate
+from replicator import metrics
+from replicator.adapters.dynamodb.store import (
+    RETRYABLE_CANCELLATIONS,
+    DynamoWriter,
+    frozen_key,
+    read_mirror_value,
+    translate,
+)
 from replicator.core import requests
 from replicator.core.errors import SinkError
 from replicator.core.mapping import Head, ItemWrite, Rule, render_attr
@@ -26,8 +32,6 @@ from replicator.core.values import ItemKey, from_attribute_value, to_attribute_v
 
 #: Items per TransactWriteItems.
 TRANSACTION_ITEMS = requests.TRANSACTION_ITEMS
-#: Keys per BatchGetItem.
-BATCH_GET_KEYS = 100
 #: Cancellation reasons that mean "someone else wrote first": read again and run the command again.
 _CONFLICTS = {"ConditionalCheckFailed", "TransactionConflict"}
 
@@ -46,10 +50,10 @@ class NativeStore(DynamoWriter):
                      ) -> list[tuple[ItemKey, Stored] | None]:
         """Single items (rule, Redis key, DynamoDB key): of single-item keys, or named elements of a collection
         key. One BatchGetItem per 100 distinct items; None where there is no item."""
-        found = self._batch_get([(rule.table, item_key) for rule, _key, item_key in wanted])
+        found = self.batch_get([(rule.table, item_key) for rule, _key, item_key in wanted], "reading keys")
         out: list[tuple[ItemKey, Stored] | None] = []
         for rule, key, item_key in wanted:
-            raw = found.get((rule.table, _frozen(item_key)))
+            raw = found.get((rule.table, frozen_key(item_key)))
             out.append(None if raw is None else (_item_key(rule, raw), self._stored(rule, raw, key)))
         return out
 
@@ -88,13 +92,6 @@ class NativeStore(DynamoWriter):
                 items[item_key] = self._stored(rule, raw, key)
         return items
 
-    def head_versions_of(self, heads: Sequence[tuple[str, bytes]]) -> list[int]:
-        """Head versions of (rule name, key)s, -1 where none, 100 per BatchGetItem."""
-        out: list[int] = []
-        for i in range(0, len(heads), BATCH_GET_KEYS):
-            out += self.head_versions(heads[i:i + BATCH_GET_KEYS])
-        return out
-
     def _stored(self, rule: Rule, raw: Mapping[str, Any], key: bytes) -> Stored:
         version = int(raw[rule.version_attr]["N"]) if rule.version_attr in raw else None
         if rule.is_mirror and "parts" in raw:
@@ -104,53 +101,26 @@ class NativeStore(DynamoWriter):
         attrs = tuple((a, from_attribute_value(raw[a])) for a in rule.data_attrs if a in raw)
         return Stored(version, rule.deleted_attr in raw, attrs)
 
-    def _batch_get(self, keys: Sequence[tuple[str, dict[str, Any]]]) -> dict[tuple[str, frozenset], dict[str, Any]]:
-        found: dict[tuple[str, frozenset], dict[str, Any]] = {}
-        distinct = list({(table, _frozen(k)): (table, k) for table, k in keys}.values())
-        key_names = {table: tuple(k) for table, k in distinct}
-        for i in range(0, len(distinct), BATCH_GET_KEYS):
-            pending: dict[str, Any] = {}
-            for table, k in distinct[i:i + BATCH_GET_KEYS]:
-                pending.setdefault(table, {"Keys": [], "ConsistentRead": True})["Keys"].append(k)
-            unprocessed = retry.Backoff(retry.UNPROCESSED_KEYS)
-            while pending:
-                try:
-                    response = self.client.batch_get_item(RequestItems=pending)
-                except Exception as exc:
-                    raise translate(exc, "reading keys (BatchGetItem)") from None
-                for table, items in response.get("Responses", {}).items():
-                    for raw in items:
-                        found[(table, _frozen({a: raw[a] for a in key_names[table]}))] = raw
-                pending = response.get("UnprocessedKeys") or {}
-                # DynamoDB could not read them all (throttled, or over 16 MB): ask for the rest after a backoff.
-                if pending and not unprocessed.wait("keys unprocessed by BatchGetItem"):
-                    raise SinkError("BatchGetItem: keys still unprocessed after "
-                                    f"{unprocessed.retries + 1} tries", retryable=True)
-        return found
-
     # -- writes --------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def fits_one_transaction(writes: Sequence[tuple[ItemWrite, Cas]], heads: Sequence[Head]) -> bool:
-        """Whether the writes can be one TransactWriteItems: at most 100 items, each once (two rules' groups on
-        one shared item are two writes of it), no mirror value in parts."""
-        items = {(w.table, w.key) for w, _cas in writes}
-        return (len(writes) + len(heads) <= TRANSACTION_ITEMS and len(items) == len(writes)
-                and not any(w.parts for w, _cas in writes))
-
-    def commit(self, writes: Sequence[tuple[ItemWrite, Cas]], heads: Sequence[Head]) -> bool:
+    def commit(self, writes: Sequence[tuple[ItemWrite, Cas]], heads: Sequence[Head],
+               in_steps: bool = False) -> bool | None:
         """Write a command's items (compare-and-set) and heads (newer-or-equal). False when another writer changed
         what was read; when it all fit one transaction nothing of this call was written: read again and retry.
 
-        Otherwise in steps: single items with a mirror value in parts (written as the applier writes them), then
-        the other items in transactions of up to 100 distinct items, heads last. A crash between steps leaves the
-        first steps written; a head written last means a replicated event arriving in between is still refused
-        item by item.
+        One transaction holds at most 100 items, each once (two rules' groups on one shared item are two writes of
+        it), and no mirror value in parts. Writes that do not fit return None, unless ``in_steps``: then single
+        items with a mirror value in parts go first (written as the applier writes them), then the other items in
+        transactions of up to 100 distinct items, heads last. A crash between steps leaves the first steps
+        written; a head written last means a replicated event arriving in between is still refused item by item.
         """
-        if self.fits_one_transaction(writes, heads):
+        distinct = len({(w.table, w.key) for w, _cas in writes}) == len(writes)
+        if distinct and len(writes) + len(heads) <= TRANSACTION_ITEMS and not any(w.parts for w, _cas in writes):
             if len(writes) == 1 and not heads:
                 return self.write(*writes[0])  # one UpdateItem: half a transaction's write units
             return self._transact(list(writes), list(heads))
+        if not in_steps:
+            return None
         for write, cas in writes:
             if write.parts and not self.write(write, cas):
                 return False
@@ -181,7 +151,7 @@ class NativeStore(DynamoWriter):
             if codes and codes <= _CONFLICTS:
                 return False
             raise SinkError(f"{where}: DynamoDB TransactionCanceledException: {', '.join(sorted(codes))}",
-                            retryable=bool(codes & {"ThrottlingError", "ProvisionedThroughputExceeded"})) from None
+                            retryable=bool(codes & RETRYABLE_CANCELLATIONS)) from None
         except Exception as exc:
             raise translate(exc, where) from None
         for write, _cas in writes:
@@ -193,12 +163,3 @@ class NativeStore(DynamoWriter):
 
 def _item_key(rule: Rule, raw: Mapping[str, Any]) -> ItemKey:
     return tuple(sorted((a, from_attribute_value(raw[a])) for a in rule.key_attrs))
-
-
-def _frozen(key: Mapping[str, Any]) -> frozenset:
-    return frozenset((a, _hashable(v)) for a, v in key.items())
-
-
-def _hashable(value: Mapping[str, Any]) -> tuple[str, Any]:
-    ((kind, raw),) = value.items()
-    return kind, bytes(raw) if kind == "B" else raw

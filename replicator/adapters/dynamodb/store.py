@@ -28,6 +28,9 @@ from replicator.core.values import Attrs, ItemKey, TypedValue, from_attribute_va
 
 log = logging.getLogger(__name__)
 
+#: Keys per BatchGetItem (DynamoDB's limit).
+BATCH_GET_KEYS = 100
+
 _THROTTLES = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
 #: The event's data cannot be stored: poison, to the dead-letter topic. Every other DynamoDB error (throttling, 5xx,
 #: access denied, a missing table, a code we do not know) is about the service, not the data: retried.
@@ -126,6 +129,39 @@ class DynamoStore:
             return self.client.get_item(TableName=table, Key=key, ConsistentRead=True).get("Item")
         except Exception as exc:
             raise translate(exc, where) from None
+
+    def batch_get(self, keys: Sequence[tuple[str, dict[str, Any]]], where: str, attrs: Sequence[str] = (),
+                  ) -> dict[tuple[str, frozenset[Any]], dict[str, Any]]:
+        """Items of any tables by key (table, DynamoDB key), strongly consistent, 100 distinct keys per
+        BatchGetItem; found ones under (table, :func:`frozen_key` of their key). ``attrs``: only these attributes
+        (the keys' own among them). Keys DynamoDB leaves unprocessed (throttled, over its response size) are asked
+        for again through retry.UNPROCESSED_KEYS, then a retryable SinkError."""
+        found: dict[tuple[str, frozenset[Any]], dict[str, Any]] = {}
+        distinct = list({(table, frozen_key(k)): (table, k) for table, k in keys}.values())
+        key_names = {table: tuple(k) for table, k in distinct}
+        names: dict[str, str] = {}
+        only = {"ProjectionExpression": _projection(attrs, names), "ExpressionAttributeNames": names} if attrs else {}
+        for i in range(0, len(distinct), BATCH_GET_KEYS):
+            pending: dict[str, Any] = {}
+            for table, k in distinct[i:i + BATCH_GET_KEYS]:
+                pending.setdefault(table, {"Keys": [], "ConsistentRead": True, **only})["Keys"].append(k)
+            unprocessed = retry.Backoff(retry.UNPROCESSED_KEYS)
+            while True:
+                try:
+                    response = self.client.batch_get_item(RequestItems=pending)
+                except Exception as exc:
+                    raise translate(exc, where) from None
+                for table, items in response.get("Responses", {}).items():
+                    for item in items:
+                        found[(table, frozen_key({a: item[a] for a in key_names[table]}))] = item
+                pending = response.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+                left = sum(len(request.get("Keys", ())) for request in pending.values())
+                if not unprocessed.wait(f"{left} keys unprocessed", where=where):
+                    raise SinkError(f"{where} still unprocessed after {unprocessed.retries + 1} tries",
+                                    retryable=True)
+        return found
 
     def put(self, table: str, item: Mapping[str, Any], where: str) -> None:
         """Write one of the replicator's own records (a snapshot checkpoint, a pending reconcile), unconditionally:
@@ -245,6 +281,11 @@ class DynamoStore:
                 key = rule.source_key((a, from_attribute_value(item[a])) for a in rule.key_attrs)
                 if key is not None:
                     yield key
+
+
+def frozen_key(key: Mapping[str, Any]) -> frozenset[Any]:
+    """A DynamoDB key (wire form) as a dict key: binary values as bytes (boto3 may return them as bytearray)."""
+    return frozenset((a, kind, bytes(raw) if kind == "B" else raw) for a, v in key.items() for kind, raw in v.items())
 
 
 def _projection(attrs: Sequence[str], names: dict[str, str]) -> str:
@@ -412,29 +453,13 @@ class DynamoWriter(DynamoStore):
             raise translate(exc, f"state table {self.state_table} head of {key!r}") from None
 
     def head_versions(self, keys: Sequence[tuple[str, bytes]]) -> list[int]:
-        """The head versions of up to 100 distinct (rule name, key)s in one BatchGetItem (strongly consistent), -1
+        """The head versions of distinct (rule name, key)s (strongly consistent; one BatchGetItem per 100), -1
         where there is none. Raises a SinkError: retryable, or not when DynamoDB refused a key (too long, say)."""
         table = self.state_table
-        wanted = [requests.head_key(name, key) for name, key in keys]
-        pending: dict[str, Any] = {table: {"Keys": wanted, "ConsistentRead": True, "ProjectionExpression": "#k, #v",
-                                           "ExpressionAttributeNames": {"#k": "k", "#v": "v"}}}
-        found: dict[bytes, int] = {}
-        unprocessed = retry.Backoff(retry.UNPROCESSED_KEYS)
-        while True:
-            try:
-                response = self.client.batch_get_item(RequestItems=pending)
-            except Exception as exc:
-                raise translate(exc, f"state table {table}: head versions") from None
-            for item in response.get("Responses", {}).get(table, []):
-                found[bytes(item["k"]["B"])] = int(item["v"]["N"])
-            pending = response.get("UnprocessedKeys") or {}
-            if not pending:
-                return [found.get(bytes(k["k"]["B"]), EMPTY_STATE.version) for k in wanted]
-            # DynamoDB could not read them all yet (throttled, or over its response size): ask for the rest again.
-            left = sum(len(request.get("Keys", ())) for request in pending.values())
-            if not unprocessed.wait(f"{left} head versions unprocessed", table=table):
-                raise SinkError(f"state table {table}: head versions still unprocessed after "
-                                f"{unprocessed.retries + 1} tries", retryable=True)
+        wanted = [(table, requests.head_key(name, key)) for name, key in keys]
+        found = self.batch_get(wanted, f"state table {table}: head versions", attrs=("k", "v"))
+        return [int(item["v"]["N"]) if (item := found.get((table, frozen_key(k)))) else EMPTY_STATE.version
+                for _table, k in wanted]
 
 
 def _transactional(request: dict[str, Any], write: ItemWrite) -> dict[str, Any]:
@@ -497,7 +522,8 @@ def live_filter(rule: Rule) -> tuple[str, dict[str, str]]:
 _POISON_REASONS = {"ValidationError": "ValidationException",
                    "ItemCollectionSizeLimitExceeded": "ItemCollectionSizeLimitExceededException"}
 #: Cancellation reasons that pass: throttling and conflicts with other writers.
-_RETRYABLE_REASONS = {"ThrottlingError", "ProvisionedThroughputExceeded", "TransactionConflict", "RequestLimitExceeded"}
+RETRYABLE_CANCELLATIONS = {"ThrottlingError", "ProvisionedThroughputExceeded", "TransactionConflict",
+                           "RequestLimitExceeded"}
 
 
 def _cancellation_outcomes(pending: list[int], reasons: list[dict[str, str]], writes: list[ItemWrite],
@@ -507,7 +533,7 @@ def _cancellation_outcomes(pending: list[int], reasons: list[dict[str, str]], wr
     Raises a retryable SinkError when any reason is throttling or a conflict: the whole transaction is tried again.
     """
     codes = [r.get("Code", "None") for r in reasons]
-    retry = sorted({code for code in codes if code in _RETRYABLE_REASONS})
+    retry = sorted({code for code in codes if code in RETRYABLE_CANCELLATIONS})
     if retry:
         if "ThrottlingError" in retry or "ProvisionedThroughputExceeded" in retry:
             metrics.DYNAMODB_THROTTLES.inc()
