@@ -237,6 +237,9 @@ def _kafka_properties(node: _KafkaNode, voters: str, log_dir: Path, partitions: 
         "broker.heartbeat.interval.ms=500",
         "replica.lag.time.max.ms=5000",
         "log.flush.interval.messages=100000",
+        # One broker is every partition's only replica: electing it is never unclean. Kafka 4.1's eligible leader
+        # replicas can drop it from the candidates across a restart and leave a partition without leader for good.
+        *(["unclean.leader.election.enable=true"] if brokers == 1 else []),
         "",
     ])
 
@@ -246,6 +249,17 @@ def _brokers_serving(bootstrap: str) -> int:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=3000)
     try:
         return len(admin.describe_cluster()["brokers"])
+    finally:
+        admin.close()
+
+
+def _leaderless(bootstrap: str) -> list[str]:
+    """The partitions of the cluster at ``bootstrap`` that have no leader (``topic[partition]``)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=3000)
+    try:
+        return [f"{topic['topic']}[{partition['partition_index']}]"
+                for topic in admin.describe_topics() for partition in topic["partitions"]
+                if partition["leader_id"] < 0]
     finally:
         admin.close()
 
@@ -465,7 +479,7 @@ class LocalStack:
 
     def revive(self, name: str) -> None:
         """Start a stopped or killed process again with the same command, port and data; waits until a Kafka node
-        serves again."""
+        serves again and every partition has a leader (a broker that answers but leads nothing is not back)."""
         process = self._process(name)
         with open(process.log_path, "ab") as out:
             process.popen = subprocess.Popen(process.argv, stdout=out, stderr=subprocess.STDOUT,
@@ -473,6 +487,8 @@ class LocalStack:
         node = self._kafka_node(name)
         if node is not None:
             self._wait(process, lambda: _brokers_serving(node.bootstrap) >= 1, 120, f"{name} after restart")
+            self._wait(process, lambda: not _leaderless(node.bootstrap), 60,
+                       f"every partition led again after {name}'s restart")
 
     def _process(self, name: str) -> _Process:
         process = next((p for p in self._processes if p.name == name), None)
