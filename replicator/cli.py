@@ -1,4 +1,4 @@
-"""``replicator`` command line: listen, apply, snapshot, dlq, replay, status, verify, plan, preflight, demo.
+"""``replicator`` command line: listen, apply, snapshot, dlq, replay, status, verify, plan, preflight, cutover, demo.
 
 Every command reads ``--config FILE`` (YAML) with ``REPLICATOR_<SECTION>_<FIELD>`` env overrides, logs JSON to
 stderr, and stops cleanly on SIGTERM/SIGINT (stop reading, finish and commit the batch in flight, flush the producer).
@@ -194,6 +194,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cutover(args: argparse.Namespace) -> int:
+    config = _config(args)
+    steps = pipeline.cutover(pipeline.context(config))
+    if args.action != "status" and args.action != "abort" and args.share is None:
+        raise ConfigError(f"cutover {args.action} needs --share P (the percentage of owners at or past the stage)")
+    if args.action == "shadow":
+        print(f"epoch {steps.shadow(args.share).epoch}: {args.share:g}% of the owners in shadow (clients follow "
+              f"within {config.cutover.refresh_s:g}s)")
+    elif args.action == "switch":
+        steps.switch(args.share, timeout_s=args.timeout)
+    elif args.action == "complete":
+        print(f"epoch {steps.complete(args.share).epoch}: {args.share:g}% of the owners complete; Redis is no longer "
+              "written for them")
+    elif args.action == "abort":
+        print(f"epoch {steps.abort().epoch}: no switch in progress")
+    for line in steps.status().lines():
+        print(line)
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
 
 
@@ -323,6 +343,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="first record at or after this time (UTC unless an offset is given)")
     where.add_argument("--by-duration", metavar="DURATION", help="this long ago, e.g. 2h, 90m, 7d")
     replay.set_defaults(fn=cmd_replay, quiet=True)
+    steps = sub.add_parser(
+        "cutover", help="move owners from Redis to DynamoDB, share by share: status, shadow, switch, complete",
+        description="Stages per owner: redis -> shadow -> dynamodb -> complete (see the README's 'Cutting over'). "
+                    "--share P is the percentage of owners the step leaves at or past its stage.")
+    steps.add_argument("action", choices=["status", "shadow", "switch", "complete", "abort"],
+                       help="abort: give up a switch whose command was killed (its owners go back to shadow)")
+    steps.add_argument("--config", "-c", required=True, help="YAML config file")
+    steps.add_argument("--share", type=float, metavar="P", help="percentage of owners (0-100)")
+    steps.add_argument("--timeout", type=float, default=600.0,
+                       help="seconds a switch may wait for clients and appliers before it gives up (default 600)")
+    steps.set_defaults(fn=cmd_cutover, quiet=True)
     status_ = sub.add_parser("status", help="lag per partition, last event times, members and DLQ size of the group")
     _group_arguments(status_)
     status_.set_defaults(fn=cmd_status, quiet=True)

@@ -452,8 +452,10 @@ class ShadowRedis(RedisShaped):
         self._last_sample = 0.0
 
     @classmethod
-    def from_config(cls, redis_client: Any, config: str | os.PathLike[str] | Config) -> ShadowRedis:
-        """Redis as it is, DynamoDB and the applier group's progress from the replicator's config."""
+    def from_config(cls, redis_client: Any, config: str | os.PathLike[str] | Config,
+                    dynamo: RedisShaped | None = None) -> ShadowRedis:
+        """Redis as it is, DynamoDB (unless given) and the applier group's progress from the replicator's
+        config."""
         loaded = config if isinstance(config, Config) else load_config(config)
         try:
             progress: GroupProgress | None = GroupOffsets(loaded.kafka, loaded.kafka.topic, loaded.kafka.group_id)
@@ -461,7 +463,7 @@ class ShadowRedis(RedisShaped):
             log.warning("shadow reads without the appliers' progress: differences settle by time only",
                         extra={"kv": {"error": str(exc)}})
             progress = None
-        return cls(redis_client, DynamoRedis.from_config(loaded), progress)
+        return cls(redis_client, dynamo or DynamoRedis.from_config(loaded), progress)
 
     # -- the application's calls ---------------------------------------------------------------------------------
 

@@ -62,5 +62,12 @@ SHADOW_READS = Counter(
     "replicator_shadow_reads_total", "Shadow reads (Redis answer compared with DynamoDB's), by result.",
     ["command", "result"],
 )
+CUTOVER_HOLD_SECONDS = Histogram(
+    "replicator_cutover_hold_seconds", "How long a write to an owner being switched was held.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+)
+CUTOVER_MIRROR_FAILURES = Counter(
+    "replicator_cutover_mirror_failures_total", "Writes DynamoDB took for a switched owner that Redis did not.",
+)
 VERIFY_DRIFT_KEYS = Gauge("replicator_verify_drift_keys", "Keys that differ between Redis and DynamoDB.", ["kind"])
 

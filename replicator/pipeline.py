@@ -12,6 +12,7 @@ import redis
 from kafka import KafkaConsumer
 from redis.cluster import RedisCluster
 
+from replicator.adapters.dynamodb.cutover import ControlStore, PlanWatch
 from replicator.adapters.dynamodb.store import DynamoStore, DynamoWriter, make_client
 from replicator.adapters.dynamodb.tables import check_tables, create_tables
 from replicator.adapters.kafka import broker
@@ -30,6 +31,7 @@ from replicator.core.mapping import RuleSet, compile_rules
 from replicator.snapshot.checkpoints import Checkpoints
 from replicator.snapshot.loader import SnapshotLoader, scan_and_capture
 from replicator.tools import preflight
+from replicator.tools.cutover import Cutover
 
 log = logging.getLogger(__name__)
 
@@ -184,5 +186,16 @@ def applier(ctx: Context, group_id: str | None = None) -> Applier:
     )
     writer = DynamoWriter(client, ctx.rules, cfg.tombstones, cfg.dynamodb.state_table)
     dead_letters = DeadLetters(cfg.kafka, cfg.kafka.topic)
+    plan = PlanWatch(ControlStore(client, cfg.dynamodb.state_table, cfg.tombstones.ttl_attribute),
+                     cfg.cutover.refresh_s)
     return Applier(consumer, writer, ctx.rules, cfg.apply, dead_letters, cfg.kafka.topic,
-                   lag_interval_s=cfg.metrics.lag_interval_s)
+                   lag_interval_s=cfg.metrics.lag_interval_s, plan=plan.current)
+
+
+def cutover(ctx: Context, out: Callable[[str], None] = print) -> Cutover:
+    """The operator's cutover steps: the control record, the clients' heartbeats, Redis (for the switch's markers)
+    and the applier group's progress."""
+    cfg = ctx.config
+    client, _node, _db = redis_client(cfg)
+    control = ControlStore(dynamodb(ctx), cfg.dynamodb.state_table, cfg.tombstones.ttl_attribute)
+    return Cutover(control, group_offsets(ctx), client, out)

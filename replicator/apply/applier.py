@@ -37,6 +37,7 @@ from replicator.apply.sink import DynamoSink, Head, Result, WriteResult
 from replicator.core import failures
 from replicator.core.avro import EventCodec
 from replicator.core.config import ApplyConfig
+from replicator.core.cutover import Plan as CutoverPlan
 from replicator.core.errors import BrokerError
 from replicator.core.events import Op, Origin
 from replicator.core.mapping import ItemWrite, KeyState, RuleSet, plan_writes
@@ -99,8 +100,10 @@ class _Rebalance(ConsumerRebalanceListener):
 class Applier:
     def __init__(self, consumer: KafkaConsumer, writer: DynamoWriter, rules: RuleSet, config: ApplyConfig,
                  dead_letters: DeadLetters, topic: str, codec: EventCodec | None = None,
-                 lag_interval_s: float = 15.0) -> None:
+                 lag_interval_s: float = 15.0, plan: Callable[[], CutoverPlan] | None = None) -> None:
         self._consumer = consumer
+        #: The cutover plan as of at most a refresh ago: events of switched owners are skipped (the fence).
+        self._plan = plan
         self._config = config
         self._dead_letters = dead_letters
         self.topic = topic
@@ -255,7 +258,7 @@ class Applier:
         assembly = self._assembler.assemble(batch)
         for dead in assembly.dead:
             self._dead_letter(dead)
-        work = assembly.work
+        work = self._fence(assembly.work)
         self._load_states(work)
         writes: list[tuple[KeyWork, ItemWrite]] = []
         for w in work:
@@ -307,6 +310,24 @@ class Applier:
             result = "tombstoned" if w.event.op is Op.DELETE else "applied"
             metrics.EVENTS_APPLIED.labels(table=table, result=result).inc()
             metrics.END_TO_END_LATENCY.observe(max(0.0, now - w.event.captured_at_us / 1e6))
+
+    def _fence(self, work: list[KeyWork]) -> list[KeyWork]:
+        """Skip the events of owners switched to DynamoDB: the application writes their data there now, and Redis
+        (a warm copy, or written by someone who never switched) must not touch it. Native versions refuse such writes
+        anyway; the fence also keeps items the application has not written since the switch."""
+        plan = self._plan() if self._plan is not None else None
+        if plan is None or plan.dynamodb == 0:
+            return work
+        kept = []
+        for w in work:
+            if w.poison is None and plan.stage(w.event.owner).switched:
+                self._assembler.settled(w.record.partition, w.event.key, w.event.version)
+                if w.rule.is_collection:
+                    self._cache.forget(w.record.partition, w.rule.name, w.event.key)
+                metrics.EVENTS_APPLIED.labels(table=w.rule.table, result="switched").inc()
+            else:
+                kept.append(w)
+        return kept
 
     def _settle(self, w: KeyWork, result: WriteResult) -> None:
         if result.result is Result.POISON:

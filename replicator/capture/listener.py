@@ -18,6 +18,7 @@ from replicator.capture.reconcile import Reconciler
 from replicator.capture.watch import ServerMarks, read_marks, unannounced_change
 from replicator.core.batching import batches
 from replicator.core.config import CaptureConfig
+from replicator.core.cutover import MARK_PREFIX
 from replicator.core.errors import ReplicatorError, SourceError
 from replicator.core.events import Origin
 from replicator.core.mapping import RuleSet
@@ -109,7 +110,7 @@ class NodeListener:
         return self._healing.reconciles if self._healing else 0
 
     def channels(self) -> list[bytes]:
-        return [self._prefix + glob for glob in self._rules.globs()]
+        return [self._prefix + glob for glob in (*self._rules.globs(), MARK_PREFIX + b"*")]
 
     def run(self, stop: threading.Event, gap: str = GAP_START) -> None:
         """Capture until ``stop`` is set; then publish what is pending and flush the publisher.
@@ -188,11 +189,14 @@ class NodeListener:
         batch_size = self._config.batch_size
         first_at = 0.0
         prefix = len(self._prefix)
+        mark = self._prefix + MARK_PREFIX
         while not stop.is_set():
             timeout = 0.1 if not pending else max(0.0, first_at + window - time.monotonic())
             channel = _next_channel(pubsub, timeout)
             while channel is not None:
-                if channel:
+                if channel.startswith(mark):
+                    self._acknowledge(channel[prefix:], pending)
+                elif channel:
                     if not pending:
                         first_at = time.monotonic()
                     pending[channel[prefix:]] = None
@@ -209,6 +213,15 @@ class NodeListener:
                 return  # run() raises it
         if pending:
             self.capture(list(pending), Origin.LIVE)
+
+    def _acknowledge(self, marker: bytes, pending: dict[bytes, None]) -> None:
+        """A cutover switch's marker (:func:`replicator.tools.cutover.mark`): every change this node announced before
+        it is published and acknowledged once the marker is gone, so the switch can note its watermark after it."""
+        if pending:
+            self.capture(list(pending), Origin.LIVE)
+            pending.clear()
+        self._publisher.flush()
+        self._client.delete(marker)
 
     def capture(self, keys: list[bytes], origin: Origin) -> int:
         return self._capture.capture(keys, origin)
@@ -262,6 +275,15 @@ class _Healed(Protocol):
     node: str
 
     def rescan(self, should_stop: Callable[[], bool]) -> tuple[int, int]: ...
+
+    def _acknowledge(self, marker: bytes, pending: dict[bytes, None]) -> None:
+        """A cutover switch's marker (:func:`replicator.tools.cutover.mark`): every change this node announced before
+        it is published and acknowledged once the marker is gone, so the switch can note its watermark after it."""
+        if pending:
+            self.capture(list(pending), Origin.LIVE)
+            pending.clear()
+        self._publisher.flush()
+        self._client.delete(marker)
 
     def capture(self, keys: list[bytes], origin: Origin) -> int: ...
 

@@ -287,6 +287,24 @@ class MetricsConfig(_Frozen):
     lag_interval_s: float = Field(default=15.0, ge=0.1, le=3600)
 
 
+class CutoverConfig(_Frozen):
+    """The owner-by-owner cutover (``replicator cutover``, ``replicator.cutover.MigratingRedis``)."""
+
+    #: How often clients and appliers read the control record: a step takes effect within it.
+    refresh_s: float = Field(default=2.0, gt=0, le=300)
+    #: How long a client holds a write to an owner being switched before a retryable TryAgainError.
+    hold_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    #: How long a client's heartbeat counts: a client silent for longer (killed, partitioned) is not waited for.
+    heartbeat_ttl_s: float = Field(default=15.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _heartbeat_outlives_refresh(self) -> CutoverConfig:
+        if self.heartbeat_ttl_s <= 2 * self.refresh_s:
+            raise ValueError(f"heartbeat_ttl_s ({self.heartbeat_ttl_s:g}) must be more than twice refresh_s "
+                             f"({self.refresh_s:g}): a live client would otherwise drop out between two heartbeats")
+        return self
+
+
 class Config(_Frozen):
     redis: RedisConfig = RedisConfig()
     kafka: KafkaConfig = KafkaConfig()
@@ -295,6 +313,7 @@ class Config(_Frozen):
     apply: ApplyConfig = ApplyConfig()
     tombstones: TombstoneConfig = TombstoneConfig()
     metrics: MetricsConfig = MetricsConfig()
+    cutover: CutoverConfig = CutoverConfig()
     tables: dict[str, TableConfig] = Field(default_factory=dict)
     rules: list[RuleConfig] = Field(default_factory=list)
     default: DefaultRuleConfig | None = None

@@ -35,7 +35,7 @@ LAYERS = [
     ("replicator.adapters.redis", 3), ("replicator.adapters.kafka", 3), ("replicator.adapters.dynamodb", 3),
     ("replicator.capture", 4), ("replicator.snapshot", 4), ("replicator.apply", 4), ("replicator.read", 4),
     ("replicator.dynamo_redis", 4),
-    ("replicator.tools", 5),
+    ("replicator.tools", 5), ("replicator.cutover", 5),
     ("replicator.pipeline", 6),
     ("replicator.local", 7),
     ("replicator.cli", 8),

@@ -1,0 +1,201 @@
+"""``replicator cutover``: the operator's steps of the owner-by-owner cutover, and where it stands.
+
+A switch (``switch --share P``) is exact because of what it waits for, in this order:
+
+1. the new plan marks the owners from the switched share up to P ``switching``: clients hold their writes;
+2. every live client reports that epoch (a client's heartbeat names the oldest epoch any of its commands still runs
+   on, so a Redis write that started before the hold has ended);
+3. a marker key is written to every Redis primary; each listener deletes it once everything that node announced
+   before it is published and acknowledged (the last Redis writes of the held owners among it);
+4. the change topic's end offsets are noted and the appliers must commit past them: DynamoDB then holds the held
+   owners' last Redis states;
+5. the owners become ``dynamodb``: clients write DynamoDB, appliers skip their events.
+
+Interrupted (Ctrl-C, a timeout, a failure) before step 5, the held owners go back to ``shadow``: Redis is still
+their truth, nothing was written to DynamoDB for them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.cluster import RedisCluster
+
+from replicator.adapters.dynamodb.cutover import ControlStore
+from replicator.core.cutover import MARK_PREFIX, CutoverError, Heartbeat, Plan, lagging
+from replicator.core.watermark import GroupProgress, Watermark
+
+#: How long a listener has to acknowledge a switch's marker before the switch gives up (and releases its hold).
+MARK_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Status:
+    plan: Plan
+    clients: list[Heartbeat]
+    now: float
+    lag: int | None  # events the appliers have not committed, None when Kafka could not be read
+
+    def lines(self) -> list[str]:
+        plan = self.plan
+        shares = [("complete", plan.complete), ("dynamodb", plan.dynamodb - plan.complete)]
+        if plan.switching is not None:
+            shares.append(("switching (writes held)", plan.switching - plan.dynamodb))
+        shares += [("shadow", plan.shadow - max(plan.dynamodb, plan.switching or 0)), ("redis", 100 - plan.shadow)]
+        out = [f"plan: epoch {plan.epoch}"]
+        out += [f"  {name:<24} {share:g}% of owners" for name, share in shares if share > 0]
+        live = [h for h in self.clients if h.live(self.now)]
+        out.append(f"clients: {len(live)} live" + (f", {len(self.clients) - len(live)} expired"
+                                                    if len(live) < len(self.clients) else ""))
+        for h in live:
+            behind = " (behind: still acting on an older plan)" if h.epoch < plan.epoch else ""
+            out.append(f"  {h.instance}: epoch {h.epoch}, seen {self.now - h.at:.1f}s ago{behind}")
+        out.append("appliers: " + ("lag unknown (Kafka unreadable)" if self.lag is None
+                                   else f"{self.lag} event(s) not yet committed"))
+        out.append(f"verdict: {self.verdict()}")
+        return out
+
+    def verdict(self) -> str:
+        plan = self.plan
+        waiting = lagging(self.clients, plan.epoch, self.now)
+        if plan.switching is not None:
+            return (f"a switch up to {plan.switching:g}% is in progress"
+                    + (f"; waiting for {', '.join(h.instance for h in waiting)}" if waiting else ""))
+        if waiting:
+            return f"clients on an older plan: {', '.join(h.instance for h in waiting)} (they refresh within seconds)"
+        if plan.shadow == 0:
+            return "ready: start shadow reads (`cutover shadow --share 100`)"
+        if plan.dynamodb < plan.shadow:
+            return f"ready to switch up to {plan.shadow:g}% (`cutover switch --share P`)"
+        if plan.complete < plan.dynamodb:
+            return "ready to complete (`cutover complete --share P`) once the switched owners are verified"
+        return "ready: shadow more owners" if plan.shadow < 100 else "complete: every owner is on DynamoDB"
+
+
+class Cutover:
+    """The steps, on the control record, the clients' heartbeats, Redis (markers) and the applier group."""
+
+    def __init__(self, control: ControlStore, progress: GroupProgress | None, redis_client: Any,
+                 out: Callable[[str], None] = print, poll_s: float = 0.2) -> None:
+        self._control = control
+        self._progress = progress
+        self._redis = redis_client
+        self._out = out
+        self._poll_s = poll_s
+
+    def status(self) -> Status:
+        lag = None
+        if self._progress is not None:
+            try:
+                lag = Watermark(self._progress.end()).remaining(self._progress.committed())
+            except Exception:  # status shows what it can
+                lag = None
+        return Status(self._control.plan(), self._control.heartbeats(), time.time(), lag)
+
+    def shadow(self, percent: float) -> Plan:
+        return self._step(lambda plan: plan.with_shadow(percent))
+
+    def complete(self, percent: float) -> Plan:
+        return self._step(lambda plan: plan.with_complete(percent))
+
+    def abort(self) -> Plan:
+        """Give up a switch left in progress (its command was killed): the held owners go back to shadow."""
+        return self._step(lambda plan: plan.released() if plan.switching is not None else plan)
+
+    def switch(self, percent: float, timeout_s: float = 600.0, stop: threading.Event | None = None) -> Plan:
+        """Move the owners up to ``percent`` to ``dynamodb`` (see the module docstring). Returns the final plan."""
+        stop = stop or threading.Event()
+        started = time.monotonic()
+        held = self._step(lambda plan: plan.holding(percent))
+        self._out(f"epoch {held.epoch}: writes of owners up to {percent:g}% held")
+        try:
+            deadline = started + timeout_s
+            self._wait_clients(held.epoch, deadline, stop)
+            self._mark_listeners(min(deadline, time.monotonic() + MARK_TIMEOUT_S), stop)
+            self._wait_appliers(deadline, stop)
+            done = self._step(lambda plan: plan.switched(), expect=held)
+        except BaseException:
+            released = self._step(lambda plan: plan.released(), expect=held)
+            self._out(f"epoch {released.epoch}: switch abandoned; the held owners are back in shadow on Redis")
+            raise
+        self._out(f"epoch {done.epoch}: owners up to {percent:g}% switched to DynamoDB; writes were held "
+                  f"{time.monotonic() - started:.2f}s")
+        return done
+
+    # -- the waits -----------------------------------------------------------------------------------------------
+
+    def _wait_clients(self, epoch: int, deadline: float, stop: threading.Event) -> None:
+        shown = None
+        while True:
+            waiting = lagging(self._control.heartbeats(), epoch, time.time())
+            if not waiting:
+                return
+            names = ", ".join(f"{h.instance} (epoch {h.epoch})" for h in waiting)
+            if names != shown:
+                self._out(f"waiting for clients on an older plan: {names}")
+                shown = names
+            self._pause(deadline, stop, f"clients still on an older plan: {names}")
+
+    def _mark_listeners(self, deadline: float, stop: threading.Event) -> None:
+        markers = []
+        for client, name in _primaries(self._redis):
+            marker = MARK_PREFIX + uuid.uuid4().hex.encode() + _tag_for(self._redis, name)
+            client.set(marker, b"1", px=int(MARK_TIMEOUT_S * 10_000))  # gone by itself if nobody listens
+            client.pexpire(marker, int(MARK_TIMEOUT_S * 10_000))  # a generic event: announced whatever the rules
+            markers.append((client, name, marker))
+        for client, name, marker in markers:
+            while client.exists(marker):
+                self._pause(deadline, stop, f"the listener of {name} did not take the switch's marker "
+                                            f"({marker.decode()}): is it running?")
+        self._out("listeners: every change announced before the hold is published")
+
+    def _wait_appliers(self, deadline: float, stop: threading.Event) -> None:
+        if self._progress is None:
+            raise CutoverError("cannot read the applier group's progress: a switch needs Kafka")
+        watermark = Watermark(self._progress.end())
+        shown = -1
+        while (left := watermark.remaining(self._progress.committed())) > 0:
+            if left != shown:
+                self._out(f"appliers: {left} event(s) to commit before the switch")
+                shown = left
+            self._pause(deadline, stop, f"the appliers still have {left} event(s) to commit")
+        self._out("appliers: DynamoDB holds every change published before the hold")
+
+    def _pause(self, deadline: float, stop: threading.Event, waiting_for: str) -> None:
+        if time.monotonic() >= deadline:
+            raise CutoverError(f"switch timed out: {waiting_for}")
+        if stop.wait(self._poll_s):
+            raise CutoverError(f"switch interrupted while {waiting_for}")
+
+    def _step(self, change: Callable[[Plan], Plan], expect: Plan | None = None) -> Plan:
+        current = self._control.plan()
+        if expect is not None and current.epoch != expect.epoch:
+            raise CutoverError(f"the plan moved to epoch {current.epoch} during the switch (another operator?)")
+        new = change(current)
+        if new.epoch != current.epoch:
+            self._control.replace(current, new)
+        return new
+
+
+def _primaries(client: Any) -> list[tuple[Any, str]]:
+    """Where markers go: the cluster client once per primary (keys tagged to land on it), else the one server."""
+    if isinstance(client, RedisCluster):
+        return [(client, node.name) for node in client.get_primaries()]
+    kwargs = client.connection_pool.connection_kwargs
+    return [(client, f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}")]
+
+
+def _tag_for(client: Any, node_name: str) -> bytes:
+    """A hash tag whose slot the primary ``node_name`` serves (empty outside a cluster)."""
+    if not isinstance(client, RedisCluster):
+        return b""
+    for i in range(100_000):
+        tag = b"{m%d}" % i
+        if client.get_node_from_key(tag).name == node_name:
+            return tag
+    raise CutoverError(f"no hash slot found for cluster node {node_name}")

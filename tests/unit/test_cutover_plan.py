@@ -1,0 +1,69 @@
+"""The cutover plan: stages by a stable hash share, nested shares, steps refused with a reason, heartbeats."""
+
+from __future__ import annotations
+
+import pytest
+
+from replicator.core.cutover import CutoverError, Heartbeat, Plan, Stage, lagging, position
+
+OWNERS = [b"user%05d" % i for i in range(20_000)]
+
+
+def _stages(plan: Plan) -> dict[bytes, Stage]:
+    return {o: plan.stage(o) for o in OWNERS}
+
+
+def test_a_share_is_about_that_share_of_the_owners_and_stays_the_same_owners_as_it_grows():
+    plan = Plan().with_shadow(100)
+    ten = plan.holding(10).switched()
+    fifty = ten.with_shadow(100).holding(50).switched()
+    switched_10 = {o for o, s in _stages(ten).items() if s is Stage.DYNAMODB}
+    switched_50 = {o for o, s in _stages(fifty).items() if s is Stage.DYNAMODB}
+    assert 0.09 < len(switched_10) / len(OWNERS) < 0.11
+    assert 0.48 < len(switched_50) / len(OWNERS) < 0.52
+    assert switched_10 <= switched_50
+    assert position(b"user00001") == position(b"user00001")  # not Python's salted hash
+
+
+def test_the_stages_of_a_switch_in_progress_and_after_it():
+    plan = Plan().with_shadow(60).holding(20)
+    assert plan.epoch == 2
+    assert {s for o, s in _stages(plan).items() if position(o) < 0.2} == {Stage.SWITCHING}
+    assert {s for o, s in _stages(plan).items() if 0.2 <= position(o) < 0.6} == {Stage.SHADOW}
+    assert {s for o, s in _stages(plan).items() if position(o) >= 0.6} == {Stage.REDIS}
+    done = plan.switched()
+    assert done.epoch == 3 and done.switching is None and done.dynamodb == 20
+    assert {s for o, s in _stages(done).items() if position(o) < 0.2} == {Stage.DYNAMODB}
+    released = plan.released()
+    assert released.dynamodb == 0 and {s for o, s in _stages(released).items() if position(o) < 0.2} == {Stage.SHADOW}
+    complete = done.with_complete(5)
+    assert {s for o, s in _stages(complete).items() if position(o) < 0.05} == {Stage.COMPLETE}
+    assert Stage.COMPLETE.switched and Stage.DYNAMODB.switched and not Stage.SWITCHING.switched
+
+
+@pytest.mark.parametrize(("step", "says"), [
+    (lambda p: p.holding(80), "only 50% of the owners are in shadow"),
+    (lambda p: p.holding(20), "already switched"),
+    (lambda p: p.with_shadow(10), "cutover back"),
+    (lambda p: p.with_complete(40), "only 30% of the owners are switched"),
+    (lambda p: p.with_complete(10).with_complete(5), "cannot go back"),
+    (lambda p: p.holding(40).with_shadow(100), "in progress"),
+    (lambda p: p.switched(), "no switch"),
+    (lambda p: p.with_shadow(101), "0 to 100"),
+])
+def test_steps_that_cannot_be_taken_say_why(step, says):
+    plan = Plan().with_shadow(50).holding(30).switched()
+    with pytest.raises(CutoverError, match=says):
+        step(plan)
+
+
+def test_the_record_round_trips():
+    plan = Plan().with_shadow(75.5).holding(12.5)
+    assert Plan.from_json(plan.to_json()) == plan
+    assert Plan().trivial and not plan.trivial
+
+
+def test_a_switch_waits_for_live_clients_on_an_older_epoch_only():
+    beats = [Heartbeat("a", 3, 100.0, 115.0), Heartbeat("b", 2, 100.0, 115.0), Heartbeat("dead", 1, 80.0, 95.0)]
+    assert [h.instance for h in lagging(beats, 3, now=101.0)] == ["b"]
+    assert lagging(beats, 2, now=101.0) == []
