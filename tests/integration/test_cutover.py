@@ -1,0 +1,287 @@
+"""The cutover, owner by owner, under live traffic: shadow, switch 10 → 50 → 100 %, and nothing replicated afterwards
+(an intruder's Redis write, a replay from the beginning, a snapshot) changes what the application wrote.
+
+The application is two ``MigratingRedis`` instances, each driven by its own thread over its own owners, and every
+command that succeeded is also run on an in-memory model of Redis (the pure command core): the model is what the
+application wrote, whichever store took it. Each read the application makes is compared with the model as it
+happens (a read of a switched owner answered from DynamoDB must already see every write, a read of a held owner must
+see Redis' last state), and at the end both stores are compared with the model completely.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+from prometheus_client import REGISTRY
+from redis.commands.core import DataAccessCommands
+
+from replicator import pipeline
+from replicator.adapters.dynamodb.cutover import ControlStore
+from replicator.adapters.dynamodb.tables import create_tables
+from replicator.core.cutover import CutoverError, Stage, position
+from replicator.core.mapping import compile_rules
+from replicator.cutover import MigratingRedis
+from replicator.local.demo import Workload, canonical_number, dynamodb_view, redis_view
+from replicator.tools import replay
+from tests.redis_calls import InMemoryRedis
+from tests.support import (
+    Running,
+    clean_redis,
+    config_file,
+    ddb,
+    eventually,
+    fully_committed,
+    messaging_config,
+    messaging_table,
+    mirror_dynamodb_view,
+    mirror_redis_view,
+    run_cli,
+)
+
+pytestmark = pytest.mark.slow
+
+CUTOVER = {"refresh_s": 0.3, "heartbeat_ttl_s": 2.0, "hold_timeout_s": 20.0}
+
+
+def _counter(name: str, **labels: str) -> float:
+    return sum(s.value for f in REGISTRY.collect() for s in f.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+class Recorded(DataAccessCommands):  # type: ignore[misc]
+    """The application: commands through MigratingRedis (retried while held), then on the model once they succeed;
+    sorted-set reads are compared with the model's answer."""
+
+    def __init__(self, client: MigratingRedis, model: InMemoryRedis) -> None:
+        self.client, self.model = client, model
+        self.held = 0
+        self.wrong: list[tuple[Any, Any, Any]] = []
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        while True:
+            try:
+                answer = self.client.execute_command(*args, **options)
+                break
+            except redis.exceptions.TryAgainError:
+                self.held += 1
+        expected = self.model.execute_command(*args, **options)
+        if str(args[0]).upper() == "ZRANGE" and answer != expected:
+            self.wrong.append((args, answer, expected))
+        return answer
+
+
+def _traffic(app: Recorded, owners: list[str], seed: int, stop: threading.Event, steps: list[int]) -> None:
+    """The demo's messaging workload, in the commands its rules can hold once switched (a string rule keeps no TTL),
+    and a read of a sorted set after each write."""
+    rng = random.Random(seed)
+    clock = 1_800_000_000_000 + seed * 10_000_000
+    while not stop.is_set():
+        owner = rng.choice(owners)
+        opponent = f"peer{rng.randrange(12):03d}"
+        zset, meta = f"opponents:{owner}", f"meta:{owner}:{opponent}"
+        clock += rng.randint(1, 1000)
+        roll = rng.random()
+        if roll < 0.40:
+            app.zadd(zset, {opponent: clock})
+        elif roll < 0.50:
+            app.zincrby(zset, 0.5, opponent)
+        elif roll < 0.62:
+            app.zrem(zset, opponent)
+        elif roll < 0.82:
+            app.set(meta, json.dumps({"nick": opponent, "unread": rng.randrange(100)}))
+        elif roll < 0.90:
+            app.delete(meta)
+        elif roll < 0.97:
+            session = f"session:{owner}"  # the default mirror: its TTL too
+            if rng.random() < 0.7:
+                app.set(session, f"token-{clock}", ex=rng.randint(600, 3600))
+            else:
+                app.persist(session)
+        else:
+            app.delete(zset)
+        app.zrange(f"opponents:{rng.choice(owners)}", 0, -1, withscores=True)
+        steps[0] += 1
+        stop.wait(0.002)
+
+
+def _model_views(model: InMemoryRedis) -> tuple[dict, dict]:
+    """The model as dynamodb_view and mirror_dynamodb_view show a store."""
+    now = int(time.time() * 1000)
+    messaging: dict = {}
+    mirror: dict = {}
+    for key, entry in model.entries.items():
+        if not entry.alive(now):
+            continue
+        if key.startswith(b"opponents:"):
+            owner = key.split(b":", 1)[1].decode()
+            for member, score in entry.value.items():
+                messaging.setdefault((owner, member.decode()), {})["timestamp"] = canonical_number(repr(score))
+        elif key.startswith(b"meta:"):
+            _, owner, opponent = key.decode().split(":", 2)
+            messaging.setdefault((owner, opponent), {})["metadata"] = entry.value.decode()
+        else:
+            assert entry.kind == "string", key
+            mirror[key] = (entry.kind, entry.value, entry.expire_at_ms)
+    return messaging, mirror
+
+
+def _same_mirror(want: dict, got: dict) -> bool:
+    """Equal, expiries within 2 s (the model's clock is the test's, DynamoDB's the client's)."""
+    return set(want) == set(got) and all(
+        want[k][:2] == got[k][:2] and (want[k][2] is None) == (got[k][2] is None)
+        and (want[k][2] is None or abs(want[k][2] - got[k][2]) < 2000) for k in want)
+
+
+def test_owners_switch_share_by_share_under_live_traffic_and_nothing_replicated_undoes_the_application(
+        stack, uid):
+    r, client = clean_redis(stack), ddb(stack)
+    config = messaging_config(stack, uid, cutover=CUTOVER)
+    create_tables(client, compile_rules(config), config.dynamodb.state_table)
+    owners = [f"user{i:04d}" for i in range(40)]
+    seeding = Workload(r, owners=40, seed=5)
+    seeding.seed()
+    model = InMemoryRedis()
+    seeding_model = Workload(model, owners=40, seed=5)
+    seeding_model.seed()
+    out: list[str] = []
+    steps = pipeline.cutover(pipeline.context(config), out=out.append)
+    with Running(config) as run:
+        run.start_applier().start_listener()
+        apps = [Recorded(MigratingRedis(redis.Redis.from_url(stack.redis_url), config, client, instance=f"app-{i}"),
+                         model) for i in range(2)]
+        stop, counts = threading.Event(), [[0], [0]]
+        threads = [threading.Thread(target=_traffic, args=(apps[i], owners[i::2], 30 + i, stop, counts[i]),
+                                    daemon=True) for i in range(2)]
+        mismatches = _counter("replicator_shadow_reads_total", result="mismatch")
+        try:
+            for t in threads:
+                t.start()
+            steps.shadow(100)
+            eventually(lambda: min(c[0] for c in counts) > 300, 60, message="traffic in shadow")
+            status = steps.status()
+            assert {h.instance for h in status.clients if h.live(time.time())} >= {"app-0", "app-1"}
+
+            for share in (10, 50, 100):
+                mark = sum(c[0] for c in counts)
+                plan = steps.switch(share, timeout_s=120)
+                assert plan.dynamodb == share and plan.switching is None
+                eventually(lambda m=mark: sum(c[0] for c in counts) > m + 200, 60, message=f"traffic at {share}%")
+            eventually(lambda: "verdict: ready to complete" in "\n".join(steps.status().lines()), 10,
+                       message="status: ready to complete")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+        assert not any(t.is_alive() for t in threads)
+        assert [w for app in apps for w in app.wrong] == []
+        assert _counter("replicator_shadow_reads_total", result="mismatch") == mismatches
+        assert any("switched to DynamoDB; writes were held" in line for line in out), out
+
+        # Every owner is switched: what happens in Redis no longer reaches DynamoDB.
+        fenced = _counter("replicator_events_applied_total", result="switched")
+        r.set("meta:user0003:peer001", "intruder")
+        r.zadd("opponents:user0004", {"intruder": 1})
+        r.delete("opponents:user0005")
+        eventually(lambda: fully_committed(config), 60, message="the intruder's events consumed")
+        report = run.snapshot()
+        assert report.events_published > 40
+        eventually(lambda: fully_committed(config), 60, message="the snapshot consumed")
+    replay.reset_to_earliest(config.kafka, config.kafka.group_id, config.kafka.topic)
+    with Running(config) as run:
+        run.start_applier()
+        eventually(lambda: fully_committed(config), 120, message="the replay consumed")
+    assert _counter("replicator_events_applied_total", result="switched") > fenced + 40
+
+    state: dict[str, Any] = {}
+
+    def equal() -> bool:
+        want_messaging, want_mirror = _model_views(model)  # short TTLs of the workload pass meanwhile
+        state["messaging"] = dynamodb_view(client, messaging_table(config))
+        state["mirror"] = mirror_dynamodb_view(client, config.default.table)
+        return state["messaging"] == want_messaging and _same_mirror(want_mirror, state["mirror"])
+
+    try:
+        eventually(equal, 30, interval=0.5, message="DynamoDB equal to what the application wrote")
+    finally:
+        for app in apps:
+            app.client.close()
+    # Redis is the warm copy: equal too, but for what the intruder did there.
+    want_messaging, want_mirror = _model_views(model)
+    warm = {k: dict(v) for k, v in want_messaging.items()}
+    warm.setdefault(("user0003", "peer001"), {})["metadata"] = "intruder"
+    warm[("user0004", "intruder")] = {"timestamp": "1"}
+    for key in [k for k in warm if k[0] == "user0005"]:
+        warm[key].pop("timestamp", None)
+        if not warm[key]:
+            del warm[key]
+    assert redis_view(r) == warm
+    assert _same_mirror(want_mirror, {k: v for k, v in mirror_redis_view(r).items()})
+
+
+def test_a_switch_waits_for_a_client_on_an_older_plan_and_gives_up_to_shadow(stack, uid, tmp_path):
+    """A client that stops refreshing (a stuck process whose heartbeat still counts) holds a switch up: the switch
+    names it, times out and leaves the owners in shadow; once its heartbeat expires, nobody waits for it."""
+    r, client = clean_redis(stack), ddb(stack)
+    config = messaging_config(stack, uid, cutover=CUTOVER)
+    path = config_file(stack, uid, tmp_path, cutover=CUTOVER)
+    create_tables(client, compile_rules(config), config.dynamodb.state_table)
+    r.zadd("opponents:user0001", {"a": 1})
+    out: list[str] = []
+    steps = pipeline.cutover(pipeline.context(config), out=out.append)
+    control = ControlStore(client, config.dynamodb.state_table, config.tombstones.ttl_attribute)
+    with Running(config) as run:
+        run.start_applier().start_listener()
+        refused = run_cli("cutover", "switch", "--share", "50", "--config", str(path))
+        assert refused.returncode == 1 and "shadow them before switching" in refused.stderr, refused.stderr
+        shadowed = run_cli("cutover", "shadow", "--share", "100", "--config", str(path))
+        assert shadowed.returncode == 0, shadowed.stderr
+        assert "epoch 1: 100% of the owners in shadow" in shadowed.stdout
+        assert "ready to switch up to 100%" in shadowed.stdout, shadowed.stdout
+        stuck = MigratingRedis(redis.Redis.from_url(stack.redis_url), config, client, instance="stuck")
+        stuck._stop.set()  # its heartbeat thread ends: the last heartbeat stays until it expires
+        stuck._heart.join(5)
+        with pytest.raises(CutoverError, match="stuck"):
+            steps.switch(50, timeout_s=1.0)
+        assert any("waiting for clients on an older plan: stuck" in line for line in out), out
+        plan = control.plan()
+        assert plan.switching is None and plan.dynamodb == 0 and plan.shadow == 100
+        assert "stuck" in "\n".join(steps.status().lines())
+        eventually(lambda: steps.switch(50, timeout_s=60).dynamodb == 50, 30, interval=1.0,
+                   message="a switch once the stuck client's heartbeat expired")
+        assert control.plan().stage(b"user0001") is (Stage.DYNAMODB if position(b"user0001") < 0.5 else Stage.SHADOW)
+
+
+def test_a_command_across_stages_is_refused_and_a_held_write_times_out_retryably(stack, uid):
+    r, client = clean_redis(stack), ddb(stack)
+    config = messaging_config(stack, uid, cutover={**CUTOVER, "hold_timeout_s": 0.5})
+    create_tables(client, compile_rules(config), config.dynamodb.state_table)
+    control = ControlStore(client, config.dynamodb.state_table, config.tombstones.ttl_attribute)
+    plan = control.plan()
+    switched = plan.with_shadow(100).holding(50).switched()
+    control.replace(plan, switched)
+    inside = next(o for o in (b"user%04d" % i for i in range(100)) if switched.stage(o) is Stage.DYNAMODB)
+    outside = next(o for o in (b"user%04d" % i for i in range(100)) if switched.stage(o) is Stage.SHADOW)
+    app = MigratingRedis(redis.Redis.from_url(stack.redis_url), config, client)
+    try:
+        with pytest.raises(redis.exceptions.ResponseError, match="CROSSSTAGE"):
+            app.delete(b"meta:" + inside + b":x", b"meta:" + outside + b":x")
+        app.set(b"meta:" + inside + b":x", "dynamodb")
+        app.set(b"meta:" + outside + b":x", "redis")
+        assert r.get(b"meta:" + inside + b":x") == b"dynamodb"  # the warm copy
+        assert app.get(b"meta:" + outside + b":x") == b"redis"
+        holding = switched.with_shadow(100).holding(100)
+        control.replace(switched, holding)
+        eventually(lambda: app.plan().epoch == holding.epoch, 10, message="the client on the holding plan")
+        assert app.get(b"meta:" + outside + b":x") == b"redis"  # reads go on, from Redis
+        with pytest.raises(redis.exceptions.TryAgainError, match="TRYAGAIN"):
+            app.set(b"meta:" + outside + b":x", "held")
+        assert r.get(b"meta:" + outside + b":x") == b"redis"
+        assert app.set(b"meta:" + inside + b":x", "still dynamodb")  # switched owners are not held
+    finally:
+        app.close()
