@@ -28,6 +28,7 @@ from replicator.adapters.redis.reader import KeyCapture
 from replicator.capture.reconcile import PendingReconciles
 from replicator.core.batching import batches
 from replicator.core.config import Config, load_config
+from replicator.core.cutover import Stage
 from replicator.core.errors import ConfigError, ReplicatorError
 from replicator.core.events import Origin
 from replicator.local.demo import run_demo
@@ -223,13 +224,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
     offsets = pipeline.group_offsets(ctx)
     verifier = verify.Verifier(client, pipeline.dynamodb(ctx), ctx.rules, config.dynamodb.state_table,
                                config.capture.max_inline_members, node, db, progress=offsets)
+    plan_now = pipeline.cutover_plan(ctx)
+    if args.switched and args.repair:
+        raise ConfigError("verify --switched --repair: a switched owner's truth is DynamoDB, so there is nothing "
+                          "to repair from Redis (its events are fenced); `cutover back` re-bases owners on Redis")
+    owners, skipped_what = None, ""
+    if args.switched:
+        owners, skipped_what = (lambda o: plan_now.stage(o) is Stage.DYNAMODB), "of owners not switched"
+    elif plan_now.dynamodb > 0:
+        owners = lambda o: not plan_now.stage(o).switched  # noqa: E731
+        skipped_what = "of owners switched to DynamoDB (verify --switched compares their Redis copy)"
     options = verify.VerifyOptions(
         sample=args.sample, owner=args.owner.encode() if args.owner else None, settle_s=args.settle_seconds,
         rechecks=args.rechecks, workers=args.workers, max_keys_per_second=args.max_keys_per_second,
-        examples=args.examples)
+        examples=args.examples, owners=owners)
     progress = Progress("verify", args.sample or dbsize(client)) if _show_progress(args) else None
     try:
         report = verifier.run(options, _stop_on_signals(), progress)
+        report.skipped_what = skipped_what
     finally:
         if offsets is not None:
             offsets.close()
@@ -363,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "map it to, and report drift by kind. Tolerates live writes: differing keys are re-read before "
                     "they count. Exit 0 without drift, 1 with drift, 2 on a usage or config error.")
     check.add_argument("--config", "-c", required=True)
+    check.add_argument("--switched", action="store_true",
+                       help="during a cutover: compare only the owners switched to DynamoDB (their Redis copy "
+                            "against DynamoDB, the check `cutover back` needs); by default they are skipped")
     scope = check.add_mutually_exclusive_group()
     scope.add_argument("--sample", type=int, metavar="N", help="N random keys instead of all")
     scope.add_argument("--owner", metavar="ID", help="only this owner's keys")

@@ -183,6 +183,9 @@ class MigratingRedis(DataAccessCommands):  # type: ignore[misc]
     def _send(self, route: str, calls: list[tuple[tuple[Any, ...], dict[str, Any]]], answers: list[Any],
               places: Sequence[int]) -> None:
         target = {_REDIS: self._redis, _SHADOW: self._shadow, _DYNAMO: self._dynamo}[route]
+        if route == _DYNAMO:  # the same expiry in DynamoDB and in the warm copy, whenever each runs the write
+            now_ms = time.time_ns() // 1_000_000
+            calls = [(_absolute(args, now_ms), options) for args, options in calls]
         got = _pipelined(target, calls)
         for place, answer in zip(places, got, strict=True):
             answers[place] = answer
@@ -226,6 +229,16 @@ class MigratingRedis(DataAccessCommands):  # type: ignore[misc]
             epoch = min([plan.epoch, *self._running])
         now = time.time()
         self._control.beat(Heartbeat(self.instance, epoch, now, now + self._settings.heartbeat_ttl_s))
+
+
+def _absolute(args: tuple[Any, ...], now_ms: int) -> tuple[Any, ...]:
+    """``args`` with a relative expiry made absolute (see commands.absolute_expiry); the command name stays a str,
+    which redis-py's reply callbacks are looked up by."""
+    encoded = encode(args)
+    rewritten = commands.absolute_expiry(encoded, now_ms)
+    if rewritten is encoded or rewritten == encoded:
+        return args
+    return (rewritten[0].decode("latin-1"), *rewritten[1:])
 
 
 def _keys(args: list[bytes]) -> list[bytes]:

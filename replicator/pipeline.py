@@ -26,6 +26,7 @@ from replicator.capture.cluster_listener import ClusterListener
 from replicator.capture.listener import Collaborators, Listener
 from replicator.capture.reconcile import PendingReconciles, Reconciler
 from replicator.core.config import Config, mask_url
+from replicator.core.cutover import Plan
 from replicator.core.errors import ReplicatorError, SourceError
 from replicator.core.mapping import RuleSet, compile_rules
 from replicator.snapshot.checkpoints import Checkpoints
@@ -199,3 +200,9 @@ def cutover(ctx: Context, out: Callable[[str], None] = print) -> Cutover:
     client, _node, _db = redis_client(cfg)
     control = ControlStore(dynamodb(ctx), cfg.dynamodb.state_table, cfg.tombstones.ttl_attribute)
     return Cutover(control, group_offsets(ctx), client, out)
+
+
+def cutover_plan(ctx: Context) -> Plan:
+    """The cutover plan now (every owner on Redis when none was ever written)."""
+    cfg = ctx.config
+    return ControlStore(dynamodb(ctx), cfg.dynamodb.state_table, cfg.tombstones.ttl_attribute).plan()

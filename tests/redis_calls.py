@@ -60,6 +60,10 @@ def call_strategy(keys: Sequence[bytes], members: Sequence[bytes], families: fro
             st.builds(lambda k, t, flag: ("expire", (k, t), {flag: True} if flag else {}), key,
                       st.sampled_from([-5, 0, 5, 100, 100_000]), st.sampled_from([None, "nx", "xx", "gt", "lt"])),
             st.builds(lambda k, t: ("pexpire", (k, t), {}), key, st.sampled_from([-5, 0, 5_000, 100_000_000])),
+            # Absolute: long past, or the year 2100 (no wall clock inside a strategy).
+            st.builds(lambda k, t, flag: ("expireat", (k, t), {flag: True} if flag else {}), key,
+                      st.sampled_from([1, 4_102_444_800]), st.sampled_from([None, "nx", "xx", "gt", "lt"])),
+            st.builds(lambda k, t: ("pexpireat", (k, t), {}), key, st.sampled_from([1, 4_102_444_800_000])),
         ]
     if "string" in families:
         chosen += [

@@ -275,7 +275,7 @@ def _pttl(ks: _Keys, args: list[bytes]) -> Reply:
     return _ttl(ks, args[1], ms=True)
 
 
-def _expire(ks: _Keys, args: list[bytes], unit_ms: int) -> Reply:
+def _expire(ks: _Keys, args: list[bytes], unit_ms: int, absolute: bool = False) -> Reply:
     name = args[0].decode("latin-1").lower()
     amount = _int(args[2])
     flags = set()
@@ -287,12 +287,12 @@ def _expire(ks: _Keys, args: list[bytes], unit_ms: int) -> Reply:
     if (b"NX" in flags and len(flags) > 1) or (b"GT" in flags and b"LT" in flags):
         raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible"
                            if b"NX" in flags else "ERR GT and LT options at the same time are not compatible")
-    if abs(amount) > (INT64[1] - ks.now_ms) // unit_ms:
+    if abs(amount) > (INT64[1] - (0 if absolute else ks.now_ms)) // unit_ms:
         raise CommandError(f"ERR invalid expire time in '{name}' command")
     entry = ks.get(args[1])
     if entry is None:
         return 0
-    when = ks.now_ms + amount * unit_ms
+    when = amount * unit_ms + (0 if absolute else ks.now_ms)
     current = entry.expire_at_ms
     if (b"NX" in flags and current is not None) or (b"XX" in flags and current is None):
         return 0
@@ -313,6 +313,50 @@ def _expire_s(ks: _Keys, args: list[bytes]) -> Reply:
 @_command("PEXPIRE", "first", True, -3)
 def _pexpire(ks: _Keys, args: list[bytes]) -> Reply:
     return _expire(ks, args, 1)
+
+
+@_command("EXPIREAT", "first", True, -3)
+def _expireat(ks: _Keys, args: list[bytes]) -> Reply:
+    return _expire(ks, args, 1000, absolute=True)
+
+
+@_command("PEXPIREAT", "first", True, -3)
+def _pexpireat(ks: _Keys, args: list[bytes]) -> Reply:
+    return _expire(ks, args, 1, absolute=True)
+
+
+def absolute_expiry(args: list[bytes], now_ms: int) -> list[bytes]:
+    """The same write with its relative expiry made absolute at ``now_ms`` (SET EX/PX → PXAT, EXPIRE/PEXPIRE →
+    PEXPIREAT), so that two stores running it at different moments keep the same expiry; other commands, and
+    amounts a store would refuse, as they are (each store then refuses them in its own words)."""
+    name = args[0].upper() if args else b""
+    if name in (b"EXPIRE", b"PEXPIRE") and len(args) >= 3:
+        amount = _plain_int(args[2])
+        if amount is None:
+            return args
+        when = now_ms + amount * (1000 if name == b"EXPIRE" else 1)
+        return args if abs(when) > INT64[1] else [b"PEXPIREAT", args[1], b"%d" % when, *args[3:]]
+    if name == b"SET":
+        out = list(args)
+        for i in range(3, len(args) - 1):
+            word = args[i].upper()
+            if word in (b"EX", b"PX"):
+                amount = _plain_int(args[i + 1])
+                if amount is None or amount <= 0:
+                    return args
+                when = now_ms + amount * (1000 if word == b"EX" else 1)
+                if when > INT64[1]:
+                    return args
+                out[i], out[i + 1] = b"PXAT", b"%d" % when
+        return out
+    return args
+
+
+def _plain_int(raw: bytes) -> int | None:
+    try:
+        return _int(raw)
+    except CommandError:
+        return None
 
 
 @_command("PERSIST", "first", True, 2)

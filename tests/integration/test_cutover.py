@@ -139,9 +139,10 @@ def _same_mirror(want: dict, got: dict) -> bool:
 
 
 def test_owners_switch_share_by_share_under_live_traffic_and_nothing_replicated_undoes_the_application(
-        stack, uid):
+        stack, uid, tmp_path, request):
     r, client = clean_redis(stack), ddb(stack)
     config = messaging_config(stack, uid, cutover=CUTOVER)
+    path = config_file(stack, uid, tmp_path, cutover=CUTOVER)
     create_tables(client, compile_rules(config), config.dynamodb.state_table)
     owners = [f"user{i:04d}" for i in range(40)]
     seeding = Workload(r, owners=40, seed=5)
@@ -155,6 +156,8 @@ def test_owners_switch_share_by_share_under_live_traffic_and_nothing_replicated_
         run.start_applier().start_listener()
         apps = [Recorded(MigratingRedis(redis.Redis.from_url(stack.redis_url), config, client, instance=f"app-{i}"),
                          model) for i in range(2)]
+        for app in apps:
+            request.addfinalizer(app.client.close)
         stop, counts = threading.Event(), [[0], [0]]
         threads = [threading.Thread(target=_traffic, args=(apps[i], owners[i::2], 30 + i, stop, counts[i]),
                                     daemon=True) for i in range(2)]
@@ -206,11 +209,7 @@ def test_owners_switch_share_by_share_under_live_traffic_and_nothing_replicated_
         state["mirror"] = mirror_dynamodb_view(client, config.default.table)
         return state["messaging"] == want_messaging and _same_mirror(want_mirror, state["mirror"])
 
-    try:
-        eventually(equal, 30, interval=0.5, message="DynamoDB equal to what the application wrote")
-    finally:
-        for app in apps:
-            app.client.close()
+    eventually(equal, 30, interval=0.5, message="DynamoDB equal to what the application wrote")
     # Redis is the warm copy: equal too, but for what the intruder did there.
     want_messaging, want_mirror = _model_views(model)
     warm = {k: dict(v) for k, v in want_messaging.items()}
@@ -221,6 +220,16 @@ def test_owners_switch_share_by_share_under_live_traffic_and_nothing_replicated_
         if not warm[key]:
             del warm[key]
     assert redis_view(r) == warm
+
+    # verify leaves switched owners out; --switched compares their Redis copy and finds what the intruder did.
+    everyone = run_cli("verify", "--config", str(path), "--settle-seconds", "0.2", "--json")
+    assert everyone.returncode == 0, everyone.stdout + everyone.stderr
+    assert json.loads(everyone.stdout)["keys_checked"] == 0 and json.loads(everyone.stdout)["skipped_keys"] > 40
+    switched = run_cli("verify", "--config", str(path), "--settle-seconds", "0.2", "--switched")
+    assert switched.returncode == 1, switched.stdout + switched.stderr
+    assert "3 drifted" in switched.stdout, switched.stdout
+    for key in ("meta:user0003:peer001", "opponents:user0004", "opponents:user0005"):
+        assert key in switched.stdout, switched.stdout
     assert _same_mirror(want_mirror, {k: v for k, v in mirror_redis_view(r).items()})
 
 

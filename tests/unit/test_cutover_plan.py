@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from replicator.core import commands
 from replicator.core.cutover import CutoverError, Heartbeat, Plan, Stage, lagging, position
 
 OWNERS = [b"user%05d" % i for i in range(20_000)]
@@ -67,3 +68,17 @@ def test_a_switch_waits_for_live_clients_on_an_older_epoch_only():
     beats = [Heartbeat("a", 3, 100.0, 115.0), Heartbeat("b", 2, 100.0, 115.0), Heartbeat("dead", 1, 80.0, 95.0)]
     assert [h.instance for h in lagging(beats, 3, now=101.0)] == ["b"]
     assert lagging(beats, 2, now=101.0) == []
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    ([b"SET", b"k", b"v", b"EX", b"10"], [b"SET", b"k", b"v", b"PXAT", b"1010000"]),
+    ([b"set", b"k", b"v", b"nx", b"px", b"5"], [b"set", b"k", b"v", b"nx", b"PXAT", b"1000005"]),
+    ([b"EXPIRE", b"k", b"-5", b"GT"], [b"PEXPIREAT", b"k", b"995000", b"GT"]),
+    ([b"PEXPIRE", b"k", b"7"], [b"PEXPIREAT", b"k", b"1000007"]),
+    ([b"SET", b"k", b"v", b"EX", b"0"], [b"SET", b"k", b"v", b"EX", b"0"]),  # refused as it is, in Redis' words
+    ([b"EXPIRE", b"k", b"soon"], [b"EXPIRE", b"k", b"soon"]),
+    ([b"SET", b"k", b"v", b"KEEPTTL"], [b"SET", b"k", b"v", b"KEEPTTL"]),
+    ([b"ZADD", b"k", b"1", b"m"], [b"ZADD", b"k", b"1", b"m"]),
+])
+def test_a_mirrored_write_carries_the_expiry_dynamodb_got(args, expected):
+    assert commands.absolute_expiry(args, 1_000_000) == expected
