@@ -270,7 +270,8 @@ def test_alerts_and_the_dashboard_use_metrics_the_code_exports():
                            "ReplicatorNotificationGap", "ReplicatorCapturedButNotApplied"}
     (dashboard_map,) = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["labels"].get("grafana_dashboard")]
     dashboard = json.loads(dashboard_map["data"]["redis-dynamodb-replicator.json"])
-    panels = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    # Rows have no targets of their own; a collapsed row holds its panels.
+    panels = [t["expr"] for p in dashboard["panels"] for q in [p, *p.get("panels", [])] for t in q.get("targets", [])]
     exported = exported_metric_names()
     for expr in [*alerts.values(), *panels]:
         used = set(re.findall(r"\breplicator_[a-z_]+", expr))
