@@ -24,13 +24,10 @@ from replicator import __version__, health, logs, pipeline, retry
 from replicator.adapters.dynamodb.store import make_client, translate
 from replicator.adapters.kafka import broker, dead_letters
 from replicator.adapters.redis.cluster import dbsize
-from replicator.adapters.redis.reader import KeyCapture
 from replicator.capture.reconcile import PendingReconciles
-from replicator.core.batching import batches
 from replicator.core.config import Config, load_config
 from replicator.core.cutover import Stage
 from replicator.core.errors import ConfigError, ReplicatorError
-from replicator.core.events import Origin
 from replicator.local.demo import run_demo
 from replicator.tools import dlq, plan, preflight, replay, status, verify
 from replicator.tools.progress import Progress
@@ -208,8 +205,10 @@ def cmd_cutover(args: argparse.Namespace) -> int:
     elif args.action == "complete":
         print(f"epoch {steps.complete(args.share).epoch}: {args.share:g}% of the owners complete; Redis is no longer "
               "written for them")
+    elif args.action == "back":
+        steps.back(args.share, force=args.force, timeout_s=args.timeout)
     elif args.action == "abort":
-        print(f"epoch {steps.abort().epoch}: no switch in progress")
+        print(f"epoch {steps.abort().epoch}: no switch or back in progress")
     for line in steps.status().lines():
         print(line)
     return 0
@@ -248,15 +247,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if progress:
         progress.close()
     if args.repair and report.drifted_keys:
-        publisher = pipeline.publisher(ctx)
-        try:
-            # Every drifted key, whatever capture shard a listener of this config runs as.
-            capture = KeyCapture(client, ctx.rules, publisher, node, db,
-                                 config.capture.model_copy(update={"shard": 0, "shards": 1}))
-            report.repaired = sum(capture.capture(batch, Origin.REPAIR)
-                                  for batch in batches(report.drifted_keys, 500))
-        finally:
-            publisher.close()  # flushes: every repair event is acknowledged by Kafka before we say so
+        report.repaired = pipeline.repair(ctx, client, node, db, report.drifted_keys)
     if args.metrics_file:
         write_to_textfile(args.metrics_file, REGISTRY)
     print(verify.report_json(report) if args.json else report.format())
@@ -356,11 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--by-duration", metavar="DURATION", help="this long ago, e.g. 2h, 90m, 7d")
     replay.set_defaults(fn=cmd_replay, quiet=True)
     steps = sub.add_parser(
-        "cutover", help="move owners from Redis to DynamoDB, share by share: status, shadow, switch, complete",
+        "cutover", help="move owners from Redis to DynamoDB, share by share: status, shadow, switch, back, complete",
         description="Stages per owner: redis -> shadow -> dynamodb -> complete (see the README's 'Cutting over'). "
                     "--share P is the percentage of owners the step leaves at or past its stage.")
-    steps.add_argument("action", choices=["status", "shadow", "switch", "complete", "abort"],
-                       help="abort: give up a switch whose command was killed (its owners go back to shadow)")
+    steps.add_argument("action", choices=["status", "shadow", "switch", "back", "complete", "abort"],
+                       help="back: return switched owners to shadow (checked, re-based on Redis); abort: give up a "
+                            "switch or back whose command was killed")
+    steps.add_argument("--force", action="store_true",
+                       help="back: make DynamoDB follow Redis for keys whose warm copy differs, instead of refusing")
     steps.add_argument("--config", "-c", required=True, help="YAML config file")
     steps.add_argument("--share", type=float, metavar="P", help="percentage of owners (0-100)")
     steps.add_argument("--timeout", type=float, default=600.0,

@@ -5,8 +5,8 @@ the operator moves shares of owners with ``replicator cutover`` (see :mod:`repli
 without redeploying it:
 
 - ``redis``: the command goes to Redis; ``shadow``: to Redis, reads compared with DynamoDB (``ShadowRedis``);
-- ``switching``: reads go to Redis; writes are held until the switch ends (at most ``cutover.hold_timeout_s``,
-  then redis-py's ``TryAgainError``, which the application may retry);
+- ``switching`` (and ``returning``, while ``cutover back`` runs): reads go to Redis; writes are held until the step
+  ends (at most ``cutover.hold_timeout_s``, then redis-py's ``TryAgainError``, which the application may retry);
 - ``dynamodb``: the command runs on DynamoDB (``DynamoRedis``, native versions); a write DynamoDB took is then run on
   Redis too, best effort (``replicator_cutover_mirror_failures_total`` and a log line with the key when it fails),
   so that Redis stays a warm copy;
@@ -144,8 +144,7 @@ class MigratingRedis(DataAccessCommands):  # type: ignore[misc]
         while True:
             with self._lock:
                 plan = self._watch.current()
-                held = writing and any(self._stage(plan, k) is Stage.SWITCHING for args in encoded
-                                       for k in _keys(args))
+                held = writing and any(self._stage(plan, k).held for args in encoded for k in _keys(args))
                 if not held:
                     self._running[plan.epoch] += 1
                     if held_since is not None:
@@ -156,7 +155,7 @@ class MigratingRedis(DataAccessCommands):  # type: ignore[misc]
             if now - held_since >= self._settings.hold_timeout_s:
                 metrics.CUTOVER_HOLD_SECONDS.observe(now - held_since)
                 raise redis.exceptions.TryAgainError(
-                    "TRYAGAIN the owners of these keys are being switched to DynamoDB (writes held "
+                    "TRYAGAIN the owners of these keys are changing stores (cutover; writes held "
                     f"{self._settings.hold_timeout_s:g}s)")
             time.sleep(0.05)
             self._watch.current(fresh=True)

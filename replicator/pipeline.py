@@ -12,7 +12,7 @@ import redis
 from kafka import KafkaConsumer
 from redis.cluster import RedisCluster
 
-from replicator.adapters.dynamodb.cutover import ControlStore, PlanWatch
+from replicator.adapters.dynamodb.cutover import ControlStore, NativeGroups, PlanWatch
 from replicator.adapters.dynamodb.store import DynamoStore, DynamoWriter, make_client
 from replicator.adapters.dynamodb.tables import check_tables, create_tables
 from replicator.adapters.kafka import broker
@@ -25,14 +25,17 @@ from replicator.apply.applier import Applier
 from replicator.capture.cluster_listener import ClusterListener
 from replicator.capture.listener import Collaborators, Listener
 from replicator.capture.reconcile import PendingReconciles, Reconciler
+from replicator.core.batching import batches
 from replicator.core.config import Config, mask_url
 from replicator.core.cutover import Plan
 from replicator.core.errors import ReplicatorError, SourceError
+from replicator.core.events import Origin
 from replicator.core.mapping import RuleSet, compile_rules
 from replicator.snapshot.checkpoints import Checkpoints
 from replicator.snapshot.loader import SnapshotLoader, scan_and_capture
 from replicator.tools import preflight
-from replicator.tools.cutover import Cutover
+from replicator.tools.cutover import Cutover, Rebasing
+from replicator.tools.verify import Verifier, VerifyOptions
 
 log = logging.getLogger(__name__)
 
@@ -194,12 +197,37 @@ def applier(ctx: Context, group_id: str | None = None) -> Applier:
 
 
 def cutover(ctx: Context, out: Callable[[str], None] = print) -> Cutover:
-    """The operator's cutover steps: the control record, the clients' heartbeats, Redis (for the switch's markers)
-    and the applier group's progress."""
+    """The operator's cutover steps: the control record, the clients' heartbeats, Redis (for the switch's markers),
+    the applier group's progress, and for ``back`` the verifier, the native groups and a publisher of repairs."""
     cfg = ctx.config
-    client, _node, _db = redis_client(cfg)
-    control = ControlStore(dynamodb(ctx), cfg.dynamodb.state_table, cfg.tombstones.ttl_attribute)
-    return Cutover(control, group_offsets(ctx), client, out)
+    client, node, db = redis_client(cfg)
+    ddb = dynamodb(ctx)
+    offsets = group_offsets(ctx)
+
+    def drifted(owners: Callable[[bytes], bool]) -> list[bytes]:
+        verifier = Verifier(client, ddb, ctx.rules, cfg.dynamodb.state_table, cfg.capture.max_inline_members, node,
+                            db, progress=offsets)
+        report = verifier.run(VerifyOptions(owners=owners, settle_s=0.5, rechecks=2))
+        if report.errors:
+            raise ReplicatorError(f"comparing Redis with DynamoDB failed: {report.errors[0]}")
+        return report.drifted_keys + report.unsettled_keys
+
+    control = ControlStore(ddb, cfg.dynamodb.state_table, cfg.tombstones.ttl_attribute)
+    rebasing = Rebasing(drifted, NativeGroups(ddb, ctx.rules, cfg.dynamodb.state_table),
+                        lambda keys: repair(ctx, client, node, db, keys))
+    return Cutover(control, offsets, client, out, rebasing=rebasing)
+
+
+def repair(ctx: Context, client: Any, node: str, db: int, keys: list[bytes]) -> int:
+    """Publish ``keys``' current Redis states as REPAIR events (whatever capture shard a listener of this config runs
+    as); returns how many, every one acknowledged by Kafka."""
+    publisher_ = publisher(ctx)
+    try:
+        capture = KeyCapture(client, ctx.rules, publisher_, node, db,
+                             ctx.config.capture.model_copy(update={"shard": 0, "shards": 1}))
+        return sum(capture.capture(batch, Origin.REPAIR) for batch in batches(keys, 500))
+    finally:
+        publisher_.close()  # flushes: every repair event is acknowledged by Kafka before we say so
 
 
 def cutover_plan(ctx: Context) -> Plan:

@@ -5,6 +5,8 @@ Stages (LaunchDarkly's migration stages, the replicator playing the dual write):
 - ``redis``: Redis answers and takes the writes; replication keeps DynamoDB equal.
 - ``shadow``: Redis answers; DynamoDB's answers are compared (:class:`replicator.dynamo_redis.ShadowRedis`).
 - ``switching``: a switch is in progress: writes are held, reads come from Redis (nobody writes these owners now).
+- ``returning``: ``cutover back`` is in progress for switched owners: writes held, reads from Redis (checked equal
+  to DynamoDB first), while their items are re-based on replicated versions.
 - ``dynamodb``: DynamoDB answers and takes the writes (native versions); each accepted write is applied to Redis
   too, best effort, so that Redis stays a warm copy. Appliers skip these owners' events (the fence).
 - ``complete``: DynamoDB only.
@@ -39,11 +41,17 @@ class Stage(str, Enum):
     SWITCHING = "switching"
     DYNAMODB = "dynamodb"
     COMPLETE = "complete"
+    RETURNING = "returning"
 
     @property
     def switched(self) -> bool:
         """DynamoDB is the truth for these owners: replicated events must not touch them."""
         return self in (Stage.DYNAMODB, Stage.COMPLETE)
+
+    @property
+    def held(self) -> bool:
+        """Writes wait: the owners are changing stores (reads come from Redis, equal to DynamoDB then)."""
+        return self in (Stage.SWITCHING, Stage.RETURNING)
 
 
 class CutoverError(ReplicatorError):
@@ -72,6 +80,7 @@ class Plan:
     dynamodb: float = 0.0
     complete: float = 0.0
     switching: float | None = None
+    returning: float | None = None
 
     def stage(self, owner: bytes) -> Stage:
         return self.stage_at(position(owner))
@@ -80,7 +89,7 @@ class Plan:
         if place < self.complete / 100:
             return Stage.COMPLETE
         if place < self.dynamodb / 100:
-            return Stage.DYNAMODB
+            return Stage.RETURNING if self.returning is not None and place >= self.returning / 100 else Stage.DYNAMODB
         if self.switching is not None and place < self.switching / 100:
             return Stage.SWITCHING
         if place < self.shadow / 100:
@@ -90,7 +99,7 @@ class Plan:
     @property
     def trivial(self) -> bool:
         """Every owner on Redis: clients need not look at owners at all."""
-        return self.shadow == 0 and self.switching is None
+        return self.shadow == 0 and self.switching is None and self.dynamodb == 0
 
     # -- the steps (each returns the next plan, epoch + 1) ------------------------------------------------------
 
@@ -126,6 +135,29 @@ class Plan:
         """A switch given up before its last step: the held owners are back in ``shadow``, Redis still the truth."""
         return replace(self, epoch=self.epoch + 1, switching=None)
 
+    def returning_to(self, percent: float) -> Plan:
+        """Step 1 of ``back --share P``: the switched owners above P hold their writes while they are checked and
+        re-based on Redis."""
+        _fraction(percent)
+        self._idle("back")
+        if percent >= self.dynamodb:
+            raise CutoverError(f"{self.dynamodb:g}% of the owners are switched; nothing to bring back above "
+                               f"{percent:g}%")
+        if percent < self.complete:
+            raise CutoverError(f"{self.complete:g}% of the owners are complete and cannot go back: Redis is stale "
+                               "for them (going back needs replication from DynamoDB to Redis, which is not built)")
+        return replace(self, epoch=self.epoch + 1, returning=percent)
+
+    def returned(self) -> Plan:
+        """The last step of ``back``: the re-based owners are in ``shadow``, Redis their truth again."""
+        if self.returning is None:
+            raise CutoverError("no `cutover back` is in progress")
+        return replace(self, epoch=self.epoch + 1, dynamodb=self.returning, returning=None)
+
+    def kept(self) -> Plan:
+        """``back`` given up: the owners it held stay switched (DynamoDB their truth, nothing was re-based)."""
+        return replace(self, epoch=self.epoch + 1, returning=None)
+
     def with_complete(self, percent: float) -> Plan:
         """``complete --share P``: the first P % of the owners stop being mirrored to Redis. There is no way back
         from it: Redis goes stale for them."""
@@ -142,26 +174,32 @@ class Plan:
     def _idle(self, step: str) -> None:
         if self.switching is not None:
             raise CutoverError(f"a switch up to {self.switching:g}% is in progress (epoch {self.epoch}): let it end "
-                               f"or run `cutover switch --abort` before `cutover {step}`")
+                               f"or run `cutover abort` before `cutover {step}`")
+        if self.returning is not None:
+            raise CutoverError(f"`cutover back` to {self.returning:g}% is in progress (epoch {self.epoch}): let it "
+                               f"end or run `cutover abort` before `cutover {step}`")
 
     # -- the record ---------------------------------------------------------------------------------------------
 
     def to_json(self) -> str:
         return json.dumps({"epoch": self.epoch, "shadow": self.shadow, "dynamodb": self.dynamodb,
-                           "complete": self.complete, "switching": self.switching}, sort_keys=True)
+                           "complete": self.complete, "switching": self.switching, "returning": self.returning},
+                          sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
         data = json.loads(text)
-        switching = data.get("switching")
+        switching, returning = data.get("switching"), data.get("returning")
         return cls(int(data["epoch"]), float(data["shadow"]), float(data["dynamodb"]), float(data["complete"]),
-                   None if switching is None else float(switching))
+                   None if switching is None else float(switching), None if returning is None else float(returning))
 
     def describe(self) -> str:
         parts = [f"epoch {self.epoch}", f"shadow {self.shadow:g}%", f"dynamodb {self.dynamodb:g}%",
                  f"complete {self.complete:g}%"]
         if self.switching is not None:
             parts.append(f"switching up to {self.switching:g}% (writes held)")
+        if self.returning is not None:
+            parts.append(f"returning down to {self.returning:g}% (writes held)")
         return ", ".join(parts)
 
 

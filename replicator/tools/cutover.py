@@ -13,6 +13,12 @@ A switch (``switch --share P``) is exact because of what it waits for, in this o
 
 Interrupted (Ctrl-C, a timeout, a failure) before step 5, the held owners go back to ``shadow``: Redis is still
 their truth, nothing was written to DynamoDB for them.
+
+``back --share P`` is a switch in reverse for the switched owners above P: their writes held the same way, their
+Redis copy (the warm copy the clients keep) compared with DynamoDB, then their *native* item groups re-based: the
+version moves from the native space to Redis' clock now, the data stays. A replicated event older than that instant
+is still refused (no late or replayed event resurrects what the application deleted); every Redis write after it
+wins, as before the switch. Interrupted, the owners stay switched.
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ from typing import Any
 
 from redis.cluster import RedisCluster
 
-from replicator.adapters.dynamodb.cutover import ControlStore
-from replicator.core.cutover import MARK_PREFIX, CutoverError, Heartbeat, Plan, lagging
+from replicator.adapters.dynamodb.cutover import ControlStore, NativeGroups
+from replicator.core.cutover import MARK_PREFIX, CutoverError, Heartbeat, Plan, Stage, lagging
 from replicator.core.watermark import GroupProgress, Watermark
 
 #: How long a listener has to acknowledge a switch's marker before the switch gives up (and releases its hold).
@@ -44,6 +50,9 @@ class Status:
     def lines(self) -> list[str]:
         plan = self.plan
         shares = [("complete", plan.complete), ("dynamodb", plan.dynamodb - plan.complete)]
+        if plan.returning is not None:
+            shares[1] = ("dynamodb", plan.returning - plan.complete)
+            shares.append(("returning (writes held)", plan.dynamodb - plan.returning))
         if plan.switching is not None:
             shares.append(("switching (writes held)", plan.switching - plan.dynamodb))
         shares += [("shadow", plan.shadow - max(plan.dynamodb, plan.switching or 0)), ("redis", 100 - plan.shadow)]
@@ -63,8 +72,10 @@ class Status:
     def verdict(self) -> str:
         plan = self.plan
         waiting = lagging(self.clients, plan.epoch, self.now)
-        if plan.switching is not None:
-            return (f"a switch up to {plan.switching:g}% is in progress"
+        if plan.switching is not None or plan.returning is not None:
+            step = (f"a switch up to {plan.switching:g}%" if plan.switching is not None
+                    else f"`cutover back` to {plan.returning:g}%")
+            return (f"{step} is in progress"
                     + (f"; waiting for {', '.join(h.instance for h in waiting)}" if waiting else ""))
         if waiting:
             return f"clients on an older plan: {', '.join(h.instance for h in waiting)} (they refresh within seconds)"
@@ -77,16 +88,27 @@ class Status:
         return "ready: shadow more owners" if plan.shadow < 100 else "complete: every owner is on DynamoDB"
 
 
+@dataclass(frozen=True)
+class Rebasing:
+    """What ``back`` needs besides the plan: the drifted keys of some owners (verify), the native groups, and a way
+    to publish keys' Redis states as REPAIR events (acknowledged by Kafka when it returns)."""
+
+    drifted: Callable[[Callable[[bytes], bool]], list[bytes]]
+    natives: NativeGroups
+    repair: Callable[[list[bytes]], int]
+
+
 class Cutover:
     """The steps, on the control record, the clients' heartbeats, Redis (markers) and the applier group."""
 
     def __init__(self, control: ControlStore, progress: GroupProgress | None, redis_client: Any,
-                 out: Callable[[str], None] = print, poll_s: float = 0.2) -> None:
+                 out: Callable[[str], None] = print, poll_s: float = 0.2, rebasing: Rebasing | None = None) -> None:
         self._control = control
         self._progress = progress
         self._redis = redis_client
         self._out = out
         self._poll_s = poll_s
+        self._rebasing = rebasing
 
     def status(self) -> Status:
         lag = None
@@ -104,8 +126,64 @@ class Cutover:
         return self._step(lambda plan: plan.with_complete(percent))
 
     def abort(self) -> Plan:
-        """Give up a switch left in progress (its command was killed): the held owners go back to shadow."""
-        return self._step(lambda plan: plan.released() if plan.switching is not None else plan)
+        """Give up a switch or a back left in progress (its command was killed): a switch's owners go back to
+        shadow, a back's stay switched. Safe either way: neither changed a store before its last step but the
+        re-basing, which is idempotent and leaves the data as it was."""
+        return self._step(lambda plan: plan.released() if plan.switching is not None
+                          else plan.kept() if plan.returning is not None else plan)
+
+    def back(self, percent: float, force: bool = False, timeout_s: float = 600.0,
+             stop: threading.Event | None = None) -> Plan:
+        """Return the switched owners above ``percent`` to ``shadow`` (Redis their truth again).
+
+        Under a write hold (as a switch's), once every client runs the holding plan: their Redis copy is compared
+        with DynamoDB (a failed mirror write makes them differ: refused, naming the keys, unless ``force``); their
+        native groups are re-based on a replicated version read from Redis' clock now; with ``force``, the differing
+        keys are published from Redis as REPAIR events and applied; then the hold is released.
+        """
+        if self._rebasing is None:
+            raise CutoverError("cutover back needs Redis, DynamoDB and Kafka (the verifier and a publisher)")
+        stop = stop or threading.Event()
+        deadline = time.monotonic() + timeout_s
+        held = self._step(lambda plan: plan.returning_to(percent))
+        self._out(f"epoch {held.epoch}: writes of switched owners above {percent:g}% held")
+        try:
+            self._wait_clients(held.epoch, deadline, stop)
+
+            def returning(owner: bytes) -> bool:
+                return held.stage(owner) is Stage.RETURNING
+
+            drifted = self._rebasing.drifted(returning)
+            if drifted and not force:
+                shown = ", ".join(repr(k)[:80] for k in drifted[:10])
+                raise CutoverError(f"{len(drifted)} key(s) of these owners differ between Redis and DynamoDB (a "
+                                   f"failed mirror write?): {shown}; `verify --switched` shows how; `cutover back "
+                                   "--force` makes DynamoDB follow Redis for them")
+            groups = [g for g in self._rebasing.natives.find() if g.owner is None or returning(g.owner)]
+            unknown = [g.where for g in groups if g.owner is None]
+            if unknown:
+                raise CutoverError(f"cannot tell whose items these are (their keys do not name the owner): "
+                                   f"{', '.join(unknown[:5])}; back is not possible with this rule")
+            in_parts = [g.where for g in groups if g.in_parts]
+            if in_parts:
+                raise CutoverError(f"values kept in parts cannot be re-based yet: {', '.join(in_parts[:5])}; "
+                                   "rewrite them through the application's client while switched, below "
+                                   "350 KB, or ask for help")
+            seconds, micros = self._redis.time()
+            instant = int(seconds) * 1_000_000 + int(micros)
+            moved = sum(self._rebasing.natives.rebase(g, instant) for g in groups)
+            self._out(f"re-based {moved} item group(s) the application wrote on Redis' clock ({instant} µs)")
+            if drifted:
+                published = self._rebasing.repair(drifted)
+                self._out(f"published {published} REPAIR event(s) from Redis for the differing keys")
+                self._wait_appliers(deadline, stop)
+            done = self._step(lambda plan: plan.returned(), expect=held)
+        except BaseException:
+            kept = self._step(lambda plan: plan.kept(), expect=held)
+            self._out(f"epoch {kept.epoch}: back abandoned; the held owners stay switched to DynamoDB")
+            raise
+        self._out(f"epoch {done.epoch}: owners above {percent:g}% are back in shadow: Redis is their truth again")
+        return done
 
     def switch(self, percent: float, timeout_s: float = 600.0, stop: threading.Event | None = None) -> Plan:
         """Move the owners up to ``percent`` to ``dynamodb`` (see the module docstring). Returns the final plan."""

@@ -32,6 +32,7 @@ from replicator.tools import replay
 from tests.redis_calls import InMemoryRedis
 from tests.support import (
     Running,
+    assert_converged,
     clean_redis,
     config_file,
     ddb,
@@ -294,3 +295,60 @@ def test_a_command_across_stages_is_refused_and_a_held_write_times_out_retryably
         assert app.set(b"meta:" + inside + b":x", "still dynamodb")  # switched owners are not held
     finally:
         app.close()
+
+
+def test_back_returns_switched_owners_to_redis_and_replication_holds_them_again(stack, uid, tmp_path, request):
+    """After a switch and the application's own writes (native versions), ``back`` refuses while the warm copy
+    differs, then with ``--force`` re-bases the owners on Redis: Redis writes replicate again, also to the items the
+    application wrote, and a replay from the beginning changes nothing."""
+    r, client = clean_redis(stack), ddb(stack)
+    config = messaging_config(stack, uid, cutover=CUTOVER)
+    create_tables(client, compile_rules(config), config.dynamodb.state_table)
+    owners = [f"user{i:04d}" for i in range(12)]
+    for owner in owners:
+        r.zadd(f"opponents:{owner}", {"peer000": 1, "peer001": 2, "peer002": 3})
+        r.set(f"meta:{owner}:peer000", "redis")
+    r.set("session:user0000", "token", ex=3600)
+    out: list[str] = []
+    with Running(config) as run:
+        run.start_applier().start_listener()
+        steps = pipeline.cutover(pipeline.context(config), out=out.append)
+        app = MigratingRedis(redis.Redis.from_url(stack.redis_url), config, client, instance="app")
+        request.addfinalizer(app.close)
+        steps.shadow(100)
+        steps.switch(100, timeout_s=120)
+        for owner in owners:
+            app.zadd(f"opponents:{owner}", {"app": 5})
+            app.zrem(f"opponents:{owner}", "peer001")
+            app.set(f"meta:{owner}:app", "app")
+            app.delete(f"meta:{owner}:peer000")
+        app.set("session:user0000", "app-token", ex=600)
+        r.set("meta:user0002:app", "diverged")  # a mirror write that failed, as far as DynamoDB knows
+
+        with pytest.raises(CutoverError, match="meta:user0002:app"):
+            steps.back(0, timeout_s=60)
+        plan = steps.status().plan
+        assert (plan.dynamodb, plan.returning) == (100, None)
+        assert any("back abandoned; the held owners stay switched" in line for line in out), out
+        eventually(lambda: app.plan().epoch == plan.epoch, 10, message="the client on the plan back gave up")
+        assert app.get("meta:user0002:app") == b"app"  # DynamoDB is still the truth there
+
+        done = steps.back(0, force=True, timeout_s=120)
+        assert (done.dynamodb, done.returning, done.shadow) == (0, None, 100)
+        assert any("re-based" in line for line in out), out
+        eventually(lambda: app.plan().epoch == done.epoch, 10, message="the client on the final plan")
+        assert app.get("meta:user0002:app") == b"diverged"  # Redis answers again, and DynamoDB followed it
+
+        # Redis is the truth again: its writes replicate, to the items the application wrote too.
+        r.zadd("opponents:user0001", {"app": 1})
+        r.delete("meta:user0003:app")
+        r.zrem("opponents:user0004", "app")
+        r.set("session:user0000", "redis-token", ex=900)
+        app.set("meta:user0005:app", "written through redis again")  # shadow: the client writes Redis
+        assert r.get("meta:user0005:app") == b"written through redis again"
+        assert_converged(r, client, config)
+    replay.reset_to_earliest(config.kafka, config.kafka.group_id, config.kafka.topic)
+    with Running(config) as run:
+        run.start_applier()
+        eventually(lambda: fully_committed(config), 120, message="the replay consumed")
+        assert_converged(r, client, config)

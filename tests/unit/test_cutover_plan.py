@@ -82,3 +82,24 @@ def test_a_switch_waits_for_live_clients_on_an_older_epoch_only():
 ])
 def test_a_mirrored_write_carries_the_expiry_dynamodb_got(args, expected):
     assert commands.absolute_expiry(args, 1_000_000) == expected
+
+
+def test_back_holds_the_switched_owners_above_its_share_then_returns_them_to_shadow():
+    switched = Plan().with_shadow(100).holding(60).switched().with_complete(10)
+    returning = switched.returning_to(30)
+    stages = {o: returning.stage(o) for o in OWNERS}
+    assert {s for o, s in stages.items() if position(o) < 0.1} == {Stage.COMPLETE}
+    assert {s for o, s in stages.items() if 0.1 <= position(o) < 0.3} == {Stage.DYNAMODB}
+    assert {s for o, s in stages.items() if 0.3 <= position(o) < 0.6} == {Stage.RETURNING}
+    assert Stage.RETURNING.held and Stage.SWITCHING.held and not Stage.RETURNING.switched
+    back = returning.returned()
+    assert (back.dynamodb, back.returning, back.epoch) == (30, None, returning.epoch + 1)
+    assert {s for o, s in {o: back.stage(o) for o in OWNERS}.items() if 0.3 <= position(o) < 0.6} == {Stage.SHADOW}
+    assert returning.kept().dynamodb == 60 and returning.kept().returning is None
+    assert Plan.from_json(returning.to_json()) == returning
+    with pytest.raises(CutoverError, match="complete and cannot go back"):
+        switched.returning_to(5)
+    with pytest.raises(CutoverError, match="nothing to bring back"):
+        switched.returning_to(60)
+    with pytest.raises(CutoverError, match="in progress"):
+        returning.holding(80)

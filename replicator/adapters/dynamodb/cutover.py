@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import botocore.exceptions
@@ -17,6 +19,9 @@ import botocore.exceptions
 from replicator.adapters.dynamodb.store import DynamoStore, translate
 from replicator.core.cutover import CutoverError, Heartbeat, Plan
 from replicator.core.errors import ReplicatorError
+from replicator.core.mapping import Rule, RuleSet
+from replicator.core.native import NATIVE_BASE
+from replicator.core.values import from_attribute_value
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +104,96 @@ class PlanWatch:
                                 extra={"kv": {"epoch": self._plan.epoch, "error": str(exc)}})
                 self._due = time.monotonic() + self.refresh_s
             return self._plan
+
+
+@dataclass(frozen=True)
+class NativeGroup:
+    """One attribute group (or collection head) the application wrote through DynamoRedis: its version is native."""
+
+    table: str
+    key: dict[str, Any]  # the item's DynamoDB key (wire form)
+    version_attr: str
+    version: int
+    owner: bytes | None  # None: the item does not name its owner (see NativeGroups.find)
+    where: str  # for messages: the rule and the item key
+    in_parts: bool = False  # a mirror value kept in the parts table, whose rows are keyed by the version
+
+
+class NativeGroups:
+    """Finding the groups with native versions, and re-basing them on a replicated version (``cutover back``).
+
+    Re-basing keeps an item's data and moves its group's version from the native space (2^60 + µs) to a replicated
+    one (a Redis ``TIME`` read under the hold): replicated events older than that instant stay refused, Redis writes
+    after it win again. It is compare-and-set on the native version read, so a write that raced it is never undone.
+    """
+
+    def __init__(self, client: Any, rules: RuleSet, state_table: str) -> None:
+        self._store = DynamoStore(client, state_table)
+        self._rules = rules
+        self._state_table = state_table
+
+    def find(self) -> Iterator[NativeGroup]:
+        """Every native group of every rule table and of the state table's heads (one Scan of each table)."""
+        native = {":native": {"N": str(NATIVE_BASE)}}
+        for table, spec in self._rules.tables.items():
+            rules = [r for r in self._every_rule() if r.table == table]
+            if not rules:
+                continue
+            names = {f"#v{i}": r.version_attr for i, r in enumerate(rules)}
+            condition = " OR ".join(f"#v{i} >= :native" for i in range(len(rules)))
+            for item in self._store.items("scan", f"native versions in {table}", TableName=table,
+                                          FilterExpression=condition, ExpressionAttributeNames=names,
+                                          ExpressionAttributeValues=native, ConsistentRead=True):
+                key_attrs = (spec.partition_key[0],) + ((spec.sort_key[0],) if spec.sort_key else ())
+                key = {a: item[a] for a in key_attrs}
+                for rule in rules:
+                    version = int(item.get(rule.version_attr, {}).get("N", "0"))
+                    if version >= NATIVE_BASE:
+                        yield NativeGroup(table, key, rule.version_attr, version, self._owner(rule, key),
+                                          f"{rule.name} item {_shown(key)}", in_parts="parts" in item)
+        for item in self._store.items("scan", "native heads in the state table", TableName=self._state_table,
+                                      FilterExpression="v >= :native", ExpressionAttributeValues=native,
+                                      ConsistentRead=True):
+            raw = bytes(item["k"]["B"])
+            rule_name, _, source = raw.partition(b"\x00")
+            if not rule_name:
+                continue  # the replicator's own records
+            yield NativeGroup(self._state_table, {"k": item["k"]}, "v", int(item["v"]["N"]),
+                              self._rules.owner_of(source), f"head of {source[:100]!r}")
+
+    def rebase(self, group: NativeGroup, version: int) -> bool:
+        """Move ``group`` to ``version`` if it still holds the native version found; False if it moved meanwhile."""
+        try:
+            self._store.client.update_item(
+                TableName=group.table, Key=group.key, UpdateExpression="SET #v = :new", ConditionExpression="#v = :old",
+                ExpressionAttributeNames={"#v": group.version_attr},
+                ExpressionAttributeValues={":new": {"N": str(version)}, ":old": {"N": str(group.version)}})
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise translate(exc, f"re-basing {group.where}") from None
+        except Exception as exc:
+            raise translate(exc, f"re-basing {group.where}") from None
+        return True
+
+    def _every_rule(self) -> list[Rule]:
+        return [*self._rules.rules, *((self._rules.mirror,) if self._rules.mirror else ())]
+
+    def _owner(self, rule: Rule, key: dict[str, Any]) -> bytes | None:
+        """The owner of an item's group, from its key alone: the variables its key attributes were rendered from
+        (the mirror's key is the Redis key, its own owner)."""
+        variables = rule.unrender_key((a, from_attribute_value(v)) for a, v in key.items())
+        if variables is None:
+            return None
+        if rule.owner.single == "key":
+            source = variables.get("key")
+            if source is None and set(rule.pattern.placeholders) <= set(variables):
+                source = rule.pattern.render(variables)
+            return source
+        if not set(rule.owner.placeholders) <= set(variables):
+            return None
+        return rule.owner.render(variables)
+
+
+def _shown(key: dict[str, Any]) -> str:
+    return ", ".join(f"{a}={next(iter(v.values()))!r}"[:80] for a, v in sorted(key.items()))
