@@ -352,3 +352,45 @@ def test_back_returns_switched_owners_to_redis_and_replication_holds_them_again(
         run.start_applier()
         eventually(lambda: fully_committed(config), 120, message="the replay consumed")
         assert_converged(r, client, config)
+
+
+def test_a_switch_waits_for_appliers_thousands_of_events_behind(stack, uid, request):
+    """The appliers are stopped while the application writes thousands of changes in shadow: the switch holds the
+    writes until they have applied every one, and the first reads from DynamoDB see all of them."""
+    clean_redis(stack)
+    client = ddb(stack)
+    config = messaging_config(stack, uid, cutover=CUTOVER)
+    create_tables(client, compile_rules(config), config.dynamodb.state_table)
+    out: list[str] = []
+    steps = pipeline.cutover(pipeline.context(config), out=out.append)
+    model = InMemoryRedis()
+    app = Recorded(MigratingRedis(redis.Redis.from_url(stack.redis_url), config, client, instance="app"), model)
+    request.addfinalizer(app.client.close)
+    owners = [f"user{i:04d}" for i in range(30)]
+    with Running(config) as capture:
+        capture.start_listener()
+        steps.shadow(100)
+        for i in range(3000):
+            owner = owners[i % len(owners)]
+            app.zadd(f"opponents:{owner}", {f"peer{i % 47:03d}": 1_800_000_000_000 + i})
+            if i % 7 == 0:
+                app.set(f"meta:{owner}:peer{i % 13:03d}", f"v{i}")
+            if i % 11 == 0:
+                app.zrem(f"opponents:{owner}", f"peer{(i + 5) % 47:03d}")
+        eventually(lambda: (steps.status().lag or 0) > 2000, 60, message="thousands of events waiting")
+        result: dict[str, Any] = {}
+        switching = threading.Thread(target=lambda: result.setdefault("plan", steps.switch(100, timeout_s=300)),
+                                     daemon=True)
+        switching.start()
+        eventually(lambda: any(line.startswith("appliers:") for line in out), 60, message="the switch waiting")
+        assert "plan" not in result and steps.status().plan.switching == 100
+        with Running(config) as apply:
+            apply.start_applier()
+            switching.join(300)
+            assert result["plan"].dynamodb == 100, out
+            eventually(lambda: app.client.plan().epoch == result["plan"].epoch, 10, message="client switched")
+            for owner in owners:  # answered by DynamoDB now, compared with the model by Recorded
+                app.zrange(f"opponents:{owner}", 0, -1, withscores=True)
+            assert app.wrong == []
+            want, _mirror = _model_views(model)
+            assert dynamodb_view(client, messaging_table(config)) == want
