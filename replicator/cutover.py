@@ -227,7 +227,8 @@ class MigratingRedis(DataAccessCommands):  # type: ignore[misc]
             plan = self._watch.current()
             epoch = min([plan.epoch, *self._running])
         now = time.time()
-        self._control.beat(Heartbeat(self.instance, epoch, now, now + self._settings.heartbeat_ttl_s))
+        shadow = tuple((command, result, n) for (command, result), n in sorted(self._shadow.tallies.items()))
+        self._control.beat(Heartbeat(self.instance, epoch, now, now + self._settings.heartbeat_ttl_s, shadow))
 
 
 def _absolute(args: tuple[Any, ...], now_ms: int) -> tuple[Any, ...]:

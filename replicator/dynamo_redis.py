@@ -35,6 +35,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -453,6 +454,8 @@ class ShadowRedis(RedisShaped):
         self._stop = threading.Event()
         self._checker: threading.Thread | None = None
         self._last_sample = 0.0
+        #: This client's results so far, (command, result) -> count (the metric sums every client of the process).
+        self.tallies: Counter[tuple[str, str]] = Counter()
 
     @classmethod
     def from_config(cls, redis_client: Any, config: str | os.PathLike[str] | Config,
@@ -603,6 +606,8 @@ class ShadowRedis(RedisShaped):
 
     def _count(self, command: str, result: str) -> None:
         metrics.SHADOW_READS.labels(command=command.lower(), result=result).inc()
+        with self._lock:
+            self.tallies[(command.lower(), result)] += 1
 
     def close(self) -> None:
         """Stop checking differences (those still pending are dropped uncounted)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from replicator.snapshot.checkpoints import Checkpoints
 from replicator.snapshot.loader import SnapshotLoader, scan_and_capture
 from replicator.tools import preflight
 from replicator.tools.cutover import Cutover, Rebasing
+from replicator.tools.status import group_status
 from replicator.tools.verify import Verifier, VerifyOptions
 
 log = logging.getLogger(__name__)
@@ -215,7 +217,16 @@ def cutover(ctx: Context, out: Callable[[str], None] = print) -> Cutover:
     control = ControlStore(ddb, cfg.dynamodb.state_table, cfg.tombstones.ttl_attribute)
     rebasing = Rebasing(drifted, NativeGroups(ddb, ctx.rules, cfg.dynamodb.state_table),
                         lambda keys: repair(ctx, client, node, db, keys))
-    return Cutover(control, offsets, client, out, rebasing=rebasing)
+    def extras() -> tuple[int | None, int | None]:
+        dead = reconciles = None
+        with contextlib.suppress(Exception):  # status shows what it can read
+            kafka = cfg.kafka
+            dead = group_status(kafka, kafka.group_id, kafka.topic).dead_letters
+        with contextlib.suppress(Exception):
+            reconciles = len(PendingReconciles(ddb, cfg.dynamodb.state_table).list())
+        return dead, reconciles
+
+    return Cutover(control, offsets, client, out, rebasing=rebasing, extras=extras)
 
 
 def repair(ctx: Context, client: Any, node: str, db: int, keys: list[bytes]) -> int:

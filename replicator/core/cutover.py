@@ -212,6 +212,8 @@ class Heartbeat:
     epoch: int
     at: float
     expires: float
+    #: The client's shadow reads so far, ("command", "result") -> count (what `cutover status` sums).
+    shadow: tuple[tuple[str, str, int], ...] = ()
 
     def live(self, now: float) -> bool:
         return self.expires > now

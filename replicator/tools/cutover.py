@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,16 @@ class Status:
     clients: list[Heartbeat]
     now: float
     lag: int | None  # events the appliers have not committed, None when Kafka could not be read
+    dead_letters: int | None = None
+    reconciles: int | None = None  # gap reconciles waiting for their watermark
+
+    def shadow(self) -> dict[str, Counter[str]]:
+        """Shadow reads per command and result, summed over the clients' heartbeats."""
+        found: dict[str, Counter[str]] = {}
+        for h in self.clients:
+            for command, result, n in h.shadow:
+                found.setdefault(command, Counter())[result] += n
+        return found
 
     def lines(self) -> list[str]:
         plan = self.plan
@@ -66,6 +77,18 @@ class Status:
             out.append(f"  {h.instance}: epoch {h.epoch}, seen {self.now - h.at:.1f}s ago{behind}")
         out.append("appliers: " + ("lag unknown (Kafka unreadable)" if self.lag is None
                                    else f"{self.lag} event(s) not yet committed"))
+        if self.dead_letters is not None:
+            out.append(f"dead letters: {self.dead_letters}")
+        if self.reconciles is not None:
+            out.append(f"gap reconciles pending: {self.reconciles}")
+        shadow = self.shadow()
+        if shadow:
+            out.append("shadow reads (clients' totals):")
+            for command, results in sorted(shadow.items()):
+                total = sum(results.values())
+                rate = results["match"] + results["lag"]
+                out.append(f"  {command:<18} {total} read(s), {100 * rate / total:.2f}% equal, "
+                           + ", ".join(f"{n} {r}" for r, n in sorted(results.items())))
         out.append(f"verdict: {self.verdict()}")
         return out
 
@@ -79,6 +102,12 @@ class Status:
                     + (f"; waiting for {', '.join(h.instance for h in waiting)}" if waiting else ""))
         if waiting:
             return f"clients on an older plan: {', '.join(h.instance for h in waiting)} (they refresh within seconds)"
+        mismatches = sum(results["mismatch"] for results in self.shadow().values())
+        if mismatches and plan.dynamodb < plan.shadow:
+            return (f"{mismatches} shadow mismatch(es): do not switch; the clients log each with its key "
+                    "(`replicator verify --owner` to see why)")
+        if self.reconciles:
+            return "a gap's reconcile is pending: switch once it is done (DynamoDB may still hold deleted keys)"
         if plan.shadow == 0:
             return "ready: start shadow reads (`cutover shadow --share 100`)"
         if plan.dynamodb < plan.shadow:
@@ -102,7 +131,9 @@ class Cutover:
     """The steps, on the control record, the clients' heartbeats, Redis (markers) and the applier group."""
 
     def __init__(self, control: ControlStore, progress: GroupProgress | None, redis_client: Any,
-                 out: Callable[[str], None] = print, poll_s: float = 0.2, rebasing: Rebasing | None = None) -> None:
+                 out: Callable[[str], None] = print, poll_s: float = 0.2, rebasing: Rebasing | None = None,
+                 extras: Callable[[], tuple[int | None, int | None]] | None = None) -> None:
+        self._extras = extras  # (dead letters, pending gap reconciles), for status
         self._control = control
         self._progress = progress
         self._redis = redis_client
@@ -117,7 +148,8 @@ class Cutover:
                 lag = Watermark(self._progress.end()).remaining(self._progress.committed())
             except Exception:  # status shows what it can
                 lag = None
-        return Status(self._control.plan(), self._control.heartbeats(), time.time(), lag)
+        dead, reconciles = self._extras() if self._extras is not None else (None, None)
+        return Status(self._control.plan(), self._control.heartbeats(), time.time(), lag, dead, reconciles)
 
     def shadow(self, percent: float) -> Plan:
         return self._step(lambda plan: plan.with_shadow(percent))

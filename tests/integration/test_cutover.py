@@ -170,6 +170,10 @@ def test_owners_switch_share_by_share_under_live_traffic_and_nothing_replicated_
             eventually(lambda: min(c[0] for c in counts) > 300, 60, message="traffic in shadow")
             status = steps.status()
             assert {h.instance for h in status.clients if h.live(time.time())} >= {"app-0", "app-1"}
+            assert status.dead_letters == 0 and status.reconciles == 0
+            eventually(lambda: steps.status().shadow().get("zrange", {}).get("match", 0) > 100, 30,
+                       message="the clients' shadow reads in status")
+            assert "shadow reads (clients' totals):" in "\n".join(steps.status().lines())
 
             for share in (10, 50, 100):
                 mark = sum(c[0] for c in counts)

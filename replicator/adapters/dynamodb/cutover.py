@@ -7,6 +7,7 @@ heartbeats carry DynamoDB's TTL attribute too, so that the sweeper removes the i
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -61,6 +62,7 @@ class ControlStore:
         self._store.put(self._table, {
             "k": {"B": HEARTBEAT_PREFIX + heartbeat.instance.encode()}, "epoch": {"N": str(heartbeat.epoch)},
             "at": {"N": f"{heartbeat.at:.3f}"}, "expires": {"N": f"{heartbeat.expires:.3f}"},
+            "shadow": {"S": json.dumps([list(t) for t in heartbeat.shadow])},
             self._ttl: {"N": str(int(heartbeat.expires) + 1)}}, "recording a cutover heartbeat")
 
     def forget(self, instance: str) -> None:
@@ -74,8 +76,9 @@ class ControlStore:
                                       FilterExpression="begins_with(k, :p)",
                                       ExpressionAttributeValues={":p": {"B": HEARTBEAT_PREFIX}}, ConsistentRead=True):
             instance = bytes(item["k"]["B"])[len(HEARTBEAT_PREFIX):].decode("utf-8", "replace")
+            shadow = tuple((str(c), str(r), int(n)) for c, r, n in json.loads(item.get("shadow", {}).get("S", "[]")))
             found.append(Heartbeat(instance, int(item["epoch"]["N"]), float(item["at"]["N"]),
-                                   float(item["expires"]["N"])))
+                                   float(item["expires"]["N"]), shadow))
         return sorted(found, key=lambda h: h.instance)
 
 
