@@ -287,7 +287,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
 
-    return run_demo(owners=args.owners, seconds=args.seconds)
+    return run_demo(owners=args.owners, seconds=args.seconds, cutover=args.cutover)
 
 
 def _group_arguments(parser: argparse.ArgumentParser) -> None:
@@ -417,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the whole pipeline on an embedded local stack and report")
     demo.add_argument("--owners", type=int, default=20)
     demo.add_argument("--seconds", type=float, default=5.0)
+    demo.add_argument("--cutover", action="store_true",
+                      help="then move the application to DynamoDB owner by owner under live traffic (shadow, switch "
+                           "10/50/100 %%) and compare DynamoDB with Redis' warm copy")
     demo.set_defaults(fn=cmd_demo)
     return parser
 

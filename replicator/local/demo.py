@@ -28,6 +28,7 @@ from replicator import health, logs, pipeline
 from replicator.core.config import parse_config
 from replicator.core.errors import LocalStackError
 from replicator.core.mapping import canonical_number
+from replicator.cutover import MigratingRedis
 from replicator.local.stack import KAFKA_VERSION, LocalStack, dynamodb_client, free_port, wait_until
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,10 @@ def zrevrange(client: redis.Redis, owner: str) -> list[tuple[str, str]]:
 class Workload:
     """Writes the messaging dataset and then random live changes, with unique, growing timestamps."""
 
-    def __init__(self, client: redis.Redis, owners: int, seed: int = 7) -> None:
+    def __init__(self, client: Any, owners: int, seed: int = 7, switchable: bool = False) -> None:
         self.client = client
+        #: Only what the rules can hold once owners are switched (a string rule keeps no TTL: no SET PX of meta).
+        self.switchable = switchable
         self.owners = [f"user{i:04d}" for i in range(owners)]
         self.random = random.Random(seed)
         self._clock = 1_700_000_000_000
@@ -130,6 +133,8 @@ class Workload:
             self.client.set(meta, json.dumps({"nick": opponent, "unread": self.random.randrange(100)}))
         elif roll < 0.90:
             self.client.delete(meta)
+        elif roll < 0.95 and self.switchable:
+            self.client.zincrby(zset, 0.5, opponent)
         elif roll < 0.95:
             self.client.set(meta, json.dumps({"typing": True}), px=self.random.randint(200, 1500))
         elif roll < 0.97:
@@ -177,7 +182,8 @@ def _run_in_thread(name: str, target: Callable[[threading.Event], Any], stop: th
     return thread
 
 
-def run_demo(owners: int = 20, seconds: float = 5.0, out: Any = None, log_path: Path | None = None) -> int:
+def run_demo(owners: int = 20, seconds: float = 5.0, out: Any = None, log_path: Path | None = None,
+             cutover: bool = False) -> int:
     """Run the demo and print a report for a person; the pipeline's JSON logs go to ``log_path`` (named first).
 
     The logs are for machines and for digging after a failure; interleaved with the report (librdkafka's
@@ -187,10 +193,10 @@ def run_demo(owners: int = 20, seconds: float = 5.0, out: Any = None, log_path: 
     log_path = log_path or Path(tempfile.gettempdir()) / f"replicator-demo-{time.strftime('%Y%m%dT%H%M%S')}.log"
     with open(log_path, "a", encoding="utf-8") as log_file:
         logs.setup("INFO", stream=log_file)
-        return _demo(owners, seconds, out, log_path)
+        return _demo(owners, seconds, out, log_path, cutover)
 
 
-def _demo(owners: int, seconds: float, out: Any, log_path: Path) -> int:
+def _demo(owners: int, seconds: float, out: Any, log_path: Path, cutover: bool = False) -> int:
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
@@ -246,6 +252,7 @@ def _demo(owners: int, seconds: float, out: Any, log_path: Path) -> int:
             first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             say(f"NOT CONVERGED: {first_line} (details in {log_path})")
             equal = False
+        cut = _cutover(ctx, stack, r, workload.owners, say) if cutover and equal else None
         readiness = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/readyz", timeout=5).read().decode()
         # Stop capturing first (it flushes what it still holds), let the applier drain, then stop it.
         stop_listener.set()
@@ -291,5 +298,60 @@ def _demo(owners: int, seconds: float, out: Any, log_path: Path) -> int:
                     and "_created" not in line:
                 say(f"  {line}")
         say(f"stopping the local stack ({time.monotonic() - started:.0f}s in all)")
-    ok = equal and from_dynamodb == from_redis
+    ok = equal and from_dynamodb == from_redis and (not cutover or bool(cut))
     return 0 if ok else 1
+
+
+def _cutover(ctx: pipeline.Context, stack: LocalStack, r: redis.Redis, owners: list[str],
+             say: Callable[[str], None]) -> bool:
+    """The application moves to DynamoDB owner by owner under live traffic through MigratingRedis: shadow, then
+    switches of 10, 50 and 100 %. True when DynamoDB and Redis' warm copy are equal at the end."""
+    say("")
+    say("== cutover: the application moves to DynamoDB owner by owner (MigratingRedis, replicator cutover) ==")
+    ddb = dynamodb_client(stack.dynamodb_endpoint)
+    app = MigratingRedis(redis.Redis.from_url(stack.redis_url), ctx.config, ddb, instance="demo-app")
+    steps = pipeline.cutover(ctx, out=lambda line: say(f"  {line}"))
+    traffic = Workload(app, 0, seed=11, switchable=True)
+    traffic.owners = owners
+    traffic._clock = 1_800_000_000_000
+    stop, done, failures = threading.Event(), [0], []
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                traffic.step()
+                traffic.client.zrevrange(f"opponents:{traffic.random.choice(owners)}", 0, 9, withscores=True)
+                done[0] += 1
+            except redis.exceptions.TryAgainError:
+                continue  # held longer than cutover.hold_timeout_s: the application retries
+            except Exception as exc:
+                failures.append(exc)
+                return
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=run, name="demo-application", daemon=True)
+    thread.start()
+    try:
+        steps.shadow(100)
+        say("  shadow 100%: every read answered by Redis and compared with DynamoDB ...")
+        time.sleep(2)
+        for share in (10, 50, 100):
+            say(f"  switch --share {share}:")
+            steps.switch(share, timeout_s=120)
+            time.sleep(1)
+    finally:
+        stop.set()
+        thread.join(30)
+        status = steps.status()
+        app.close()
+    for line in status.lines():
+        say(f"  {line}")
+    if failures:
+        say(f"  the application's command failed: {failures[0]}")
+    equal = False
+    with contextlib.suppress(LocalStackError):
+        wait_until(lambda: redis_view(r) == dynamodb_view(ddb), 30, "warm copy equal", interval=0.5)
+        equal = True
+    say(f"  the application made {done[0]} commands (a write and a read each) through MigratingRedis")
+    say(f"  DynamoDB (the truth now) equals Redis (the warm copy): {'yes' if equal else 'NO'}")
+    return equal and not failures
