@@ -48,6 +48,8 @@ from replicator.dynamo_redis import DynamoRedis, ShadowRedis
 
 log = logging.getLogger(__name__)
 
+#: How often a client reads the plan while a cutover step is under way (``Plan.fast``).
+_FAST_S = 0.05
 #: Where a command goes.
 _REDIS, _SHADOW, _HOLD, _DYNAMO = "redis", "shadow", "hold", "dynamodb"
 
@@ -215,10 +217,18 @@ class MigratingRedis(DataAccessCommands):  # type: ignore[misc]
     # -- heartbeat -----------------------------------------------------------------------------------------------
 
     def _beating(self) -> None:
-        while not self._stop.wait(self._settings.refresh_s):
+        """Read the plan every refresh (every ``_FAST_S`` while a step is under way) and report it: at once when the
+        reported epoch changed, else once a refresh."""
+        reported, beat_at = -1, time.monotonic()
+        while not self._stop.wait(_FAST_S if self._watch.current().fast else self._settings.refresh_s):
             self._watch.current(fresh=True)
+            with self._lock:
+                epoch = min([self._watch.current().epoch, *self._running])
+            if epoch == reported and time.monotonic() - beat_at < self._settings.refresh_s:
+                continue
             try:
                 self._beat()
+                reported, beat_at = epoch, time.monotonic()
             except Exception as exc:  # DynamoDB away: the heartbeat expires, a switch stops waiting for us
                 log.warning("cannot record the cutover heartbeat", extra={"kv": {"error": str(exc)}})
 

@@ -81,6 +81,9 @@ class Plan:
     complete: float = 0.0
     switching: float | None = None
     returning: float | None = None
+    #: A step is coming or under way: clients read the plan every few tens of ms instead of every refresh, so that
+    #: a hold lasts as long as the step's waits, not as long as the slowest client's refresh.
+    fast: bool = False
 
     def stage(self, owner: bytes) -> Stage:
         return self.stage_at(position(owner))
@@ -113,6 +116,12 @@ class Plan:
                                f"leave them unswitched: use `cutover back --share {percent:g}` first")
         return replace(self, epoch=self.epoch + 1, shadow=percent)
 
+    def hastened(self, step: str) -> Plan:
+        """Before a hold: clients start reading the plan fast (nothing else changes), so that once every client runs
+        this epoch, the holding plan reaches all of them within tens of ms."""
+        self._idle(step)
+        return replace(self, epoch=self.epoch + 1, fast=True)
+
     def holding(self, percent: float) -> Plan:
         """Step 1 of ``switch --share P``: the owners from the switched share up to P hold their writes."""
         _fraction(percent)
@@ -123,17 +132,17 @@ class Plan:
         if percent > self.shadow:
             raise CutoverError(f"only {self.shadow:g}% of the owners are in shadow: shadow them before switching "
                                f"(`cutover shadow --share {percent:g}`)")
-        return replace(self, epoch=self.epoch + 1, switching=percent)
+        return replace(self, epoch=self.epoch + 1, switching=percent, fast=True)
 
     def switched(self) -> Plan:
         """Step 3 of a switch: the held owners are ``dynamodb``; their writes go to DynamoDB from now on."""
         if self.switching is None:
             raise CutoverError("no switch is in progress")
-        return replace(self, epoch=self.epoch + 1, dynamodb=self.switching, switching=None)
+        return replace(self, epoch=self.epoch + 1, dynamodb=self.switching, switching=None, fast=False)
 
     def released(self) -> Plan:
         """A switch given up before its last step: the held owners are back in ``shadow``, Redis still the truth."""
-        return replace(self, epoch=self.epoch + 1, switching=None)
+        return replace(self, epoch=self.epoch + 1, switching=None, fast=False)
 
     def returning_to(self, percent: float) -> Plan:
         """Step 1 of ``back --share P``: the switched owners above P hold their writes while they are checked and
@@ -146,17 +155,17 @@ class Plan:
         if percent < self.complete:
             raise CutoverError(f"{self.complete:g}% of the owners are complete and cannot go back: Redis is stale "
                                "for them (going back needs replication from DynamoDB to Redis, which is not built)")
-        return replace(self, epoch=self.epoch + 1, returning=percent)
+        return replace(self, epoch=self.epoch + 1, returning=percent, fast=True)
 
     def returned(self) -> Plan:
         """The last step of ``back``: the re-based owners are in ``shadow``, Redis their truth again."""
         if self.returning is None:
             raise CutoverError("no `cutover back` is in progress")
-        return replace(self, epoch=self.epoch + 1, dynamodb=self.returning, returning=None)
+        return replace(self, epoch=self.epoch + 1, dynamodb=self.returning, returning=None, fast=False)
 
     def kept(self) -> Plan:
         """``back`` given up: the owners it held stay switched (DynamoDB their truth, nothing was re-based)."""
-        return replace(self, epoch=self.epoch + 1, returning=None)
+        return replace(self, epoch=self.epoch + 1, returning=None, fast=False)
 
     def with_complete(self, percent: float) -> Plan:
         """``complete --share P``: the first P % of the owners stop being mirrored to Redis. There is no way back
@@ -171,6 +180,10 @@ class Plan:
                                "for them (going back needs replication from DynamoDB to Redis, which is not built)")
         return replace(self, epoch=self.epoch + 1, complete=percent)
 
+    def eased(self) -> Plan:
+        """A step given up before its hold: clients go back to their usual refresh."""
+        return replace(self, epoch=self.epoch + 1, fast=False) if self.fast else self
+
     def _idle(self, step: str) -> None:
         if self.switching is not None:
             raise CutoverError(f"a switch up to {self.switching:g}% is in progress (epoch {self.epoch}): let it end "
@@ -183,15 +196,16 @@ class Plan:
 
     def to_json(self) -> str:
         return json.dumps({"epoch": self.epoch, "shadow": self.shadow, "dynamodb": self.dynamodb,
-                           "complete": self.complete, "switching": self.switching, "returning": self.returning},
-                          sort_keys=True)
+                           "complete": self.complete, "switching": self.switching, "returning": self.returning,
+                           "fast": self.fast}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
         data = json.loads(text)
         switching, returning = data.get("switching"), data.get("returning")
         return cls(int(data["epoch"]), float(data["shadow"]), float(data["dynamodb"]), float(data["complete"]),
-                   None if switching is None else float(switching), None if returning is None else float(returning))
+                   None if switching is None else float(switching), None if returning is None else float(returning),
+                   bool(data.get("fast", False)))
 
     def describe(self) -> str:
         parts = [f"epoch {self.epoch}", f"shadow {self.shadow:g}%", f"dynamodb {self.dynamodb:g}%",

@@ -103,3 +103,14 @@ def test_back_holds_the_switched_owners_above_its_share_then_returns_them_to_sha
         switched.returning_to(60)
     with pytest.raises(CutoverError, match="in progress"):
         returning.holding(80)
+
+
+def test_clients_read_fast_from_before_a_hold_until_its_step_ends():
+    fast = Plan().with_shadow(100).hastened("switch")
+    assert fast.fast and fast.epoch == 2 and fast.switching is None
+    held = fast.holding(50)
+    assert held.fast and held.switching == 50
+    assert not held.switched().fast and not held.released().fast
+    assert not fast.eased().fast and fast.eased().epoch == 3
+    assert Plan().eased() == Plan()
+    assert Plan.from_json(held.to_json()) == held
