@@ -99,6 +99,7 @@ class NodeListener:
         self._prepare = collaborators.prepare
         self._marks: ServerMarks | None = None
         self._watch_due = 0.0
+        self._markers_refused = False  # warned once that the ACL refuses the cutover markers
 
     @property
     def resnapshots_completed(self) -> int:
@@ -110,7 +111,8 @@ class NodeListener:
         return self._healing.reconciles if self._healing else 0
 
     def channels(self) -> list[bytes]:
-        return [self._prefix + glob for glob in (*self._rules.globs(), MARK_PREFIX + b"*")]
+        """The keyspace patterns of the rules (the cutover's marker pattern is subscribed on its own)."""
+        return [self._prefix + glob for glob in self._rules.globs()]
 
     def run(self, stop: threading.Event, gap: str = GAP_START) -> None:
         """Capture until ``stop`` is set; then publish what is pending and flush the publisher.
@@ -171,17 +173,25 @@ class NodeListener:
             self._healing.request(reason)
 
     def _subscribe(self, pubsub: redis.client.PubSub) -> None:
-        channels = self.channels()
-        pubsub.psubscribe(*channels)
-        confirmed = 0
-        deadline = time.monotonic() + 10
-        while confirmed < len(channels):
-            message = pubsub.get_message(timeout=1.0)
-            if message is not None and message["type"] == "psubscribe":
-                confirmed += 1
-            if time.monotonic() > deadline:
-                raise SourceError(f"Redis {self.node} did not confirm the keyspace subscription within 10s")
+        _confirmed(pubsub, self.channels(), self.node)
+        self._subscribe_markers(pubsub)
         self.subscribed.set()
+
+    def _subscribe_markers(self, pubsub: redis.client.PubSub) -> None:
+        """Subscribe to the cutover's markers, apart from the rules' patterns: a user whose ACL predates the cutover
+        (no ``&__keyspace@<db>__:__replicator:mark:*``) still replicates; only a switch cannot finish (it says why),
+        and this says once how to grant it."""
+        pattern = self._prefix + MARK_PREFIX + b"*"
+        try:
+            _confirmed(pubsub, [pattern], self.node)
+        except redis.exceptions.NoPermissionError as exc:
+            pubsub.punsubscribe(pattern)  # else redis-py would subscribe it again after a reconnect
+            if not self._markers_refused:
+                log.warning("the cutover's marker channel is refused; replication goes on, but a cutover switch "
+                            "cannot finish until the user may subscribe to it and delete the markers (replicator "
+                            "preflight --acl prints the rules)",
+                            extra={"kv": {"node": self.node, "channel": pattern.decode(), "error": str(exc)}})
+            self._markers_refused = True
 
     def _loop(self, pubsub: redis.client.PubSub, stop: threading.Event) -> None:
         pending: dict[bytes, None] = {}  # insertion-ordered set
@@ -215,13 +225,21 @@ class NodeListener:
             self.capture(list(pending), Origin.LIVE)
 
     def _acknowledge(self, marker: bytes, pending: dict[bytes, None]) -> None:
-        """A cutover switch's marker (:func:`replicator.tools.cutover.mark`): every change this node announced before
-        it is published and acknowledged once the marker is gone, so the switch can note its watermark after it."""
+        """A cutover switch's marker (``Cutover.switch`` writes one to every primary): every change this node
+        announced before it is published and acknowledged once the marker is gone, so the switch can note its
+        watermark after it. A refused DEL (an ACL without write access to the markers) is logged, not fatal: the
+        marker expires by itself and the switch gives up, saying which listener did not take it."""
         if pending:
             self.capture(list(pending), Origin.LIVE)
             pending.clear()
         self._publisher.flush()
-        self._client.delete(marker)
+        try:
+            self._client.delete(marker)
+        except redis.exceptions.NoPermissionError as exc:
+            log.warning("cannot delete the cutover's marker: the switch waiting for it will give up (replicator "
+                        "preflight --acl prints the rules the user needs)",
+                        extra={"kv": {"node": self.node, "marker": marker.decode("utf-8", "replace"),
+                                      "error": str(exc)}})
 
     def capture(self, keys: list[bytes], origin: Origin) -> int:
         return self._capture.capture(keys, origin)
@@ -253,6 +271,19 @@ class Listener(NodeListener):
             self._publisher.close()
 
 
+def _confirmed(pubsub: redis.client.PubSub, patterns: list[bytes], node: str) -> None:
+    """PSUBSCRIBE ``patterns`` and wait (10 s at most) until Redis confirmed every one (or refused them)."""
+    pubsub.psubscribe(*patterns)
+    confirmed = 0
+    deadline = time.monotonic() + 10
+    while confirmed < len(patterns):
+        message = pubsub.get_message(timeout=1.0)
+        if message is not None and message["type"] == "psubscribe":
+            confirmed += 1
+        if time.monotonic() > deadline:
+            raise SourceError(f"Redis {node} did not confirm the keyspace subscription within 10s")
+
+
 def _next_channel(pubsub: redis.client.PubSub, timeout: float) -> bytes | None:
     """The channel of the next keyspace notification; b"" for another reply; None when none came within timeout.
 
@@ -275,15 +306,6 @@ class _Healed(Protocol):
     node: str
 
     def rescan(self, should_stop: Callable[[], bool]) -> tuple[int, int]: ...
-
-    def _acknowledge(self, marker: bytes, pending: dict[bytes, None]) -> None:
-        """A cutover switch's marker (:func:`replicator.tools.cutover.mark`): every change this node announced before
-        it is published and acknowledged once the marker is gone, so the switch can note its watermark after it."""
-        if pending:
-            self.capture(list(pending), Origin.LIVE)
-            pending.clear()
-        self._publisher.flush()
-        self._client.delete(marker)
 
     def capture(self, keys: list[bytes], origin: Origin) -> int: ...
 

@@ -134,6 +134,8 @@ class Cutover:
                  out: Callable[[str], None] = print, poll_s: float = 0.2, rebasing: Rebasing | None = None,
                  extras: Callable[[], tuple[int | None, int | None]] | None = None) -> None:
         self._extras = extras  # (dead letters, pending gap reconciles), for status
+        #: How long the last switch held writes (from its holding plan to the switched one).
+        self.last_hold_s = 0.0
         self._control = control
         self._progress = progress
         self._redis = redis_client
@@ -235,8 +237,9 @@ class Cutover:
             released = self._step(lambda plan: plan.released(), expect=held)
             self._out(f"epoch {released.epoch}: switch abandoned; the held owners are back in shadow on Redis")
             raise
+        self.last_hold_s = time.monotonic() - started
         self._out(f"epoch {done.epoch}: owners up to {percent:g}% switched to DynamoDB; writes were held "
-                  f"{time.monotonic() - started:.2f}s")
+                  f"{self.last_hold_s:.2f}s")
         return done
 
     def _hasten(self, step: Callable[[Plan], Plan], name: str, deadline: float, stop: threading.Event) -> Plan:
@@ -276,7 +279,8 @@ class Cutover:
         for client, name, marker in markers:
             while client.exists(marker):
                 self._pause(deadline, stop, f"the listener of {name} did not take the switch's marker "
-                                            f"({marker.decode()}): is it running?")
+                                            f"({marker.decode()}): is it running, and may its Redis user "
+                                            f"subscribe to and delete the markers (replicator preflight --acl)?")
         self._out("listeners: every change announced before the hold is published")
 
     def _wait_appliers(self, deadline: float, stop: threading.Event) -> None:

@@ -18,6 +18,7 @@ from replicator.adapters.kafka import broker
 from replicator.adapters.kafka.broker import topic_configs, unsafe_topic_settings
 from replicator.adapters.redis.cluster import primaries
 from replicator.adapters.redis.notifications import flags_to_set, missing_flags, required_flags
+from replicator.core.cutover import MARK_PREFIX
 from replicator.core.errors import BrokerError
 from replicator.core.mapping import RuleSet, TableSpec
 
@@ -145,19 +146,23 @@ def check_table(spec: TableSpec, described: dict[str, Any] | None, create_tables
 
 def minimal_acl(rules: RuleSet, db: int = 0, cluster: bool = False, configure_notifications: bool = False) -> str:
     """The ACL rules (after ``ACL SETUSER <user> on >password``) the replicator needs: read-only keys, its own
-    keyspace channels, scripts for the atomic reader, and the few admin reads of start-up and preflight.
+    keyspace channels, scripts for the atomic reader, and the few admin reads of start-up and preflight; written,
+    only the cutover's markers (``cutover switch`` sets one per primary, each listener deletes it), through a Redis 7
+    selector that allows SET, PEXPIRE and DEL on the marker keys alone. Not ``%R~*``: Redis checks EVAL's keys for
+    write access, which would refuse the atomic reader's script.
 
     PSUBSCRIBE patterns are checked literally against the user's channel patterns, so the channels are the exact
     patterns the listener subscribes to.
     """
-    channels = " ".join(f"&__keyspace@{db}__:{glob.decode()}" for glob in rules.globs())
+    marks = MARK_PREFIX.decode() + "*"
+    channels = " ".join(f"&__keyspace@{db}__:{glob}" for glob in (*(g.decode() for g in rules.globs()), marks))
     commands = ["-@all", "+@read", "+@connection", "+eval", "+evalsha", "+script|load", "+script|exists", "+time",
                 "+psubscribe", "+punsubscribe", "+info", "+config|get", "+memory|usage"]
     if configure_notifications:
         commands.append("+config|set")
     if cluster:
         commands += ["+cluster|slots", "+cluster|shards", "+cluster|nodes", "+readonly", "+asking"]
-    return f"~* resetchannels {channels} {' '.join(commands)}"
+    return f"~* resetchannels {channels} {' '.join(commands)} (~{marks} +set +pexpire +del)"
 
 
 def _schema(keys: dict[str, tuple[str, str]]) -> str:
