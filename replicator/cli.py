@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -26,7 +27,7 @@ from replicator.adapters.kafka import broker, dead_letters
 from replicator.adapters.redis.cluster import dbsize
 from replicator.capture.reconcile import PendingReconciles
 from replicator.core.config import Config, load_config
-from replicator.core.cutover import Stage
+from replicator.core.cutover import WHOLE_KEYSPACE, Stage, VerifyRecord
 from replicator.core.errors import ConfigError, ReplicatorError
 from replicator.local.demo import run_demo
 from replicator.tools import dlq, plan, preflight, replay, status, verify
@@ -248,6 +249,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         progress.close()
     if args.repair and report.drifted_keys:
         report.repaired = pipeline.repair(ctx, client, node, db, report.drifted_keys)
+    if not args.switched:  # the readiness `cutover status` weighs: the owners still replicated
+        scope = (f"owner {args.owner}" if args.owner else f"a sample of {args.sample} keys" if args.sample
+                 else WHOLE_KEYSPACE)
+        pipeline.note_verify(ctx, VerifyRecord(time.time(), scope, report.keys_checked, len(report.drifted_keys),
+                                               report.repaired))
     if args.metrics_file:
         write_to_textfile(args.metrics_file, REGISTRY)
     print(verify.report_json(report) if args.json else report.format())

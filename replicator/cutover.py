@@ -69,7 +69,7 @@ class MigratingRedis(DataAccessCommands):  # type: ignore[misc]
         self._dynamo = DynamoRedis.from_config(loaded, client)
         self._shadow = ShadowRedis.from_config(redis_client, loaded, self._dynamo)
         self._settings: CutoverConfig = loaded.cutover
-        self._control = ControlStore(client, loaded.dynamodb.state_table, loaded.tombstones.ttl_attribute)
+        self._control = ControlStore(client, loaded.dynamodb.state_table)
         self._watch = PlanWatch(self._control, self._settings.refresh_s)
         self.instance = instance or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._lock = threading.Lock()

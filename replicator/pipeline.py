@@ -28,7 +28,7 @@ from replicator.capture.listener import Collaborators, Listener
 from replicator.capture.reconcile import PendingReconciles, Reconciler
 from replicator.core.batching import batches
 from replicator.core.config import Config, mask_url
-from replicator.core.cutover import Plan
+from replicator.core.cutover import Plan, VerifyRecord
 from replicator.core.errors import ReplicatorError, SourceError
 from replicator.core.events import Origin
 from replicator.core.mapping import RuleSet, compile_rules
@@ -192,7 +192,7 @@ def applier(ctx: Context, group_id: str | None = None) -> Applier:
     )
     writer = DynamoWriter(client, ctx.rules, cfg.tombstones, cfg.dynamodb.state_table)
     dead_letters = DeadLetters(cfg.kafka, cfg.kafka.topic)
-    plan = PlanWatch(ControlStore(client, cfg.dynamodb.state_table, cfg.tombstones.ttl_attribute),
+    plan = PlanWatch(ControlStore(client, cfg.dynamodb.state_table),
                      cfg.cutover.refresh_s)
     return Applier(consumer, writer, ctx.rules, cfg.apply, dead_letters, cfg.kafka.topic,
                    lag_interval_s=cfg.metrics.lag_interval_s, plan=plan.current)
@@ -214,7 +214,7 @@ def cutover(ctx: Context, out: Callable[[str], None] = print) -> Cutover:
             raise ReplicatorError(f"comparing Redis with DynamoDB failed: {report.errors[0]}")
         return report.drifted_keys + report.unsettled_keys
 
-    control = ControlStore(ddb, cfg.dynamodb.state_table, cfg.tombstones.ttl_attribute)
+    control = ControlStore(ddb, cfg.dynamodb.state_table)
     rebasing = Rebasing(drifted, NativeGroups(ddb, ctx.rules, cfg.dynamodb.state_table),
                         lambda keys: repair(ctx, client, node, db, keys))
     def extras() -> tuple[int | None, int | None]:
@@ -241,7 +241,15 @@ def repair(ctx: Context, client: Any, node: str, db: int, keys: list[bytes]) -> 
         publisher_.close()  # flushes: every repair event is acknowledged by Kafka before we say so
 
 
+def note_verify(ctx: Context, record: VerifyRecord) -> None:
+    """Keep a verify run for `cutover status`; a failure to keep it is logged, the run's own result stands."""
+    try:
+        ControlStore(dynamodb(ctx), ctx.config.dynamodb.state_table).note_verify(record)
+    except ReplicatorError as exc:
+        log.warning("cannot record the verify run for cutover status", extra={"kv": {"error": str(exc)}})
+
+
 def cutover_plan(ctx: Context) -> Plan:
     """The cutover plan now (every owner on Redis when none was ever written)."""
     cfg = ctx.config
-    return ControlStore(dynamodb(ctx), cfg.dynamodb.state_table, cfg.tombstones.ttl_attribute).plan()
+    return ControlStore(dynamodb(ctx), cfg.dynamodb.state_table).plan()

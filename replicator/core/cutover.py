@@ -233,6 +233,36 @@ class Heartbeat:
         return self.expires > now
 
 
+#: The scope of a verify run over every key (of the owners not switched).
+WHOLE_KEYSPACE = "every key"
+
+
+@dataclass(frozen=True)
+class VerifyRecord:
+    """The last ``replicator verify`` run, as `cutover status` shows it (and its verdict weighs it before a switch)."""
+
+    at: float
+    scope: str  # what was compared: WHOLE_KEYSPACE, "a sample of 1000 keys", "owner alice"
+    keys_checked: int
+    drifted: int
+    repaired: int = 0
+
+    @property
+    def whole(self) -> bool:
+        """A run over every key of the owners not switched (a sample or one owner proves less)."""
+        return self.scope == WHOLE_KEYSPACE
+
+    def to_json(self) -> str:
+        return json.dumps({"at": self.at, "scope": self.scope, "keys_checked": self.keys_checked,
+                           "drifted": self.drifted, "repaired": self.repaired}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> VerifyRecord:
+        data = json.loads(text)
+        return cls(float(data["at"]), str(data["scope"]), int(data["keys_checked"]), int(data["drifted"]),
+                   int(data.get("repaired", 0)))
+
+
 def lagging(heartbeats: list[Heartbeat], epoch: int, now: float) -> list[Heartbeat]:
     """The live clients still acting on a plan older than ``epoch`` (what a switch waits for)."""
     return sorted((h for h in heartbeats if h.live(now) and h.epoch < epoch), key=lambda h: h.instance)

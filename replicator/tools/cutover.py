@@ -34,7 +34,7 @@ from typing import Any
 from redis.cluster import RedisCluster
 
 from replicator.adapters.dynamodb.cutover import ControlStore, NativeGroups
-from replicator.core.cutover import MARK_PREFIX, CutoverError, Heartbeat, Plan, Stage, lagging
+from replicator.core.cutover import MARK_PREFIX, CutoverError, Heartbeat, Plan, Stage, VerifyRecord, lagging
 from replicator.core.watermark import GroupProgress, Watermark
 
 #: How long a listener has to acknowledge a switch's marker before the switch gives up (and releases its hold).
@@ -49,6 +49,7 @@ class Status:
     lag: int | None  # events the appliers have not committed, None when Kafka could not be read
     dead_letters: int | None = None
     reconciles: int | None = None  # gap reconciles waiting for their watermark
+    verified: VerifyRecord | None = None  # the last verify run on record
 
     def shadow(self) -> dict[str, Counter[str]]:
         """Shadow reads per command and result, summed over the clients' heartbeats."""
@@ -81,6 +82,10 @@ class Status:
             out.append(f"dead letters: {self.dead_letters}")
         if self.reconciles is not None:
             out.append(f"gap reconciles pending: {self.reconciles}")
+        v = self.verified
+        out.append("verify: none on record" if v is None else
+                   f"verify: {_ago(self.now - v.at)} ago over {v.scope}: {v.keys_checked} key(s), {v.drifted} "
+                   f"drifted" + (f", {v.repaired} repaired" if v.repaired else ""))
         shadow = self.shadow()
         if shadow:
             out.append("shadow reads (clients' totals):")
@@ -108,13 +113,24 @@ class Status:
                     "(`replicator verify --owner` to see why)")
         if self.reconciles:
             return "a gap's reconcile is pending: switch once it is done (DynamoDB may still hold deleted keys)"
+        v = self.verified
+        if v is not None and v.drifted > v.repaired and plan.dynamodb < plan.shadow:
+            return (f"the last verify found {v.drifted - v.repaired} drifted key(s) it did not repair: "
+                    "`replicator verify --repair`, then verify again before switching")
         if plan.shadow == 0:
             return "ready: start shadow reads (`cutover shadow --share 100`)"
         if plan.dynamodb < plan.shadow:
-            return f"ready to switch up to {plan.shadow:g}% (`cutover switch --share P`)"
+            unproven = "" if v is not None and v.whole else " (no verify of every key on record: run one first)"
+            return f"ready to switch up to {plan.shadow:g}% (`cutover switch --share P`){unproven}"
         if plan.complete < plan.dynamodb:
             return "ready to complete (`cutover complete --share P`) once the switched owners are verified"
         return "ready: shadow more owners" if plan.shadow < 100 else "complete: every owner is on DynamoDB"
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 @dataclass(frozen=True)
@@ -151,7 +167,8 @@ class Cutover:
             except Exception:  # status shows what it can
                 lag = None
         dead, reconciles = self._extras() if self._extras is not None else (None, None)
-        return Status(self._control.plan(), self._control.heartbeats(), time.time(), lag, dead, reconciles)
+        return Status(self._control.plan(), self._control.heartbeats(), time.time(), lag, dead, reconciles,
+                      self._control.last_verify())
 
     def shadow(self, percent: float) -> Plan:
         return self._step(lambda plan: plan.with_shadow(percent))

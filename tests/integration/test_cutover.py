@@ -22,9 +22,9 @@ from prometheus_client import REGISTRY
 from redis.commands.core import DataAccessCommands
 
 from replicator import pipeline
-from replicator.adapters.dynamodb.cutover import ControlStore
+from replicator.adapters.dynamodb.cutover import PRUNE_AFTER_S, ControlStore
 from replicator.adapters.dynamodb.tables import create_tables
-from replicator.core.cutover import CutoverError, Stage, position
+from replicator.core.cutover import CutoverError, Heartbeat, Stage, position
 from replicator.core.mapping import compile_rules
 from replicator.cutover import MigratingRedis
 from replicator.local.demo import Workload, canonical_number, dynamodb_view, redis_view
@@ -200,10 +200,12 @@ def test_owners_switch_share_by_share_under_live_traffic_and_nothing_replicated_
         report = run.snapshot()
         assert report.events_published > 40
         eventually(lambda: fully_committed(config), 60, message="the snapshot consumed")
+    # A replay from the beginning, and a listener restart (a gap: its start re-snapshot publishes Redis' states,
+    # the intruder's among them).
     replay.reset_to_earliest(config.kafka, config.kafka.group_id, config.kafka.topic)
     with Running(config) as run:
-        run.start_applier()
-        eventually(lambda: fully_committed(config), 120, message="the replay consumed")
+        run.start_applier().start_listener()
+        eventually(lambda: fully_committed(config), 120, message="the replay and the re-snapshot consumed")
     assert _counter("replicator_events_applied_total", result="switched") > fenced + 40
 
     state: dict[str, Any] = {}
@@ -235,6 +237,12 @@ def test_owners_switch_share_by_share_under_live_traffic_and_nothing_replicated_
     assert "3 drifted" in switched.stdout, switched.stdout
     for key in ("meta:user0003:peer001", "opponents:user0004", "opponents:user0005"):
         assert key in switched.stdout, switched.stdout
+    # A repair has nothing to repair there (switched owners are left out), and status shows the last whole verify.
+    repaired = run_cli("verify", "--config", str(path), "--settle-seconds", "0.2", "--repair")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    eventually(equal, 30, interval=0.5, message="DynamoDB still equal to what the application wrote")
+    verified = steps.status().verified
+    assert verified is not None and verified.whole and (verified.keys_checked, verified.drifted) == (0, 0)
     assert _same_mirror(want_mirror, {k: v for k, v in mirror_redis_view(r).items()})
 
 
@@ -248,7 +256,7 @@ def test_a_switch_waits_for_a_client_on_an_older_plan_and_gives_up_to_shadow(sta
     r.zadd("opponents:user0001", {"a": 1})
     out: list[str] = []
     steps = pipeline.cutover(pipeline.context(config), out=out.append)
-    control = ControlStore(client, config.dynamodb.state_table, config.tombstones.ttl_attribute)
+    control = ControlStore(client, config.dynamodb.state_table)
     with Running(config) as run:
         run.start_applier().start_listener()
         refused = run_cli("cutover", "switch", "--share", "50", "--config", str(path))
@@ -275,7 +283,7 @@ def test_a_command_across_stages_is_refused_and_a_held_write_times_out_retryably
     r, client = clean_redis(stack), ddb(stack)
     config = messaging_config(stack, uid, cutover={**CUTOVER, "hold_timeout_s": 0.5})
     create_tables(client, compile_rules(config), config.dynamodb.state_table)
-    control = ControlStore(client, config.dynamodb.state_table, config.tombstones.ttl_attribute)
+    control = ControlStore(client, config.dynamodb.state_table)
     plan = control.plan()
     switched = plan.with_shadow(100).holding(50).switched()
     control.replace(plan, switched)
@@ -303,8 +311,8 @@ def test_a_command_across_stages_is_refused_and_a_held_write_times_out_retryably
 
 def test_back_returns_switched_owners_to_redis_and_replication_holds_them_again(stack, uid, tmp_path, request):
     """After a switch and the application's own writes (native versions), ``back`` refuses while the warm copy
-    differs, then with ``--force`` re-bases the owners on Redis: Redis writes replicate again, also to the items the
-    application wrote, and a replay from the beginning changes nothing."""
+    differs, then with ``--force`` and live traffic re-bases the owners on Redis: Redis writes replicate again, also
+    to the items the application wrote, and a replay from the beginning changes nothing."""
     r, client = clean_redis(stack), ddb(stack)
     config = messaging_config(stack, uid, cutover=CUTOVER)
     create_tables(client, compile_rules(config), config.dynamodb.state_table)
@@ -337,7 +345,20 @@ def test_back_returns_switched_owners_to_redis_and_replication_holds_them_again(
         eventually(lambda: app.plan().epoch == plan.epoch, 10, message="the client on the plan back gave up")
         assert app.get("meta:user0002:app") == b"app"  # DynamoDB is still the truth there
 
-        done = steps.back(0, force=True, timeout_s=120)
+        # Live traffic on other owners from a second instance while the owners go back.
+        busy = MigratingRedis(redis.Redis.from_url(stack.redis_url), config, client, instance="busy")
+        request.addfinalizer(busy.close)
+        stop, writes = threading.Event(), [0, 0]  # done, held (retried)
+        traffic = threading.Thread(target=_live_writes, args=(busy, owners[6:], stop, writes), daemon=True)
+        traffic.start()
+        try:
+            eventually(lambda: writes[0] > 50, 30, message="live writes before back")
+            before = writes[0]
+            done = steps.back(0, force=True, timeout_s=120)
+            eventually(lambda: writes[0] > before + 100, 30, message="live writes after back")
+        finally:
+            stop.set()
+            traffic.join(30)
         assert (done.dynamodb, done.returning, done.shadow) == (0, None, 100)
         assert any("re-based" in line for line in out), out
         eventually(lambda: app.plan().epoch == done.epoch, 10, message="the client on the final plan")
@@ -356,6 +377,22 @@ def test_back_returns_switched_owners_to_redis_and_replication_holds_them_again(
         run.start_applier()
         eventually(lambda: fully_committed(config), 120, message="the replay consumed")
         assert_converged(r, client, config)
+
+
+def _live_writes(app: MigratingRedis, owners: list[str], stop: threading.Event, writes: list[int]) -> None:
+    """Zset and string-rule writes to ``owners`` until stopped; a held write (TryAgainError) is counted and retried."""
+    rng = random.Random(3)
+    while not stop.is_set():
+        owner = rng.choice(owners)
+        try:
+            if rng.random() < 0.6:
+                app.zadd(f"opponents:{owner}", {f"live{rng.randrange(5)}": writes[0]})
+            else:
+                app.set(f"meta:{owner}:live", f"v{writes[0]}")
+            writes[0] += 1
+        except redis.exceptions.TryAgainError:
+            writes[1] += 1
+        stop.wait(0.005)
 
 
 def test_a_switch_waits_for_appliers_thousands_of_events_behind(stack, uid, request):
@@ -398,3 +435,37 @@ def test_a_switch_waits_for_appliers_thousands_of_events_behind(stack, uid, requ
             assert app.wrong == []
             want, _mirror = _model_views(model)
             assert dynamodb_view(client, messaging_table(config)) == want
+
+
+def test_reading_every_clients_heartbeat_is_one_request_and_long_gone_clients_are_pruned(stack, uid):
+    """A switch polls the heartbeats while it holds writes, and the state table holds a head for every key: reading
+    them is one BatchGetItem, never a Scan. A client that closed is gone at once; one that died is pruned later."""
+    client = ddb(stack)
+    config = messaging_config(stack, uid)
+    create_tables(client, compile_rules(config), config.dynamodb.state_table)
+    control = ControlStore(client, config.dynamodb.state_table)
+    now = time.time()
+    for i in range(40):
+        control.beat(Heartbeat(f"app-{i:02d}", 3, now, now + 15, (("zrange", "match", i),)))
+    control.beat(Heartbeat("app-05", 4, now + 1, now + 16, ()))  # a later beat replaces the earlier one
+    control.beat(Heartbeat("died", 2, now - PRUNE_AFTER_S - 60, now - PRUNE_AFTER_S - 45, ()))
+    control.beat(Heartbeat("lagging", 1, now - 30, now - 15, ()))  # expired, not yet pruned: status shows it
+    control.forget("app-07")
+    calls: list[str] = []
+
+    def count(model: Any = None, **_: Any) -> None:
+        calls.append(model.name)
+
+    client.meta.events.register("before-call.dynamodb", count)
+    try:
+        beats = {h.instance: h for h in control.heartbeats()}
+        assert calls == ["BatchGetItem", "UpdateItem"]  # the read, and the dead client's entry removed
+        assert sorted(beats) == sorted([f"app-{i:02d}" for i in range(40) if i != 7] + ["lagging"])
+        assert beats["app-05"].epoch == 4 and beats["app-05"].shadow == ()
+        assert beats["app-12"] == Heartbeat("app-12", 3, round(now, 3), round(now + 15, 3), (("zrange", "match", 12),))
+        assert not beats["lagging"].live(now)
+        calls.clear()
+        assert sorted(h.instance for h in control.heartbeats()) == sorted(beats)
+        assert calls == ["BatchGetItem"]
+    finally:
+        client.meta.events.unregister("before-call.dynamodb", count)

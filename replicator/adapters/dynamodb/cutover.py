@@ -2,11 +2,14 @@
 
 Both live under keys no rule's head can have (a head key is ``rule name + NUL + key`` and rule names are not empty).
 The record is written compare-and-set on its epoch, so two operators cannot both take a step from the same plan;
-heartbeats carry DynamoDB's TTL attribute too, so that the sweeper removes the instances that went away.
+heartbeats share a few slot items (:data:`HEARTBEAT_SLOTS`), so that reading every client costs one request whatever
+the state table holds.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import threading
@@ -18,7 +21,7 @@ from typing import Any
 import botocore.exceptions
 
 from replicator.adapters.dynamodb.store import DynamoStore, translate
-from replicator.core.cutover import CutoverError, Heartbeat, Plan
+from replicator.core.cutover import CutoverError, Heartbeat, Plan, VerifyRecord
 from replicator.core.errors import ReplicatorError
 from replicator.core.mapping import Rule, RuleSet
 from replicator.core.native import NATIVE_BASE
@@ -27,14 +30,23 @@ from replicator.core.values import from_attribute_value
 log = logging.getLogger(__name__)
 
 CONTROL_KEY = b"\x00cutover\x00plan"
-HEARTBEAT_PREFIX = b"\x00cutover\x00client\x00"
+VERIFY_KEY = b"\x00cutover\x00verify"
+HEARTBEATS_PREFIX = b"\x00cutover\x00clients\x00"
+#: The clients' heartbeats share this many items of the state table (an instance's by a hash of its id), one
+#: attribute per instance. Not an item per instance: the state table's only key is the hash key, so finding them
+#: would be a Scan of every head (hours at 100M keys, and a switch polls them); not one item for all: a beat's
+#: write units grow with the item it rewrites. 32 slots: one BatchGetItem reads them all, and a few hundred
+#: instances make items of a few KB.
+HEARTBEAT_SLOTS = 32
+#: An instance whose heartbeat expired this long ago went away without closing: the reader removes its entry.
+PRUNE_AFTER_S = 3600.0
+_ENTRY = "c:"
 
 
 class ControlStore:
-    def __init__(self, client: Any, state_table: str, ttl_attribute: str) -> None:
+    def __init__(self, client: Any, state_table: str) -> None:
         self._store = DynamoStore(client, state_table)
         self._table = state_table
-        self._ttl = ttl_attribute
 
     def plan(self) -> Plan:
         """The current plan (strongly consistent); every owner on Redis when none was ever written."""
@@ -58,28 +70,68 @@ class ControlStore:
         except Exception as exc:
             raise translate(exc, "writing the cutover plan") from None
 
+    def note_verify(self, record: VerifyRecord) -> None:
+        """Keep the last verify run for `cutover status` (each run replaces the one before)."""
+        self._store.put(self._table, {"k": {"B": VERIFY_KEY}, "record": {"S": record.to_json()}},
+                        "recording the last verify run")
+
+    def last_verify(self) -> VerifyRecord | None:
+        item = self._store.get(self._table, {"k": {"B": VERIFY_KEY}}, "reading the last verify run")
+        return None if item is None else VerifyRecord.from_json(item["record"]["S"])
+
     def beat(self, heartbeat: Heartbeat) -> None:
-        self._store.put(self._table, {
-            "k": {"B": HEARTBEAT_PREFIX + heartbeat.instance.encode()}, "epoch": {"N": str(heartbeat.epoch)},
-            "at": {"N": f"{heartbeat.at:.3f}"}, "expires": {"N": f"{heartbeat.expires:.3f}"},
-            "shadow": {"S": json.dumps([list(t) for t in heartbeat.shadow])},
-            self._ttl: {"N": str(int(heartbeat.expires) + 1)}}, "recording a cutover heartbeat")
+        """Record the instance's heartbeat: one attribute of its slot item, rewritten (see :data:`HEARTBEAT_SLOTS`)."""
+        entry = {"epoch": {"N": str(heartbeat.epoch)}, "at": {"N": f"{heartbeat.at:.3f}"},
+                 "expires": {"N": f"{heartbeat.expires:.3f}"},
+                 "shadow": {"S": json.dumps([list(t) for t in heartbeat.shadow])}}
+        self._update(heartbeat.instance, "SET #c = :hb", {":hb": {"M": entry}}, "recording a cutover heartbeat")
 
     def forget(self, instance: str) -> None:
         """A client closed cleanly: it stops counting at once, not when its heartbeat expires."""
-        self._store.delete(self._table, {"k": {"B": HEARTBEAT_PREFIX + instance.encode()}},
-                           "removing a cutover heartbeat")
+        self._update(instance, "REMOVE #c", None, "removing a cutover heartbeat")
 
     def heartbeats(self) -> list[Heartbeat]:
-        found = []
-        for item in self._store.items("scan", "reading cutover heartbeats", TableName=self._table,
-                                      FilterExpression="begins_with(k, :p)",
-                                      ExpressionAttributeValues={":p": {"B": HEARTBEAT_PREFIX}}, ConsistentRead=True):
-            instance = bytes(item["k"]["B"])[len(HEARTBEAT_PREFIX):].decode("utf-8", "replace")
-            shadow = tuple((str(c), str(r), int(n)) for c, r, n in json.loads(item.get("shadow", {}).get("S", "[]")))
-            found.append(Heartbeat(instance, int(item["epoch"]["N"]), float(item["at"]["N"]),
-                                   float(item["expires"]["N"]), shadow))
+        """Every instance's last heartbeat: one BatchGetItem of the slot items, whatever the state table holds.
+        Entries that expired :data:`PRUNE_AFTER_S` ago (instances that went away without closing) are removed."""
+        slots = [(self._table, {"k": {"B": HEARTBEATS_PREFIX + str(n).encode()}}) for n in range(HEARTBEAT_SLOTS)]
+        found, now = [], time.time()
+        for item in self._store.batch_get(slots, "reading cutover heartbeats").values():
+            for name, value in item.items():
+                if not name.startswith(_ENTRY):
+                    continue
+                entry = value["M"]
+                shadow = tuple((str(c), str(r), int(n)) for c, r, n in json.loads(entry["shadow"]["S"]))
+                beat = Heartbeat(name[len(_ENTRY):], int(entry["epoch"]["N"]), float(entry["at"]["N"]),
+                                 float(entry["expires"]["N"]), shadow)
+                if beat.expires < now - PRUNE_AFTER_S:
+                    self._prune(beat.instance, entry["at"])
+                else:
+                    found.append(beat)
         return sorted(found, key=lambda h: h.instance)
+
+    def _prune(self, instance: str, at: dict[str, str]) -> None:
+        """Remove a long-dead instance's entry, unless it beat again since it was read."""
+        with contextlib.suppress(CutoverError):  # it beat again: alive after all
+            self._update(instance, "REMOVE #c", {":at": at}, "pruning a cutover heartbeat", condition="#c.#at = :at")
+
+    def _update(self, instance: str, expression: str, values: dict[str, Any] | None, where: str,
+                condition: str | None = None) -> None:
+        names = {"#c": _ENTRY + instance, **({"#at": "at"} if condition else {})}
+        slot = int.from_bytes(hashlib.sha256(instance.encode()).digest()[:4], "big") % HEARTBEAT_SLOTS
+        params: dict[str, Any] = {"ExpressionAttributeNames": names}
+        if values:
+            params["ExpressionAttributeValues"] = values
+        if condition:
+            params["ConditionExpression"] = condition
+        try:
+            self._store.client.update_item(TableName=self._table, UpdateExpression=expression,
+                                           Key={"k": {"B": HEARTBEATS_PREFIX + str(slot).encode()}}, **params)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise CutoverError(f"{where}: changed meanwhile") from None
+            raise translate(exc, where) from None
+        except Exception as exc:
+            raise translate(exc, where) from None
 
 
 class PlanWatch:
