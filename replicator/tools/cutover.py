@@ -147,7 +147,7 @@ class Cutover:
     """The steps, on the control record, the clients' heartbeats, Redis (markers) and the applier group."""
 
     def __init__(self, control: ControlStore, progress: GroupProgress | None, redis_client: Any,
-                 out: Callable[[str], None] = print, poll_s: float = 0.2, rebasing: Rebasing | None = None,
+                 out: Callable[[str], None] = print, poll_s: float = 0.05, rebasing: Rebasing | None = None,
                  extras: Callable[[], tuple[int | None, int | None]] | None = None) -> None:
         self._extras = extras  # (dead letters, pending gap reconciles), for status
         #: How long the last switch held writes (from its holding plan to the switched one).
@@ -304,11 +304,11 @@ class Cutover:
         if self._progress is None:
             raise CutoverError("cannot read the applier group's progress: a switch needs Kafka")
         watermark = Watermark(self._progress.end())
-        shown = -1
+        shown_at = 0.0
         while (left := watermark.remaining(self._progress.committed())) > 0:
-            if left != shown:
+            if time.monotonic() - shown_at >= 1.0:  # polled every poll_s, told once a second
                 self._out(f"appliers: {left} event(s) to commit before the switch")
-                shown = left
+                shown_at = time.monotonic()
             self._pause(deadline, stop, f"the appliers still have {left} event(s) to commit")
         self._out("appliers: DynamoDB holds every change published before the hold")
 
