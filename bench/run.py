@@ -20,7 +20,9 @@ be compared across commits. The figures:
 - end to end: p50/p99 latency at a fixed offered write rate, with the listener and the applier in two processes
   as deployed, and both processes' RSS at start and end;
 - client: DynamoRedis commands/s next to raw boto3 making the same reads and writes by hand, DynamoDB requests and
-  client CPU-µs per command (see bench/client.py).
+  client CPU-µs per command (see bench/client.py);
+- cutover: how long a switch holds writes under a fixed offered write rate through MigratingRedis, and
+  MigratingRedis' cost per command next to the bare clients it routes to (see bench/cutover.py).
 
 A warm-up pass runs first: the JVMs behind Kafka and DynamoDB Local compile their hot paths on the first requests.
 
@@ -52,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import client as client_bench  # noqa: E402  (bench/client.py)
+import cutover as cutover_bench  # noqa: E402  (bench/cutover.py)
 import mixed  # noqa: E402  (bench/mixed.py)
 import redis  # noqa: E402
 from confluent_kafka import Producer  # noqa: E402
@@ -416,6 +419,13 @@ def _replicator(command: str, config_path: str, **env: str) -> subprocess.Popen:
                             cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT), **env}, stdout=subprocess.DEVNULL)
 
 
+class _Launch:
+    """``replicator`` processes for bench/cutover.py (see cutover.Launch)."""
+
+    config_file = staticmethod(_config_file)
+    replicator = staticmethod(_replicator)
+
+
 def _histogram() -> dict[str, Any]:
     buckets: dict[float, float] = {}
     count = 0.0
@@ -475,8 +485,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-rev", default="HEAD~1",
                         help="the commit whose applier drains the mixed burst as 'today' ('' for none)")
     parser.add_argument("--client-ops", type=int, default=1000, help="commands per DynamoRedis measurement")
-    parser.add_argument("--only", choices=["all", "apply", "mixed", "client"], default="all",
-                        help="measure only the apply figures, the mixed workload, or the Redis-shaped client")
+    parser.add_argument("--cutover-rate", type=float, default=250,
+                        help="offered writes/s through MigratingRedis while switches run (DynamoDB Local, taking "
+                             "the switched owners' writes and the applier's, keeps up with about this much on 2 "
+                             "cores: 1,000 left the appliers 130k events behind)")
+    parser.add_argument("--only", choices=["all", "apply", "mixed", "client", "cutover"], default="all",
+                        help="measure only the apply figures, the mixed workload, the Redis-shaped client, or the "
+                             "cutover (switch holds, MigratingRedis' overhead)")
     parser.add_argument("--json", type=Path, help="where to write the results (default bench/results/<time>.json)")
     args = parser.parse_args(argv)
     setup_logs("ERROR")
@@ -489,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     latencies: list[dict[str, Any]] = []
     mixed_results: list[dict[str, Any]] = []
     client_results: dict[str, Any] = {}
+    cutover_results: dict[str, Any] = {}
     with LocalStack(kafka_partitions=4) as stack:
         r = redis.Redis.from_url(stack.redis_url)
         r.config_set("notify-keyspace-events", "KEA")
@@ -539,6 +555,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in ("all", "client"):
             print("DynamoRedis vs raw boto3 (one thread)", flush=True)
             client_results = client_bench.run(stack, args.client_ops)
+        if args.only in ("all", "cutover"):
+            print("cutover", flush=True)
+            cutover_results = cutover_bench.run(stack, _Launch(), args.cutover_rate)
 
     def ratio(stage: str, baseline: str) -> float:
         return figures[stage]["median"] / figures[baseline]["median"]
@@ -568,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     producer_cpu = {client: {thread: round(statistics.median(values), 1) for thread, values in cpu_us.items()}
                     for client, cpu_us in PRODUCER_CPU_US.items()}
     results.update(figures=figures, ratios=ratios, apply_cpu_us_per_item=cpu, producer_cpu_us_per_record=producer_cpu,
-                   end_to_end=latencies, mixed=mixed_results, client=client_results)
+                   end_to_end=latencies, mixed=mixed_results, client=client_results, cutover=cutover_results)
     print(f"\n{'figure':46} {'min':>10} {'median':>10} {'max':>10}")
     for name, f in figures.items():
         print(f"{name:46} {f['min']:>10,.0f} {f['median']:>10,.0f} {f['max']:>10,.0f}")
