@@ -7,7 +7,7 @@ those, not raw values, makes "equal" mean exactly what the applier promises.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -51,6 +51,21 @@ def compare_items(expected: Mapping[ItemKey, Attrs], actual: Mapping[ItemKey, At
             if kind is not None:
                 differences.append(Difference(kind, item_key, want, got))
     return differences
+
+
+def same_differences(a: Sequence[Difference], b: Sequence[Difference], ttl_attr: str = "expire_at") -> bool:
+    """``a`` and ``b`` alike, but for expiry instants at most TTL_TOLERANCE_MS apart: Redis' side is derived from
+    TIME + PTTL on each read, so two reads of an unchanged key can differ there by a millisecond, and a key whose
+    only drift is its TTL would otherwise never look still to the verifier's rechecks (nor count as drift)."""
+    return len(a) == len(b) and all(
+        x.kind is y.kind and x.item_key == y.item_key and _alike(x.expected, y.expected, ttl_attr)
+        and _alike(x.actual, y.actual, ttl_attr) for x, y in zip(a, b, strict=True))
+
+
+def _alike(a: Attrs | None, b: Attrs | None, ttl_attr: str) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return _attrs_kind(dict(a), dict(b), ttl_attr) is None
 
 
 def _attrs_kind(want: dict[str, TypedValue], got: dict[str, TypedValue], ttl_attr: str) -> DriftKind | None:

@@ -35,7 +35,7 @@ from replicator.adapters.dynamodb.store import DynamoStore
 from replicator.adapters.redis.cluster import state_reader
 from replicator.adapters.redis.reader import to_event
 from replicator.core.batching import batches
-from replicator.core.drift import Difference, DriftKind, compare_items
+from replicator.core.drift import Difference, DriftKind, compare_items, same_differences
 from replicator.core.errors import MappingError, ReplicatorError
 from replicator.core.events import Origin
 from replicator.core.keyspace import captured_keys, sample_keys
@@ -72,6 +72,7 @@ class KeyCheck:
     dynamo_version: int
     differences: tuple[Difference, ...]
     error: str | None = None
+    ttl_attr: str = ""  # the attribute holding the expiry instant under this key's rule ("" when none)
 
 
 @dataclass
@@ -162,7 +163,7 @@ class Verifier:
                 continue
             ttl_attr = "expire_at" if rule.is_mirror else ""
             differences = compare_items(expected, applied.items, ttl_attr)
-            checks.append(KeyCheck(state.key, rule.name, applied.version, tuple(differences)))
+            checks.append(KeyCheck(state.key, rule.name, applied.version, tuple(differences), ttl_attr=ttl_attr))
         return checks
 
     # -- a whole run ---------------------------------------------------------------------------------------------
@@ -237,7 +238,8 @@ class Verifier:
                 now = again.get(before.key)
                 if now is None or not now.differences:
                     continue  # it was in flight and has arrived (or is no longer captured)
-                unchanged = now.dynamo_version == before.dynamo_version and now.differences == before.differences
+                unchanged = (now.dynamo_version == before.dynamo_version
+                             and same_differences(now.differences, before.differences, now.ttl_attr))
                 still[now.key] = still.get(now.key, 0) + 1 if unchanged else 0
                 (drifted if still[now.key] >= needed else moving).append(now)
             candidates = moving

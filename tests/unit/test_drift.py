@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.core.drift import DriftKind, compare_items
+from replicator.core.drift import DriftKind, compare_items, same_differences
 from replicator.core.sizes import attribute_size, number_size
 from replicator.core.values import B, N, S
 
@@ -35,6 +35,21 @@ def test_expiries_within_two_ms_are_equal_and_a_lost_ttl_is_ttl_drift():
     assert changed.kind is DriftKind.VALUE
     assert "value_differs [owner_id=o, opponent_id=a]: redis {type=string, value=b'v', expire_at=1000}" \
         in changed.describe()
+
+
+def test_a_ttl_drift_read_twice_is_the_same_drift_though_redis_expiry_moved_by_a_ms():
+    """The verifier counts drift only when two rechecks find the same differences; Redis' expiry instant is TIME +
+    PTTL of each read, so an unchanged key's can move by a millisecond between them (a CI run reported a TTL-only
+    drift as none, the key never looking still)."""
+    def mirror(expire):
+        return (("type", S("string")), ("value", B(b"v")), ("expire_at", N(str(expire))))
+
+    first = compare_items({K1: mirror(5_000)}, {K1: mirror(1_000)})
+    again = compare_items({K1: mirror(5_001)}, {K1: mirror(1_000)})
+    assert first != again and same_differences(first, again)
+    assert not same_differences(first, compare_items({K1: mirror(5_003)}, {K1: mirror(1_000)}))  # Redis changed it
+    assert not same_differences(first, compare_items({K1: mirror(5_000)}, {K1: mirror(1_001)}), "")  # no TTL rule
+    assert not same_differences(first, [])
 
 
 @pytest.mark.parametrize(("number", "size"), [("0", 2), ("7", 2), ("12", 2), ("123", 3), ("1700000000", 2),
