@@ -39,7 +39,7 @@ from redis.commands.core import DataAccessCommands
 from replicator import metrics
 from replicator.adapters.dynamodb.cutover import ControlStore, PlanWatch
 from replicator.adapters.dynamodb.store import make_client
-from replicator.adapters.redis.shaped import encode
+from replicator.adapters.redis.shaped import QueuedPipeline, encode
 from replicator.core import commands
 from replicator.core.config import Config, CutoverConfig, load_config
 from replicator.core.cutover import Heartbeat, Plan, Stage
@@ -271,36 +271,12 @@ def _pipelined(target: Any, calls: list[tuple[tuple[Any, ...], dict[str, Any]]])
     return list(pipe.execute(raise_on_error=False))
 
 
-class _MigratingPipeline(DataAccessCommands):  # type: ignore[misc]
+class _MigratingPipeline(QueuedPipeline):
     """redis-py's non-transactional pipeline over :class:`MigratingRedis`."""
 
     def __init__(self, client: MigratingRedis) -> None:
+        super().__init__()
         self._client = client
-        self._queued: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 
-    def execute_command(self, *args: Any, **options: Any) -> _MigratingPipeline:
-        self._queued.append((args, options))
-        return self
-
-    def execute(self, raise_on_error: bool = True) -> list[Any]:
-        queued, self._queued = self._queued, []
-        if not queued:
-            return []
-        answers = self._client._run(queued)
-        if raise_on_error:
-            for answer in answers:
-                if isinstance(answer, Exception):
-                    raise answer
-        return answers
-
-    def reset(self) -> None:
-        self._queued = []
-
-    def __len__(self) -> int:
-        return len(self._queued)
-
-    def __enter__(self) -> _MigratingPipeline:
-        return self
-
-    def __exit__(self, *_exc: Any) -> None:
-        self.reset()
+    def _answers(self, queued: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+        return self._client._run(queued)

@@ -89,15 +89,15 @@ def _answer(command: str, reply: Any, options: dict[str, Any]) -> Any:
     return parse(command, reply, options)
 
 
-class ShapedPipeline(DataAccessCommands):  # type: ignore[misc]
-    """redis-py's non-transactional pipeline: commands return the pipeline, :meth:`execute` the answers."""
+class QueuedPipeline(DataAccessCommands):  # type: ignore[misc]
+    """redis-py's non-transactional pipeline: commands queue and return the pipeline, :meth:`execute` answers them
+    all (a subclass says how, in :meth:`_answers`)."""
 
-    def __init__(self, client: RedisShaped) -> None:
-        self._client = client
-        self._queued: list[tuple[list[bytes], dict[str, Any]]] = []
+    def __init__(self) -> None:
+        self._queued: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 
-    def execute_command(self, *args: Any, **options: Any) -> ShapedPipeline:
-        self._queued.append((encode(args), options))
+    def execute_command(self, *args: Any, **options: Any) -> QueuedPipeline:
+        self._queued.append((args, options))
         return self
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
@@ -106,18 +106,15 @@ class ShapedPipeline(DataAccessCommands):  # type: ignore[misc]
         queued, self._queued = self._queued, []
         if not queued:
             return []
-        replies = self._client.run_many([args for args, _options in queued])
-        answers: list[Any] = []
-        for (args, options), reply in zip(queued, replies, strict=True):
-            try:
-                answers.append(_answer(args[0].decode("latin-1").upper(), reply, options))
-            except redis.exceptions.RedisError as exc:
-                answers.append(exc)
+        answers = self._answers(queued)
         if raise_on_error:
             for answer in answers:
-                if isinstance(answer, redis.exceptions.RedisError):
+                if isinstance(answer, Exception):
                     raise answer
         return answers
+
+    def _answers(self, queued: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+        raise NotImplementedError
 
     def reset(self) -> None:
         self._queued = []
@@ -125,8 +122,30 @@ class ShapedPipeline(DataAccessCommands):  # type: ignore[misc]
     def __len__(self) -> int:
         return len(self._queued)
 
-    def __enter__(self) -> ShapedPipeline:
+    def __enter__(self) -> QueuedPipeline:
         return self
 
     def __exit__(self, *_exc: Any) -> None:
         self.reset()
+
+
+class ShapedPipeline(QueuedPipeline):
+    """The pipeline of a :class:`RedisShaped` client: its commands run together through ``run_many``."""
+
+    def __init__(self, client: RedisShaped) -> None:
+        super().__init__()
+        self._client = client
+
+    def execute_command(self, *args: Any, **options: Any) -> ShapedPipeline:
+        self._queued.append((tuple(encode(args)), options))  # an argument of no Redis type fails here, as queued
+        return self
+
+    def _answers(self, queued: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
+        replies = self._client.run_many([list(args) for args, _options in queued])
+        answers: list[Any] = []
+        for (args, options), reply in zip(queued, replies, strict=True):
+            try:
+                answers.append(_answer(args[0].decode("latin-1").upper(), reply, options))
+            except redis.exceptions.RedisError as exc:
+                answers.append(exc)
+        return answers
