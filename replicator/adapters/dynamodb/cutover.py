@@ -8,7 +8,6 @@ the state table holds.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -93,7 +92,7 @@ class ControlStore:
     def heartbeats(self) -> list[Heartbeat]:
         """Every instance's last heartbeat: one BatchGetItem of the slot items, whatever the state table holds.
         Entries that expired :data:`PRUNE_AFTER_S` ago (instances that went away without closing) are removed."""
-        slots = [(self._table, {"k": {"B": HEARTBEATS_PREFIX + str(n).encode()}}) for n in range(HEARTBEAT_SLOTS)]
+        slots = [(self._table, _slot_key(n)) for n in range(HEARTBEAT_SLOTS)]
         found, now = [], time.time()
         for item in self._store.batch_get(slots, "reading cutover heartbeats").values():
             for name, value in item.items():
@@ -110,28 +109,25 @@ class ControlStore:
         return sorted(found, key=lambda h: h.instance)
 
     def _prune(self, instance: str, at: dict[str, str]) -> None:
-        """Remove a long-dead instance's entry, unless it beat again since it was read."""
-        with contextlib.suppress(CutoverError):  # it beat again: alive after all
-            self._update(instance, "REMOVE #c", {":at": at}, "pruning a cutover heartbeat", condition="#c.#at = :at")
+        """Remove a long-dead instance's entry, unless it beat again since it was read (then the update is refused:
+        alive after all)."""
+        self._update(instance, "REMOVE #c", {":at": at}, "pruning a cutover heartbeat", condition="#c.#at = :at")
 
     def _update(self, instance: str, expression: str, values: dict[str, Any] | None, where: str,
-                condition: str | None = None) -> None:
-        names = {"#c": _ENTRY + instance, **({"#at": "at"} if condition else {})}
+                condition: str | None = None) -> bool:
         slot = int.from_bytes(hashlib.sha256(instance.encode()).digest()[:4], "big") % HEARTBEAT_SLOTS
-        params: dict[str, Any] = {"ExpressionAttributeNames": names}
+        params: dict[str, Any] = {"ExpressionAttributeNames": {"#c": _ENTRY + instance,
+                                                               **({"#at": "at"} if condition else {})}}
         if values:
             params["ExpressionAttributeValues"] = values
         if condition:
             params["ConditionExpression"] = condition
-        try:
-            self._store.client.update_item(TableName=self._table, UpdateExpression=expression,
-                                           Key={"k": {"B": HEARTBEATS_PREFIX + str(slot).encode()}}, **params)
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                raise CutoverError(f"{where}: changed meanwhile") from None
-            raise translate(exc, where) from None
-        except Exception as exc:
-            raise translate(exc, where) from None
+        return self._store.update(where, TableName=self._table, Key=_slot_key(slot), UpdateExpression=expression,
+                                  **params)
+
+
+def _slot_key(slot: int) -> dict[str, Any]:
+    return {"k": {"B": HEARTBEATS_PREFIX + str(slot).encode()}}
 
 
 class PlanWatch:
@@ -218,18 +214,10 @@ class NativeGroups:
 
     def rebase(self, group: NativeGroup, version: int) -> bool:
         """Move ``group`` to ``version`` if it still holds the native version found; False if it moved meanwhile."""
-        try:
-            self._store.client.update_item(
-                TableName=group.table, Key=group.key, UpdateExpression="SET #v = :new", ConditionExpression="#v = :old",
-                ExpressionAttributeNames={"#v": group.version_attr},
-                ExpressionAttributeValues={":new": {"N": str(version)}, ":old": {"N": str(group.version)}})
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise translate(exc, f"re-basing {group.where}") from None
-        except Exception as exc:
-            raise translate(exc, f"re-basing {group.where}") from None
-        return True
+        return self._store.update(
+            f"re-basing {group.where}", TableName=group.table, Key=group.key, UpdateExpression="SET #v = :new",
+            ConditionExpression="#v = :old", ExpressionAttributeNames={"#v": group.version_attr},
+            ExpressionAttributeValues={":new": {"N": str(version)}, ":old": {"N": str(group.version)}})
 
     def _every_rule(self) -> list[Rule]:
         return [*self._rules.rules, *((self._rules.mirror,) if self._rules.mirror else ())]

@@ -171,6 +171,19 @@ class DynamoStore:
         except Exception as exc:
             raise translate(exc, where) from None
 
+    def update(self, where: str, **request: Any) -> bool:
+        """One conditional UpdateItem; False when its condition refused it (the caller says what that means), any
+        other failure raised translated."""
+        try:
+            self.client.update_item(**request)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise translate(exc, where) from None
+        except Exception as exc:
+            raise translate(exc, where) from None
+        return True
+
     def delete(self, table: str, key: Mapping[str, Any], where: str) -> None:
         """Remove one of the replicator's own records (see :meth:`put`)."""
         try:
@@ -432,25 +445,13 @@ class DynamoWriter(DynamoStore):
             return exc
 
     def _expire_tombstone(self, write: ItemWrite, where: str) -> None:
-        try:
-            self.client.update_item(**requests.expire_tombstone_request(write, self.rules, self.expire_at()))
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise translate(exc, where) from None
-            # Another group on the item is live, or a newer write superseded the tombstone: no TTL, correctly.
-        except Exception as exc:
-            raise translate(exc, where) from None
+        # Refused: another group on the item is live, or a newer write superseded the tombstone: no TTL, correctly.
+        self.update(where, **requests.expire_tombstone_request(write, self.rules, self.expire_at()))
 
     def put_head(self, rule: Rule, key: bytes, version: int, deleted: bool) -> None:
         request = requests.head_request(self.state_table, rule.name, key, version, deleted, self.ttl_attribute,
                                         self.expire_at())
-        try:
-            self.client.update_item(**request)
-        except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise translate(exc, f"state table {self.state_table} head of {key!r}") from None
-        except Exception as exc:
-            raise translate(exc, f"state table {self.state_table} head of {key!r}") from None
+        self.update(f"state table {self.state_table} head of {key!r}", **request)  # refused: a newer head stands
 
     def head_versions(self, keys: Sequence[tuple[str, bytes]]) -> list[int]:
         """The head versions of distinct (rule name, key)s (strongly consistent; one BatchGetItem per 100), -1
