@@ -22,6 +22,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+import mixed  # bench/mixed.py
 import redis
 
 from replicator import pipeline
@@ -31,23 +32,17 @@ from replicator.core.config import Config, parse_config
 from replicator.core.mapping import compile_rules
 from replicator.cutover import MigratingRedis
 from replicator.dynamo_redis import DynamoRedis
-from replicator.local.demo import MESSAGING_RULES, Workload
+from replicator.local.demo import Workload
 from replicator.local.stack import LocalStack, dynamodb_client
 
 OWNERS = 2000
 
 
 def _config_data(stack: LocalStack) -> dict[str, Any]:
+    """The demo's messaging rules (mixed.config_data's) on tables and a topic of their own; the listener's start
+    re-snapshot on, since the owners are seeded before it starts."""
     uid = uuid.uuid4().hex[:6]
-    overrides = stack.config_overrides()
-    return {
-        **MESSAGING_RULES, **overrides,
-        "tables": {"messaging": {**MESSAGING_RULES["tables"]["messaging"], "name": f"cut_messaging_{uid}"}},
-        "default": {"table": f"cut_mirror_{uid}"},
-        "kafka": {**overrides["kafka"], "topic": f"cut.{uid}", "group_id": f"cut-{uid}"},
-        "dynamodb": {**overrides["dynamodb"], "state_table": f"cut_state_{uid}"},
-        "capture": {"coalesce_ms": 2},
-    }
+    return mixed.config_data(stack, f"cut.{uid}", f"cut{uid}", capture={"coalesce_ms": 2, "resnapshot_on_gap": True})
 
 
 def _config(stack: LocalStack) -> Config:
