@@ -17,7 +17,7 @@ class RateLimiter:
         self._clock, self._sleep = clock, sleep
         self._next = clock()
 
-    def take(self, n: int) -> None:
+    def take(self, n: float) -> None:
         """Account for ``n`` keys, sleeping first if they would go faster than the rate."""
         if not self._rate:
             return
