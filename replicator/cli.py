@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -22,6 +23,7 @@ from prometheus_client import REGISTRY, write_to_textfile
 from redis.cluster import RedisCluster
 
 from replicator import __version__, health, logs, pipeline, retry
+from replicator.adapters.dynamodb.capacity import ReadCapacity
 from replicator.adapters.dynamodb.store import make_client, translate
 from replicator.adapters.kafka import broker, dead_letters
 from replicator.adapters.redis.cluster import dbsize
@@ -29,6 +31,7 @@ from replicator.capture.reconcile import PendingReconciles
 from replicator.core.config import Config, load_config
 from replicator.core.cutover import WHOLE_KEYSPACE, Stage, VerifyRecord
 from replicator.core.errors import ConfigError, ReplicatorError
+from replicator.core.verification import merge_shards
 from replicator.local.demo import run_demo
 from replicator.tools import dlq, plan, preflight, replay, status, verify
 from replicator.tools.progress import Progress
@@ -216,14 +219,28 @@ def cmd_cutover(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-
-
+    """Exit 0: no drift; 1: drift; 2: a usage or config error; 3: not finished (interrupted, or shards missing)."""
     config = _config(args)
     ctx = pipeline.context(config)
+    ddb = pipeline.dynamodb(ctx)
+    shard, shards = _shard(args)
+    scope = "switched" if args.switched else ""
+    checkpoints = verify.VerifyCheckpoints(ddb, config.dynamodb.state_table, scope)
+    if args.report:
+        report = merge_shards(checkpoints.all(args.shards or shards), args.examples)
+        if report.complete and not args.switched:
+            pipeline.note_verify(ctx, VerifyRecord(time.time(), WHOLE_KEYSPACE, report.keys_checked,
+                                                   report.drift_keys, report.repaired))
+        print(verify.report_json(report) if args.json else report.format())
+        return 1 if report.has_drift else 0 if report.complete else 3
+    scoped = bool(args.sample or args.owner)
+    if scoped and (shards > 1 or args.resume):
+        raise ConfigError("verify --sample/--owner check a few keys: they take no --shard or --resume")
     client, node, db = pipeline.redis_client(config)
     offsets = pipeline.group_offsets(ctx)
-    verifier = verify.Verifier(client, pipeline.dynamodb(ctx), ctx.rules, config.dynamodb.state_table,
-                               config.capture.max_inline_members, node, db, progress=offsets)
+    capacity = ReadCapacity(ddb, args.max_rcu)
+    verifier = verify.Verifier(client, ddb, ctx.rules, config.dynamodb.state_table,
+                               config.capture.max_inline_members, node, db, progress=offsets, capacity=capacity)
     plan_now = pipeline.cutover_plan(ctx)
     if args.switched and args.repair:
         raise ConfigError("verify --switched --repair: a switched owner's truth is DynamoDB, so there is nothing "
@@ -237,27 +254,50 @@ def cmd_verify(args: argparse.Namespace) -> int:
     options = verify.VerifyOptions(
         sample=args.sample, owner=args.owner.encode() if args.owner else None, settle_s=args.settle_seconds,
         rechecks=args.rechecks, workers=args.workers, max_keys_per_second=args.max_keys_per_second,
-        examples=args.examples, owners=owners)
-    progress = Progress("verify", args.sample or dbsize(client)) if _show_progress(args) else None
+        examples=args.examples, owners=owners, shard=shard, shards=shards, segments=args.segments,
+        checkpoint_s=args.checkpoint_seconds)
+    if args.dry_run:
+        cost = verifier.estimate(options, plan.Planner(client, ctx.rules, config.capture.max_inline_members).plan(
+            sample=10_000), args.max_rcu)
+        if offsets is not None:
+            offsets.close()
+        print(json.dumps(cost.to_json(), indent=2) if args.json else cost.format())
+        return 0
+    estimate = args.sample or max(1, dbsize(client) // shards)
+    progress = Progress("verify", estimate) if _show_progress(args) else None
+    repair = (lambda keys: pipeline.repair(ctx, client, node, db, keys)) if args.repair else None
     try:
-        report = verifier.run(options, _stop_on_signals(), progress)
+        report = verifier.run(options, _stop_on_signals(), progress, None if scoped else checkpoints,
+                              resume=args.resume, repair=repair)
         report.skipped_what = skipped_what
     finally:
         if offsets is not None:
             offsets.close()
     if progress:
         progress.close()
-    if args.repair and report.drifted_keys:
-        report.repaired = pipeline.repair(ctx, client, node, db, report.drifted_keys)
-    if not args.switched:  # the readiness `cutover status` weighs: the owners still replicated
-        scope = (f"owner {args.owner}" if args.owner else f"a sample of {args.sample} keys" if args.sample
-                 else WHOLE_KEYSPACE)
-        pipeline.note_verify(ctx, VerifyRecord(time.time(), scope, report.keys_checked, len(report.drifted_keys),
+    if not args.switched and shards == 1 and report.complete:  # the readiness `cutover status` weighs
+        what = (f"owner {args.owner}" if args.owner else f"a sample of {args.sample} keys" if args.sample
+                else WHOLE_KEYSPACE)
+        pipeline.note_verify(ctx, VerifyRecord(time.time(), what, report.keys_checked, report.drift_keys,
                                                report.repaired))
     if args.metrics_file:
         write_to_textfile(args.metrics_file, REGISTRY)
     print(verify.report_json(report) if args.json else report.format())
-    return 1 if report.has_drift else 0
+    return 1 if report.has_drift else 0 if report.complete else 3
+
+
+def _shard(args: argparse.Namespace) -> tuple[int, int]:
+    """``--shard I/N`` as (I, N); (0, 1) without it."""
+    if not args.shard:
+        return 0, 1
+    text = args.shard
+    try:
+        shard, shards = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard {text}: expected I/N, e.g. 0/4") from None
+    if not 0 <= shard < shards:
+        raise ConfigError(f"--shard {text}: I must be at least 0 and below N")
+    return shard, shards
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -373,7 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="compare Redis with DynamoDB through the rules; exit 1 on drift",
         description="Compare every captured Redis key (or a sample, or one owner's) with the DynamoDB items the rules "
                     "map it to, and report drift by kind. Tolerates live writes: differing keys are re-read before "
-                    "they count. Exit 0 without drift, 1 with drift, 2 on a usage or config error.")
+                    "they count. A whole-keyspace run saves where it is in the state table: --resume continues it, "
+                    "--shard I/N splits it, --report merges the shards. Exit 0 without drift, 1 with drift, 2 on a "
+                    "usage or config error, 3 when the run did not finish.")
     check.add_argument("--config", "-c", required=True)
     check.add_argument("--switched", action="store_true",
                        help="during a cutover: compare only the owners switched to DynamoDB (their Redis copy "
@@ -382,10 +424,29 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--sample", type=int, metavar="N", help="N random keys instead of all")
     scope.add_argument("--owner", metavar="ID", help="only this owner's keys")
     check.add_argument("--repair", action="store_true",
-                       help="re-publish drifted keys as REPAIR events through Kafka (the appliers fix DynamoDB)")
+                       help="re-publish drifted keys as REPAIR events through Kafka (the appliers fix DynamoDB), "
+                            "chunk by chunk as they are found")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument("--workers", type=int, default=4, help="parallel readers (default 4)")
     check.add_argument("--max-keys-per-second", type=float, metavar="R", help="rate limit on both stores")
+    check.add_argument("--max-rcu", type=float, metavar="R",
+                       help="at most R DynamoDB read capacity units per second (as DynamoDB reports them)")
+    check.add_argument("--shard", metavar="I/N",
+                       help="verify shard I of N (owners by hash, Scan segments in turn); run N of them side by "
+                            "side and merge them with --report")
+    check.add_argument("--resume", action="store_true",
+                       help="continue this shard's last run from its last checkpoint (a finished run is reported "
+                            "as it was)")
+    check.add_argument("--report", action="store_true",
+                       help="print the merged report of the last sharded run (--shards N); exit 3 while a shard "
+                            "has not finished")
+    check.add_argument("--shards", type=int, metavar="N", help="with --report: how many shards the run has")
+    check.add_argument("--dry-run", action="store_true",
+                       help="state the Redis reads, DynamoDB read capacity and time the run would take, and stop")
+    check.add_argument("--segments", type=int, default=4,
+                       help="Scan segments per shard for the keys only DynamoDB holds (default 4)")
+    check.add_argument("--checkpoint-seconds", type=float, default=30.0,
+                       help="how often a run saves where it is, to resume from (default 30)")
     check.add_argument("--settle-seconds", type=float, default=2.0,
                        help="wait before re-reading a differing key (default 2)")
     check.add_argument("--rechecks", type=int, default=3, help="re-reads of a differing key (default 3)")

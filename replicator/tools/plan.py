@@ -47,6 +47,7 @@ class TablePlan:
     max_item_bytes: int = 0
     lsi_items: int = 0
     write_units: int = 0  # WCU to write every item once (backfill), LSIs included
+    read_units: int = 0  # RCU to read every item once, strongly consistent (verify's cost)
 
     @property
     def avg_item_bytes(self) -> float:
@@ -196,12 +197,14 @@ class Planner:
             plan.max_item_bytes = max(plan.max_item_bytes, size)
             plan.lsi_items += in_lsi
             plan.write_units += math.ceil(size / 1024) * (1 + in_lsi)
+            plan.read_units += math.ceil(size / 4096)
             owner = dict(item_key)[spec.partition_key[0]]
             owner_bytes[(table, owner.as_bytes())] += size
             sizes[table].append(size)
         for plan in tables.values():
             plan.items, plan.bytes = round(plan.items * scale), round(plan.bytes * scale)
             plan.lsi_items, plan.write_units = round(plan.lsi_items * scale), round(plan.write_units * scale)
+            plan.read_units = round(plan.read_units * scale)
         all_items = sum(t.items for t in tables.values())
         per_event = 0.0
         if all_items:

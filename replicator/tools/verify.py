@@ -1,8 +1,10 @@
 """``replicator verify``: prove DynamoDB holds what Redis holds, key by key, through the mapping rules.
 
-Each key is read from Redis with the same atomic reader the listener uses, turned into the items the rules would
-write, and compared with the items DynamoDB holds live for it (:mod:`replicator.core.drift`). Keys DynamoDB holds but
-Redis no longer has are found from DynamoDB's side (the reconcile's reverse mapping).
+Each key is read from Redis with the same atomic reader the listener uses (many keys per call, one version each),
+turned into the items the rules would write, and compared with the items DynamoDB holds live for it
+(:mod:`replicator.core.drift`), read in batches: single items and collection heads by BatchGetItem, a Query per
+collection key. Keys DynamoDB holds but Redis no longer has are found from DynamoDB's side, by a parallel Scan of the
+live heads and single-item tables, and an EXISTS per key found.
 
 Live writes keep going while this runs, so a difference is only a *candidate*: it is re-read after ``settle_s``
 (both stores) up to ``rechecks`` times. Before each recheck, when the verifier can see the applier group's offsets, it
@@ -13,40 +15,61 @@ with the same DynamoDB version in two rechecks in a row (nothing is on its way);
 reported as unsettled, not as drift. Without the watermark (no Kafka access, or appliers that stopped
 committing) stillness alone decides, which an applier lagging by more than ``settle_s`` can fool.
 
+At scale (hundreds of millions of keys) a run takes hours, so it is cut into *chunks* of about ``checkpoint_s``:
+a chunk's candidates are settled (and, with ``--repair``, re-published) in the background while the next chunk is
+read, and then its scan positions and the report so far are saved in the state table
+(:class:`replicator.core.verification.ShardRecord`). A killed run resumes from its last saved chunk
+(``--resume``); ``--shard i/n`` runs split the keyspace by owner (and the Scan by segment), each with its own
+record, and ``--report`` merges them.
+
 ``--repair`` re-publishes drifted keys as REPAIR events through Kafka, never writing DynamoDB directly: ordering
 and versions stay intact, and the applier re-reads DynamoDB for those keys instead of trusting its cache.
 """
 
 from __future__ import annotations
 
+import base64
+import itertools
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from replicator import metrics
-from replicator.adapters.dynamodb.store import DynamoStore
-from replicator.adapters.redis.cluster import state_reader
+from replicator.adapters.dynamodb.capacity import ReadCapacity
+from replicator.adapters.dynamodb.store import DynamoStore, source_tables
+from replicator.adapters.redis.cluster import primaries, state_reader
 from replicator.adapters.redis.reader import to_event
 from replicator.core.batching import batches
 from replicator.core.drift import Difference, DriftKind, compare_items, same_differences
-from replicator.core.errors import MappingError, ReplicatorError
+from replicator.core.errors import ConfigError, MappingError, ReplicatorError, SinkError
 from replicator.core.events import Origin
 from replicator.core.keyspace import captured_keys, sample_keys
 from replicator.core.mapping import Rule, RuleSet, desired_items
 from replicator.core.ratelimit import RateLimiter
+from replicator.core.shards import in_shard
+from replicator.core.verification import DONE, ShardRecord, VerifyCost, VerifyReport, verify_cost
 from replicator.core.watermark import GroupProgress, Watermark
+from replicator.tools.plan import MigrationPlan
+
+__all__ = ["KeyCheck", "Verifier", "VerifyCheckpoints", "VerifyOptions", "VerifyReport", "report_json"]
 
 log = logging.getLogger(__name__)
 
 #: The applier group counts as stopped when its backlog has not shrunk for this long (see Verifier._catch_up).
 _STALLED_S = 10.0
+#: About what a collection key's head takes in the state table (its key, the rule name and a version).
+_HEAD_BYTES = 64
+#: Keys per SCAN call, as the snapshot uses.
+_SCAN_COUNT = 1000
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,13 @@ class VerifyOptions:
     #: Only the keys whose owner this accepts (the cutover: owners switched to DynamoDB are left out, or only they
     #: are checked with --switched); the others are counted as skipped.
     owners: Callable[[bytes], bool] | None = None
+    #: This run's share of the keyspace: the owners of shard ``shard`` of ``shards`` (core/shards.py), and the same
+    #: share of each table's Scan segments (``segments`` per shard).
+    shard: int = 0
+    shards: int = 1
+    segments: int = 4
+    #: How often a whole-keyspace run saves where it is (after settling what it read before).
+    checkpoint_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -75,79 +105,82 @@ class KeyCheck:
     ttl_attr: str = ""  # the attribute holding the expiry instant under this key's rule ("" when none)
 
 
+class VerifyCheckpoints:
+    """Each shard's :class:`ShardRecord` in the state table, under a key no Redis key's head can have."""
+
+    PREFIX = b"\x00verify\x00"
+
+    def __init__(self, client: Any, table: str, scope: str = "") -> None:
+        self._store = DynamoStore(client, table)
+        self._table = table
+        self._scope = scope  # runs of another kind (verify --switched) keep records of their own
+
+    def _key(self, shard: int, shards: int) -> dict[str, Any]:
+        return {"k": {"B": self.PREFIX + f"{self._scope}\x00{shard}/{shards}".encode()}}
+
+    def load(self, shard: int, shards: int) -> ShardRecord | None:
+        item = self._store.get(self._table, self._key(shard, shards), "reading a verify checkpoint")
+        return None if item is None else ShardRecord.from_json(item["record"]["S"])
+
+    def save(self, record: ShardRecord) -> None:
+        self._store.put(self._table, {**self._key(record.shard, record.shards), "record": {"S": record.to_json()}},
+                        "saving a verify checkpoint")
+
+    def all(self, shards: int) -> list[ShardRecord | None]:
+        """The records of shards 0..shards-1 (None where a shard has none)."""
+        return [self.load(shard, shards) for shard in range(shards)]
+
+
+@dataclass(frozen=True)
+class _Page:
+    """Keys read from one unit (a Redis node's SCAN, a Scan segment), and where that unit resumes after them."""
+
+    unit: str
+    after: Any
+    keys: list[bytes]
+    from_dynamodb: bool  # keys DynamoDB holds: only those Redis lacks are checked here
+
+
 @dataclass
-class VerifyReport:
-    keys_checked: int = 0
-    #: Keys with at least one difference of the kind (a key may count under several kinds).
-    drift: dict[DriftKind, int] = field(default_factory=lambda: dict.fromkeys(DriftKind, 0))
-    examples: dict[DriftKind, list[str]] = field(default_factory=lambda: {k: [] for k in DriftKind})
-    drifted_keys: list[bytes] = field(default_factory=list)
-    unsettled_keys: list[bytes] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    repaired: int = 0
-    #: Keys left out by VerifyOptions.owners (and what they are, for the report).
-    skipped: int = 0
-    skipped_what: str = ""
+class _Checked:
+    """What a worker found in one batch: counts and errors, and the keys that differ (candidates to settle)."""
 
-    @property
-    def has_drift(self) -> bool:
-        return bool(self.drifted_keys)
+    part: VerifyReport
+    candidates: list[KeyCheck]
 
-    def add(self, check: KeyCheck, examples: int) -> None:
-        self.drifted_keys.append(check.key)
-        for kind in {d.kind for d in check.differences}:
-            self.drift[kind] += 1
-            if len(self.examples[kind]) < examples:
-                first = next(d for d in check.differences if d.kind is kind)
-                self.examples[kind].append(f"{check.key!r} ({check.rule}): {first.describe()}")
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "keys_checked": self.keys_checked,
-            "drift_keys": len(self.drifted_keys),
-            "drift": {k.value: n for k, n in self.drift.items()},
-            "examples": {k.value: v for k, v in self.examples.items() if v},
-            "unsettled_keys": len(self.unsettled_keys),
-            "errors": self.errors,
-            "repaired": self.repaired,
-            "skipped_keys": self.skipped,
-            "seconds": round(self.seconds, 3),
-        }
+@dataclass
+class _Chunk:
+    """Pages read since the last checkpoint: their checks and the positions past them."""
 
-    def format(self) -> str:
-        lines = [f"verified {self.keys_checked} key(s) in {self.seconds:.1f}s: "
-                 + (f"{len(self.drifted_keys)} drifted" if self.has_drift else "no drift")]
-        for kind in DriftKind:
-            lines.append(f"  {kind.value:22} {self.drift[kind]}")
-            lines.extend(f"      e.g. {example}" for example in self.examples[kind])
-        if self.unsettled_keys:
-            lines.append(f"  {len(self.unsettled_keys)} key(s) still changing in DynamoDB (in flight, not drift)")
-        lines.extend(f"  error: {e}" for e in self.errors[:10])
-        if self.skipped:
-            lines.append(f"  skipped {self.skipped} key(s) {self.skipped_what}")
-        if self.repaired:
-            lines.append(f"re-published {self.repaired} drifted key(s) as REPAIR events; run verify again once "
-                         "the appliers caught up")
-        return "\n".join(lines)
+    futures: list[Future[_Checked]] = field(default_factory=list)
+    positions: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
 
 
 class Verifier:
     def __init__(self, client: redis.Redis, dynamodb: Any, rules: RuleSet, state_table: str,
                  max_inline_members: int = 10_000, node: str = "verify", db: int = 0,
-                 progress: GroupProgress | None = None) -> None:
+                 progress: GroupProgress | None = None, capacity: ReadCapacity | None = None) -> None:
         self._redis = client
         self._progress = progress
         self._store = DynamoStore(dynamodb, state_table)
         self._rules = rules
         self._reader = state_reader(client, max_inline_members)
         self._node, self._db = node, db
+        self._capacity = capacity
 
-    # -- one pass ------------------------------------------------------------------------------------------------
+    # -- one batch -----------------------------------------------------------------------------------------------
 
     def check(self, keys: list[bytes]) -> list[KeyCheck]:
-        """Read ``keys`` from both stores now and compare. Keys no rule captures are left out."""
+        """Read ``keys`` from both stores now and compare. Keys no rule captures are left out.
+
+        DynamoDB is read for all of them at once (:meth:`DynamoStore.load_states`); when DynamoDB refuses the batch
+        for one key's sake (a key longer than a DynamoDB key may be), each key is read alone, so that key gets its
+        one-line error and the others their answer.
+        """
         now_us = time.time_ns() // 1000
+        wanted, expected = [], []
         checks = []
         for state in self._reader.read(keys):
             event = to_event(state, self._rules, Origin.REPAIR, self._node, self._db, now_us)
@@ -156,66 +189,154 @@ class Verifier:
                 continue
             rule, variables = matched
             try:
-                expected = desired_items(rule, variables, event)
-                applied = self._store.load_state(rule, state.key, variables)
+                expected.append(desired_items(rule, variables, event))
             except MappingError as exc:
                 checks.append(KeyCheck(state.key, rule.name, -1, (), error=str(exc)))
                 continue
-            ttl_attr = "expire_at" if rule.is_mirror else ""
-            differences = compare_items(expected, applied.items, ttl_attr)
-            checks.append(KeyCheck(state.key, rule.name, applied.version, tuple(differences), ttl_attr=ttl_attr))
+            wanted.append((rule, state.key, variables))
+        try:
+            applied = self._store.load_states(wanted)
+        except (MappingError, SinkError) as exc:
+            if isinstance(exc, SinkError) and exc.retryable:
+                raise
+            return checks + [self._check_one(one, want) for one, want in zip(wanted, expected, strict=True)]
+        for (rule, key, _variables), want, state in zip(wanted, expected, applied, strict=True):
+            checks.append(_compare(rule, key, want, state))
         return checks
+
+    def _check_one(self, wanted: tuple[Rule, bytes, Any], expected: Any) -> KeyCheck:
+        """One key read alone: its own error when DynamoDB refuses it (retryable failures are raised)."""
+        rule, key, _variables = wanted
+        try:
+            (state,) = self._store.load_states([wanted])
+        except (MappingError, SinkError) as exc:
+            if isinstance(exc, SinkError) and exc.retryable:
+                raise
+            return KeyCheck(key, rule.name, -1, (), error=str(exc))
+        return _compare(rule, key, expected, state)
 
     # -- a whole run ---------------------------------------------------------------------------------------------
 
     def run(self, options: VerifyOptions, stop: threading.Event | None = None,
-            progress: Callable[[int, str], None] | None = None) -> VerifyReport:
+            progress: Callable[[int, str], None] | None = None, checkpoints: VerifyCheckpoints | None = None,
+            resume: bool = False, repair: Callable[[list[bytes]], int] | None = None) -> VerifyReport:
+        """Verify the keys ``options`` choose; returns the report (``complete`` False when ``stop`` ended it).
+
+        With ``checkpoints`` (whole-keyspace runs), each settled chunk is saved and ``resume`` continues the
+        shard's last run (a finished one is returned as it was). ``repair`` re-publishes each chunk's drifted keys
+        before that chunk is saved, so a resumed run never skips a repair.
+        """
+        stop = stop or threading.Event()
         started = time.monotonic()
-        report = VerifyReport()
-        limiter = RateLimiter(options.max_keys_per_second)
-        candidates: list[KeyCheck] = []
+        scoped = options.owner is not None or options.sample is not None
+        if scoped and (checkpoints is not None or options.shards > 1):
+            raise ConfigError("verify --owner/--sample check a few keys: they take no --shard or --resume")
+        record = self._start(options, checkpoints, resume) if not scoped else None
+        if record is not None and record.done:
+            return record.report
+        report = record.report if record is not None else VerifyReport()
+        report.complete = False
+        positions = record.positions if record is not None else {}
+        before = (report.seconds, report.rcu, self._capacity.units if self._capacity else 0.0)
+        pages = self._scoped_pages(options) if scoped else self._pages(options, positions, stop)
+        checked = [report.keys_checked]
         lock = threading.Lock()
+        limiter = RateLimiter(options.max_keys_per_second)
 
-        def one_batch(batch: list[bytes]) -> None:
-            kept = batch
-            if options.owners is not None:
-                keep = options.owners
-                kept = [k for k in batch if keep(self._rules.owner_of(k) or k)]
-            limiter.take(len(kept))
-            checks = self.check(kept) if kept else []
+        def work(page: _Page, keys: list[bytes]) -> _Checked:
+            result = self._check_batch(page, keys, options, limiter)
             with lock:
-                report.skipped += len(batch) - len(kept)
-                report.keys_checked += len(checks)
-                for c in checks:
-                    if c.error:
-                        report.errors.append(f"{c.key!r}: {c.error}")
-                    elif c.differences:
-                        candidates.append(c)
+                checked[0] += result.part.keys_checked
                 if progress:
-                    progress(report.keys_checked, f"{len(candidates)} differing so far")
+                    progress(checked[0], f"{report.drift_keys} drifted so far")
+            return result
 
-        with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="verify") as pool:
-            pending: list[Any] = []
-            for batch in batches(self._keys(options), options.batch):
-                if stop is not None and stop.is_set():
-                    break
-                pending.append(pool.submit(one_batch, batch))
-                if len(pending) >= options.workers * 4:  # bounded: a 100M-key run must not queue every key
-                    pending.pop(0).result()
-            for future in pending:
-                future.result()
+        def save(chunk_report: VerifyReport, chunk_positions: dict[str, Any], done: bool) -> None:
+            report.merge(chunk_report, options.examples)
+            positions.update(chunk_positions)
+            report.seconds = before[0] + time.monotonic() - started
+            if self._capacity is not None:
+                report.rcu = before[1] + self._capacity.units - before[2]
+            report.complete = done
+            if checkpoints is not None and record is not None:
+                record.positions, record.report, record.updated, record.done = positions, report, time.time(), done
+                checkpoints.save(record)
+                rate = (report.keys_checked - checked_at_start) / max(1e-9, time.monotonic() - started)
+                log.info("verify checkpoint", extra={"kv": {
+                    "shard": f"{options.shard}/{options.shards}", "keys_checked": report.keys_checked,
+                    "keys_per_second": round(rate), "drift_keys": report.drift_keys, "rcu": round(report.rcu)}})
 
-        drifted, unsettled = self._settle(candidates, options, stop)
-        for check in drifted:
-            report.add(check, options.examples)
-        report.unsettled_keys = [c.key for c in unsettled]
-        report.seconds = time.monotonic() - started
+        checked_at_start = report.keys_checked
+        settled = _Settler(self, options, stop, repair, save)
+        try:
+            with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="verify") as pool:
+                chunk, in_flight = _Chunk(), []
+                for page in pages:
+                    for batch in batches(page.keys, options.batch):
+                        future = pool.submit(work, page, batch)
+                        chunk.futures.append(future)
+                        in_flight.append(future)
+                        if len(in_flight) >= options.workers * 4:  # bounded: a 100M-key run must not queue every key
+                            in_flight.pop(0).result()
+                    chunk.positions[page.unit] = page.after
+                    if time.monotonic() - chunk.started >= options.checkpoint_s:
+                        settled.put(chunk)
+                        chunk = _Chunk()
+                    if stop.is_set():
+                        break
+                settled.put(chunk)
+                settled.put(None)
+        finally:
+            settled.close()
+        save(VerifyReport(), {}, not stop.is_set() and settled.ok)  # the time and capacity of the whole run
         for kind in DriftKind:
             metrics.VERIFY_DRIFT_KEYS.labels(kind=kind.value).set(report.drift[kind])
         return report
 
-    def _settle(self, candidates: list[KeyCheck], options: VerifyOptions, stop: threading.Event | None,
-                ) -> tuple[list[KeyCheck], list[KeyCheck]]:
+    def _start(self, options: VerifyOptions, checkpoints: VerifyCheckpoints | None, resume: bool,
+               ) -> ShardRecord | None:
+        """The shard's record to continue (resume), or a new one saved now so `--report` sees the run started."""
+        now = time.time()
+        if checkpoints is None:
+            return ShardRecord(options.shard, options.shards, options.segments, {}, VerifyReport(), now, now)
+        record = checkpoints.load(options.shard, options.shards) if resume else None
+        if record is not None:
+            if record.segments != options.segments:
+                raise ConfigError(f"verify --resume: shard {options.shard}/{options.shards} was started with "
+                                  f"{record.segments} Scan segments, not {options.segments}")
+            log.info("verify resuming", extra={"kv": {"shard": f"{options.shard}/{options.shards}",
+                                                      "keys_checked": record.report.keys_checked,
+                                                      "done": record.done}})
+            return record
+        record = ShardRecord(options.shard, options.shards, options.segments, {}, VerifyReport(complete=False),
+                             now, now)
+        checkpoints.save(record)
+        return record
+
+    def _check_batch(self, page: _Page, keys: list[bytes], options: VerifyOptions, limiter: RateLimiter) -> _Checked:
+        part = VerifyReport()
+        if page.from_dynamodb:
+            pipe = self._redis.pipeline(transaction=False)
+            for key in keys:
+                pipe.exists(key)
+            keys = [key for key, exists in zip(keys, pipe.execute(), strict=True) if not exists]
+        kept = keys
+        if options.owners is not None:
+            keep, owner_of = options.owners, self._rules.owner_of
+            kept = [k for k in keys if keep(owner_of(k) or k)]
+        part.skipped = len(keys) - len(kept)
+        limiter.take(len(kept))
+        candidates = []
+        for c in self.check(kept) if kept else []:
+            part.keys_checked += 1
+            if c.error:
+                part.add_error(f"{c.key!r}: {c.error}")
+            elif c.differences:
+                candidates.append(c)
+        return _Checked(part, candidates)
+
+    def settle(self, candidates: list[KeyCheck], options: VerifyOptions, stop: threading.Event | None,
+               ) -> tuple[list[KeyCheck], list[KeyCheck]]:
         """Re-check differing keys until they match, stay still (drift) or run out of rechecks (unsettled).
 
         Still means: the same differences (neither store changed the key) and the same DynamoDB version, after the
@@ -232,7 +353,8 @@ class Verifier:
             if stop is None:
                 time.sleep(options.settle_s)
             self._catch_up(options, stop)
-            again = {c.key: c for c in self.check([c.key for c in candidates])}
+            again = {c.key: c for batch in batches([c.key for c in candidates], options.batch)
+                     for c in self.check(batch)}
             moving = []
             for before in candidates:
                 now = again.get(before.key)
@@ -274,24 +396,72 @@ class Verifier:
             log.warning("verify cannot read the applier group's offsets", extra={"kv": {"error": str(exc)}})
         return False
 
+    # -- what a run will cost -----------------------------------------------------------------------------------
+
+    def estimate(self, options: VerifyOptions, plan: MigrationPlan, max_rcu: float | None = None,
+                 sample: int = 1_000) -> VerifyCost:
+        """The cost of verifying the keyspace ``plan`` describes (tools/plan.py: items and sizes through the rules),
+        at the rate measured here and now by checking the first ``sample`` keys SCAN finds with ``workers`` threads
+        (capped by the key rate asked for)."""
+        keys = list(itertools.islice(captured_keys(self._redis, self._rules), sample))
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="verify-probe") as pool:
+            checked = sum(len(checks) for checks in pool.map(self.check, batches(keys, options.batch)))
+        rate = checked / max(1e-6, time.monotonic() - started) if checked else 1.0
+        if options.max_keys_per_second:
+            rate = min(rate, options.max_keys_per_second)
+        collection_tables = {r.table for r in self._rules.rules if r.is_collection}
+        singles = [t for name, t in plan.tables.items() if name not in collection_tables]
+        collections = [t for name, t in plan.tables.items() if name in collection_tables]
+        single_items, single_bytes = sum(t.items for t in singles), sum(t.bytes for t in singles)
+        return verify_cost(plan.redis_keys, sum(t.read_units for t in singles), plan.state_items,
+                           sum(t.bytes for t in collections), single_items + plan.state_items,
+                           single_bytes + plan.state_items * _HEAD_BYTES, rate, options.shards, max_rcu)
+
     # -- which keys ----------------------------------------------------------------------------------------------
 
-    def _keys(self, options: VerifyOptions) -> Iterator[bytes]:
-        if options.owner is not None:
-            yield from _unique(self._owner_keys(options.owner))
-        elif options.sample is not None:
-            yield from sample_keys(self._redis, self._rules, options.sample)
-        else:
-            yield from self._all_keys()
+    def _scoped_pages(self, options: VerifyOptions) -> Iterator[_Page]:
+        keys = (_unique(self._owner_keys(options.owner)) if options.owner is not None
+                else iter(sample_keys(self._redis, self._rules, options.sample or 0)))
+        for batch in batches(keys, _SCAN_COUNT):
+            yield _Page("keys", None, batch, from_dynamodb=False)
 
-    def _all_keys(self) -> Iterator[bytes]:
-        """Every captured key in Redis, then every key DynamoDB holds live data for that Redis does not have."""
-        yield from captured_keys(self._redis, self._rules)
-        for batch in batches(self._store.live_source_keys(self._rules), 500):
-            pipe = self._redis.pipeline(transaction=False)
-            for key in batch:
-                pipe.exists(key)
-            yield from (key for key, exists in zip(batch, pipe.execute(), strict=True) if not exists)
+    def _pages(self, options: VerifyOptions, positions: dict[str, Any], stop: threading.Event) -> Iterator[_Page]:
+        """Every captured key of this shard in Redis (each primary's SCAN), and every key DynamoDB holds live in
+        this shard's Scan segments, from the saved positions on; the units are read side by side."""
+        units: list[tuple[str, Callable[[Any], Iterator[_Page]]]] = []
+        nodes = primaries(self._redis) if isinstance(self._redis, RedisCluster) else [(self._node, self._redis)]
+        for name, conn in nodes:
+            units.append((f"redis:{name}", lambda at, unit=f"redis:{name}", conn=conn:
+                          self._redis_pages(unit, conn, at, options)))
+        total = options.shards * options.segments
+        for source in source_tables(self._rules):
+            for segment in range(options.shard, total, options.shards):
+                unit = f"dynamodb:{source.name if source else '(heads)'}:{segment}/{total}"
+                units.append((unit, lambda at, unit=unit, source=source, segment=segment:
+                              self._dynamodb_pages(unit, source, segment, total, at)))
+        todo = [(unit, pages) for unit, pages in units if positions.get(unit) != DONE]
+        yield from _side_by_side([lambda unit=unit, pages=pages: pages(positions.get(unit)) for unit, pages in todo],
+                                 max(1, min(len(todo), options.workers)), stop)
+
+    def _redis_pages(self, unit: str, conn: Any, at: Any, options: VerifyOptions) -> Iterator[_Page]:
+        globs = self._rules.globs()
+        index, cursor = (at["glob"], at["cursor"]) if at else (0, 0)
+        owner_of, rules = self._rules.owner_of, self._rules
+        while index < len(globs):
+            cursor, found = conn.scan(cursor=cursor, match=globs[index], count=_SCAN_COUNT)
+            keys = [k for k in found if rules.match(k) is not None]
+            if options.shards > 1:
+                keys = [k for k in keys if in_shard(owner_of(k) or k, options.shard, options.shards)]
+            if cursor == 0:
+                index += 1
+            after = DONE if index >= len(globs) else {"glob": index, "cursor": cursor}
+            yield _Page(unit, after, keys, from_dynamodb=False)
+
+    def _dynamodb_pages(self, unit: str, source: Rule | None, segment: int, total: int, at: Any) -> Iterator[_Page]:
+        start = _decode_key(at["start"]) if at else None
+        for keys, after in self._store.live_source_key_pages(self._rules, source, segment, total, start):
+            yield _Page(unit, {"start": _encode_key(after)} if after else DONE, keys, from_dynamodb=True)
 
     def _owner_keys(self, owner: bytes) -> Iterator[bytes]:
         """One owner's keys: SCAN with the owner fixed in each rule's pattern, plus the owner's keys in DynamoDB."""
@@ -317,6 +487,134 @@ class Verifier:
                 yield key
 
 
+class _Settler:
+    """Settles chunks in the order they were read, on a thread of its own so reading goes on meanwhile; each
+    settled chunk is repaired (if asked) and then saved. A chunk that ``stop`` interrupted is not saved: a resumed
+    run reads it again. At most two chunks wait, so reading never runs far ahead of what is saved."""
+
+    def __init__(self, verifier: Verifier, options: VerifyOptions, stop: threading.Event,
+                 repair: Callable[[list[bytes]], int] | None,
+                 save: Callable[[VerifyReport, dict[str, Any], bool], None]) -> None:
+        self._verifier, self._options, self._stop = verifier, options, stop
+        self._repair, self._save = repair, save
+        self._chunks: queue.Queue[_Chunk | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self.ok = True
+        self._thread = threading.Thread(target=self._run, name="verify-settle", daemon=True)
+        self._thread.start()
+
+    def put(self, chunk: _Chunk | None) -> None:
+        while self._thread.is_alive():
+            try:
+                self._chunks.put(chunk, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+        self._raise()
+
+    def close(self) -> None:
+        """Let the thread end (also when reading failed before the last chunk) and raise what failed on it."""
+        self.put(None)
+        self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            while (chunk := self._chunks.get()) is not None:
+                part = VerifyReport()
+                candidates: list[KeyCheck] = []
+                for future in chunk.futures:
+                    checked = future.result()
+                    part.merge(checked.part, self._options.examples)
+                    candidates += checked.candidates
+                drifted, unsettled = self._verifier.settle(candidates, self._options, self._stop)
+                if self._stop.is_set():
+                    self.ok = False
+                    return  # interrupted: this chunk is read again on resume
+                for check in drifted:
+                    part.add_drifted(check.key, check.rule, check.differences, self._options.examples)
+                for check in unsettled:
+                    part.add_unsettled(check.key)
+                if self._repair is not None and drifted:
+                    part.repaired = self._repair([c.key for c in drifted])
+                self._save(part, chunk.positions, False)
+        except BaseException as exc:  # handed to the reading thread, which raises it
+            self._error, self.ok = exc, False
+            self._stop.set()
+
+
+def _compare(rule: Rule, key: bytes, expected: Any, state: Any) -> KeyCheck:
+    ttl_attr = "expire_at" if rule.is_mirror else ""
+    differences = compare_items(expected, state.items, ttl_attr)
+    return KeyCheck(key, rule.name, state.version, tuple(differences), ttl_attr=ttl_attr)
+
+
+def _side_by_side(units: list[Callable[[], Iterator[_Page]]], threads: int, stop: threading.Event,
+                  ) -> Iterator[_Page]:
+    """The pages of ``units``, read by ``threads`` threads at a time, as they come (each unit's in order)."""
+    pages: queue.Queue[_Page | BaseException | None] = queue.Queue(maxsize=2 * threads)
+    closed = threading.Event()  # the consumer went away (it failed, or stopped): readers end too
+
+    def read(unit: Callable[[], Iterator[_Page]]) -> None:
+        try:
+            for page in unit():
+                while not (stop.is_set() or closed.is_set()):
+                    try:
+                        pages.put(page, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set() or closed.is_set():
+                    return
+        except BaseException as exc:  # raised on the consuming thread
+            _put(exc)
+        finally:
+            _put(None)
+
+    def _put(item: BaseException | None) -> None:
+        while not closed.is_set():
+            try:
+                pages.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="verify-read") as pool:
+        try:
+            for unit in units:
+                pool.submit(read, unit)
+            left = len(units)
+            while left:
+                try:
+                    item = pages.get(timeout=0.5)
+                except queue.Empty:
+                    if stop.is_set():
+                        return
+                    continue
+                if item is None:
+                    left -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            closed.set()
+
+
+def _encode_key(key: dict[str, Any]) -> dict[str, Any]:
+    """A DynamoDB key (wire form) as JSON: binary values in base64."""
+    return {a: {t: base64.b64encode(bytes(v)).decode() if t == "B" else v for t, v in typed.items()}
+            for a, typed in key.items()}
+
+
+def _decode_key(key: dict[str, Any]) -> dict[str, Any]:
+    return {a: {t: base64.b64decode(v) if t == "B" else v for t, v in typed.items()} for a, typed in key.items()}
+
+
 def _unique(keys: Iterable[bytes]) -> Iterator[bytes]:
     seen: set[bytes] = set()
     for key in keys:
@@ -327,4 +625,3 @@ def _unique(keys: Iterable[bytes]) -> Iterator[bytes]:
 
 def report_json(report: VerifyReport) -> str:
     return json.dumps(report.to_json(), indent=2, sort_keys=True)
-
