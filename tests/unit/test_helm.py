@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 
 from replicator import metrics  # noqa: F401  (registers the metrics the chart must reference)
 from replicator.adapters.kafka.producer import DELIVERY_TIMEOUT_MS
+from replicator.cli import build_parser
 from replicator.core.config import Config, parse_config
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "redis-dynamodb-replicator"
@@ -33,8 +34,11 @@ SEVERAL_REDIS = {
                                {"name": "main"}]},
     "snapshot": {"enabled": True, "shards": 2},
 }
-LAYOUTS = pytest.mark.parametrize("values", [{}, PRODUCTION, SEVERAL_REDIS],
-                                  ids=["default", "production", "several-redis"])
+# The sharded verify Job with every option set (tests/unit/test_helm_verify.py).
+VERIFY = {"verify": {"enabled": True, "shards": 3, "parallelism": 2, "maxKeysPerSecond": 1000000, "maxRcu": 2.5,
+                     "workers": 8, "repair": True}}
+LAYOUTS = pytest.mark.parametrize("values", [{}, PRODUCTION, SEVERAL_REDIS, VERIFY],
+                                  ids=["default", "production", "several-redis", "verify"])
 
 
 def rendered(values: dict) -> dict[str, str]:
@@ -98,6 +102,18 @@ def test_env_vars_given_to_containers_are_config_overrides_the_replicator_knows(
             assert {e["name"] for e in container["env"]} <= known
 
 
+@LAYOUTS
+def test_the_cli_accepts_what_every_container_runs(values):
+    """The args are the image's entrypoint's (`replicator`): what its parser refuses, the pod exits 2 on at start."""
+    parser = build_parser()
+    for doc in render({**values, "snapshot": {**values.get("snapshot", {}), "enabled": True}}):
+        if doc["kind"] not in ("Deployment", "StatefulSet", "Job") or doc["metadata"]["name"].endswith("-verify"):
+            continue  # verify's --shard is checked by tests/unit/test_helm_verify.py
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            args = parser.parse_args(container["args"])
+            assert args.command in ("listen", "apply", "snapshot") and args.log_level == "INFO", container["args"]
+
+
 def test_production_layout_listeners_appliers_snapshot_and_safety():
     docs = render(PRODUCTION)
     deployments = {d["metadata"]["name"]: d for d in of_kind(docs, "Deployment")}
@@ -134,7 +150,7 @@ def test_production_layout_listeners_appliers_snapshot_and_safety():
     assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/messaging-replicator")
     (job,) = of_kind(docs, "Job")
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install"
-    assert job["spec"]["template"]["spec"]["containers"][0]["args"][0] == "snapshot"
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][:3] == ["--log-level", "INFO", "snapshot"]
     (budget,) = of_kind(docs, "PodDisruptionBudget")
     assert budget["spec"]["maxUnavailable"] == 2
     assert budget["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "applier"
@@ -185,7 +201,8 @@ KUBECTL_KINDS = {"deployment": "Deployment", "deploy": "Deployment", "statefulse
 
 
 @pytest.mark.parametrize("values", [{}, PRODUCTION, SEVERAL_REDIS, {**SEVERAL_REDIS, "applier": {
-    "enabled": False}}], ids=["default", "production", "several-redis", "no-applier"])
+    "enabled": False}}, {**VERIFY, "snapshot": {"enabled": True}}],
+    ids=["default", "production", "several-redis", "no-applier", "verify"])
 def test_notes_commands_name_objects_the_chart_renders_and_count_every_listener_shard(values):
     """What NOTES tells the user to run must work after the install: a `kubectl exec deploy/…` on what is a
     StatefulSet, or a count that forgets capture shards, sends them looking for pods that do not exist."""

@@ -93,6 +93,11 @@ NOTES.txt, which must agree on the names.
 {{- toYaml (dict "jobs" $jobs) -}}
 {{- end -}}
 
+{{/* The verify Job's name, used by verify-job.yaml and NOTES.txt. */}}
+{{- define "replicator.verifyName" -}}
+{{- printf "%s-verify" (include "replicator.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "replicator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
@@ -108,13 +113,14 @@ Call with (dict "root" $ "args" (list "apply") "redisUrl" <string> "redisUrlSecr
   image: {{ include "replicator.image" $root | quote }}
   imagePullPolicy: {{ $root.Values.image.pullPolicy }}
   args:
+    # --log-level belongs to `replicator` itself, so it goes before the command: after it argparse refuses it.
+    - --log-level
+    - {{ $root.Values.logLevel | quote }}
     {{- range .args }}
     - {{ . | quote }}
     {{- end }}
     - --config
     - /etc/replicator/config.yaml
-    - --log-level
-    - {{ $root.Values.logLevel | quote }}
   env:
     - name: REPLICATOR_METRICS_PORT
       value: {{ $root.Values.metrics.port | quote }}
