@@ -21,6 +21,8 @@ be compared across commits. The figures:
   as deployed, and both processes' RSS at start and end;
 - client: DynamoRedis commands/s next to raw boto3 making the same reads and writes by hand, DynamoDB requests and
   client CPU-µs per command (see bench/client.py);
+- verify: ``replicator verify`` over a keyspace loaded into both stores, next to a raw loop reading the same keys
+  and to the parent commit's verify (see bench/verify.py).
 - cutover: how long a switch holds writes under a fixed offered write rate through MigratingRedis, and
   MigratingRedis' cost per command next to the bare clients it routes to (see bench/cutover.py).
 
@@ -57,6 +59,7 @@ import client as client_bench  # noqa: E402  (bench/client.py)
 import cutover as cutover_bench  # noqa: E402  (bench/cutover.py)
 import mixed  # noqa: E402  (bench/mixed.py)
 import redis  # noqa: E402
+import verify as verify_bench  # noqa: E402  (bench/verify.py)
 from confluent_kafka import Producer  # noqa: E402
 from kafka import KafkaProducer  # noqa: E402
 from prometheus_client import REGISTRY  # noqa: E402
@@ -489,7 +492,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="offered writes/s through MigratingRedis while switches run (DynamoDB Local, taking "
                              "the switched owners' writes and the applier's, keeps up with about this much on 2 "
                              "cores: 1,000 left the appliers 130k events behind)")
-    parser.add_argument("--only", choices=["all", "apply", "mixed", "client", "cutover"], default="all",
+    parser.add_argument("--verify-keys", type=int, default=1_000_000,
+                        help="keys of verify's keyspace (loaded into DynamoDB directly: about 3 minutes per 500k)")
+    parser.add_argument("--verify-today-keys", type=int, default=50_000,
+                        help="keys of the smaller keyspace on which today's verify (--baseline-rev) and this "
+                             "commit's are compared")
+    parser.add_argument("--only", choices=["all", "apply", "mixed", "client", "cutover", "verify"], default="all",
                         help="measure only the apply figures, the mixed workload, the Redis-shaped client, or the "
                              "cutover (switch holds, MigratingRedis' overhead)")
     parser.add_argument("--json", type=Path, help="where to write the results (default bench/results/<time>.json)")
@@ -505,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     mixed_results: list[dict[str, Any]] = []
     client_results: dict[str, Any] = {}
     cutover_results: dict[str, Any] = {}
+    verify_results: dict[str, Any] = {}
     with LocalStack(kafka_partitions=4) as stack:
         r = redis.Redis.from_url(stack.redis_url)
         r.config_set("notify-keyspace-events", "KEA")
@@ -558,6 +567,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in ("all", "cutover"):
             print("cutover", flush=True)
             cutover_results = cutover_bench.run(stack, _Launch(), args.cutover_rate)
+        if args.only in ("all", "verify"):
+            print("verify", flush=True)
+            verify_results = verify_bench.run(stack, args.verify_keys, args.verify_today_keys,
+                                              args.baseline_rev or None)
 
     def ratio(stage: str, baseline: str) -> float:
         return figures[stage]["median"] / figures[baseline]["median"]
@@ -587,7 +600,8 @@ def main(argv: list[str] | None = None) -> int:
     producer_cpu = {client: {thread: round(statistics.median(values), 1) for thread, values in cpu_us.items()}
                     for client, cpu_us in PRODUCER_CPU_US.items()}
     results.update(figures=figures, ratios=ratios, apply_cpu_us_per_item=cpu, producer_cpu_us_per_record=producer_cpu,
-                   end_to_end=latencies, mixed=mixed_results, client=client_results, cutover=cutover_results)
+                   end_to_end=latencies, mixed=mixed_results, client=client_results, cutover=cutover_results,
+                   verify=verify_results)
     print(f"\n{'figure':46} {'min':>10} {'median':>10} {'max':>10}")
     for name, f in figures.items():
         print(f"{name:46} {f['min']:>10,.0f} {f['median']:>10,.0f} {f['max']:>10,.0f}")
@@ -613,6 +627,13 @@ def main(argv: list[str] | None = None) -> int:
               f"p50 <= {latency['p50_s']}s, p99 <= {latency['p99_s']}s; all applied "
               f"{latency['drain_after_writes_stopped_s']:.1f}s after the writes stopped; "
               f"RSS MiB listener {rss['listener']}, applier {rss['applier']}")
+    if verify_results:
+        v = verify_results
+        print(f"\nverify of {v['keys']:,} keys: {v['verify']['keys_per_s']:,} keys/s "
+              f"({v['verify']['cpu_us_per_key']} CPU-µs/key, {v['verify']['rcu_per_key']} RCU/key); raw loop "
+              f"{v['raw_loop_keys_per_s']:,} keys/s; verify / raw loop {v['verify / raw loop']}"
+              + (f"; on {v['today_keys']:,} keys verify / today {v['verify / today']}" if "verify / today" in v
+                 else ""))
     out = args.json or ROOT / "bench" / "results" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
