@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+import redis
 
 from replicator import pipeline
 from replicator.core.drift import DriftKind
@@ -189,3 +190,22 @@ def test_the_dry_run_states_the_cost_before_reading_everything(stack, planted, t
     # every key needs at least one unit read consistently; the big value's parts take many more
     assert cost["read_capacity_units"] >= keys - 2 + BIG // 4096
     assert cost["seconds"] >= cost["read_capacity_units"] / 400 / 2 - 1
+
+
+def test_a_key_dynamodb_cannot_hold_is_a_one_line_error_and_every_other_key_is_still_checked(stack, planted,
+                                                                                              tmp_path):
+    """An owner of 3,000 bytes renders a partition key longer than DynamoDB takes (2,048 bytes): its batch of reads
+    is refused as a whole, so the keys of that batch are read one by one and only that key reports an error."""
+    _config, keys, uid = planted
+    r = redis.Redis.from_url(stack.redis_url)
+    huge = b"opponents:" + b"o" * 3000
+    r.zadd(huge, {"p1": 1})
+    try:
+        found = run_cli("verify", "--config", str(config_file(stack, uid, tmp_path)), "--json",
+                        "--settle-seconds", "0.1")
+    finally:
+        r.delete(huge)
+    assert found.returncode == 1, found.stderr
+    report = json.loads(found.stdout)
+    assert report["error_count"] == 1 and repr(huge)[:40] in report["errors"][0]
+    assert report["drift"] == _expected() and report["keys_checked"] == keys + 1
