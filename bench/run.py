@@ -631,7 +631,8 @@ def main(argv: list[str] | None = None) -> int:
         v = verify_results
         print(f"\nverify of {v['keys']:,} keys: {v['verify']['keys_per_s']:,} keys/s "
               f"({v['verify']['cpu_us_per_key']} CPU-µs/key, {v['verify']['rcu_per_key']} RCU/key); raw loop "
-              f"{v['raw_loop_keys_per_s']:,} keys/s; verify / raw loop {v['verify / raw loop']}"
+              f"{v['raw_loop_keys_per_s']:,} keys/s (with PartiQL IN {v['raw_loop_partiql_keys_per_s']:,}); "
+              f"verify / raw loop {v['verify / raw loop']} ({v['verify / raw loop (PartiQL IN)']})"
               + (f"; on {v['today_keys']:,} keys verify / today {v['verify / today']}" if "verify / today" in v
                  else ""))
     out = args.json or ROOT / "bench" / "results" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
