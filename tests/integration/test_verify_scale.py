@@ -7,6 +7,7 @@ was stopped and resumed, by one killed with SIGKILL and resumed, and by three sh
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -14,10 +15,12 @@ import sys
 import threading
 import time
 
+import botocore.exceptions
 import pytest
 import redis
 
 from replicator import pipeline
+from replicator.adapters.dynamodb import store
 from replicator.core.drift import DriftKind
 from replicator.tools.verify import Verifier, VerifyCheckpoints, VerifyOptions
 from tests.support import (
@@ -209,3 +212,29 @@ def test_a_key_dynamodb_cannot_hold_is_a_one_line_error_and_every_other_key_is_s
     report = json.loads(found.stdout)
     assert report["error_count"] == 1 and repr(huge)[:40] in report["errors"][0]
     assert report["drift"] == _expected() and report["keys_checked"] == keys + 1
+
+
+def test_without_partiql_select_granted_verify_reads_collections_by_query_and_says_so_once(stack, planted, caplog):
+    """An IAM policy from before verify read with PartiQL denies ExecuteStatement. DynamoDB Local has no IAM, so the
+    denial is injected at the botocore level; the run must still find exactly the planted drift."""
+    config, keys, _uid = planted
+    client = ddb(stack)
+    calls = {"ExecuteStatement": 0, "Query": 0}
+
+    def deny(model, **_kwargs):
+        calls[model.name] = calls.get(model.name, 0) + 1
+        if model.name == "ExecuteStatement":
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": "AccessDeniedException", "Message": "not authorized: dynamodb:PartiQLSelect"}},
+                "ExecuteStatement")
+
+    client.meta.events.register("before-call.dynamodb", deny)
+    store._warned.clear()  # said once per process: this test wants to see it said
+    ctx = pipeline.context(config)
+    redis_client, node, db = pipeline.redis_client(config)
+    verifier = Verifier(redis_client, client, ctx.rules, config.dynamodb.state_table, node=node, db=db)
+    with caplog.at_level(logging.WARNING, logger="replicator.adapters.dynamodb.store"):
+        report = verifier.run(VerifyOptions(settle_s=0.1, rechecks=2))
+    assert {k.value: n for k, n in report.drift.items()} == _expected() and report.keys_checked == keys
+    assert calls["ExecuteStatement"] > 0 and calls["Query"] >= OWNERS  # every sorted set read by its own Query
+    assert sum("PartiQL SELECT refused" in r.getMessage() for r in caplog.records) == 1

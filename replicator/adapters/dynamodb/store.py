@@ -35,6 +35,17 @@ KeysPage = tuple[list[bytes], dict[str, Any] | None]
 #: refuses it gets a Query per key instead (DynamoStore.live_items_many).
 PARTITIONS_PER_SELECT = 50
 
+#: Why a PartiQL SELECT may be refused where a Query is not: then live_items_many falls back to Queries.
+_SELECT_REFUSED = {"AccessDeniedException", "ValidationException", "UnknownOperationException"}
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning(message)
+
+
 #: Keys per BatchGetItem (DynamoDB's limit).
 BATCH_GET_KEYS = 100
 
@@ -329,10 +340,13 @@ class DynamoStore:
                 try:
                     page = self.client.execute_statement(**params)
                 except Exception as exc:
-                    error = translate(exc, f"live items of {len(chunk)} keys in {rule.table}")
-                    if not isinstance(error, SinkError) or error.retryable:
-                        raise error from None
-                    # Refused (an endpoint without PartiQL, a limit lower than ours): a Query per key, as before.
+                    code = exc.response.get("Error", {}).get("Code", "") if isinstance(
+                        exc, botocore.exceptions.ClientError) else ""
+                    if code not in _SELECT_REFUSED:
+                        raise translate(exc, f"live items of {len(chunk)} keys in {rule.table}") from None
+                    # Refused (no dynamodb:PartiQLSelect granted, an endpoint without PartiQL, a key DynamoDB
+                    # cannot take): a Query per key, as before; each key then fails or answers on its own.
+                    _warn_once(f"PartiQL SELECT refused ({code}); reading collections with a Query per key")
                     for pk in chunk:
                         for i in partitions[pk]:
                             found[i] = self.live_items(rule, *keys[i])
