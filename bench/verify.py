@@ -194,6 +194,8 @@ def _verify(data: dict[str, Any], checkout: Path, tmp: Path) -> dict[str, Any]:
     keys = report["keys_checked"]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"keys": keys, "seconds": round(elapsed, 1), "keys_per_s": round(keys / elapsed),
+            # the largest child so far: the first verify's own peak (the whole keyspace's run goes first)
+            "max_rss_mb_so_far": round(after.ru_maxrss / 1024),
             "cpu_us_per_key": round(cpu / max(1, keys) * 1e6), "drift_keys": report["drift_keys"],
             "rcu_per_key": (round(report["read_capacity_units"] / max(1, keys), 2)
                             if "read_capacity_units" in report else None)}
