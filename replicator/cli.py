@@ -21,6 +21,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, write_to_textfile
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisError
 
 from replicator import __version__, health, logs, pipeline, retry
 from replicator.adapters.dynamodb.capacity import ReadCapacity
@@ -219,7 +220,19 @@ def cmd_cutover(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Exit 0: no drift; 1: drift; 2: a usage or config error; 3: not finished (interrupted, or shards missing)."""
+    """Exit 0: no drift; 1: drift (or keys an error left unchecked); 2: a usage or config error; 3: not finished
+    (interrupted, or shards missing); 4: the run failed (a store unreachable): a Job retries it, --resume goes on."""
+    try:
+        return _verify_command(args)
+    except ConfigError:
+        raise
+    except (ReplicatorError, RedisError, OSError) as exc:
+        # Not an answer about the data: never 1 (drift), which a Job does not retry.
+        print(f"replicator: error: verify failed: {exc}", file=sys.stderr)
+        return 4
+
+
+def _verify_command(args: argparse.Namespace) -> int:
     config = _config(args)
     ctx = pipeline.context(config)
     ddb = pipeline.dynamodb(ctx)
@@ -227,12 +240,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     scope = "switched" if args.switched else ""
     checkpoints = verify.VerifyCheckpoints(ddb, config.dynamodb.state_table, scope)
     if args.report:
-        report = merge_shards(checkpoints.all(args.shards or shards), args.examples)
+        records = checkpoints.all(args.shards or shards)
+        report = merge_shards(records, args.examples, args.run)
         if report.complete and not args.switched:
-            pipeline.note_verify(ctx, VerifyRecord(time.time(), WHOLE_KEYSPACE, report.keys_checked,
-                                                   report.drift_keys, report.repaired))
+            pipeline.note_verify(ctx, VerifyRecord(max(r.updated for r in records if r is not None), WHOLE_KEYSPACE,
+                                                   report.keys_checked, report.drift_keys + report.error_count,
+                                                   report.repaired))
         print(verify.report_json(report) if args.json else report.format())
-        return 1 if report.has_drift else 0 if report.complete else 3
+        return _verify_exit(report)
     scoped = bool(args.sample or args.owner)
     if scoped and (shards > 1 or args.resume):
         raise ConfigError("verify --sample/--owner check a few keys: they take no --shard or --resume")
@@ -255,7 +270,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         sample=args.sample, owner=args.owner.encode() if args.owner else None, settle_s=args.settle_seconds,
         rechecks=args.rechecks, workers=args.workers, max_keys_per_second=args.max_keys_per_second,
         examples=args.examples, owners=owners, shard=shard, shards=shards, segments=args.segments,
-        checkpoint_s=args.checkpoint_seconds)
+        checkpoint_s=args.checkpoint_seconds, run=args.run or "")
     if args.dry_run:
         cost = verifier.estimate(options, plan.Planner(client, ctx.rules, config.capture.max_inline_members).plan(
             sample=10_000), args.max_rcu)
@@ -278,12 +293,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not args.switched and shards == 1 and report.complete:  # the readiness `cutover status` weighs
         what = (f"owner {args.owner}" if args.owner else f"a sample of {args.sample} keys" if args.sample
                 else WHOLE_KEYSPACE)
-        pipeline.note_verify(ctx, VerifyRecord(time.time(), what, report.keys_checked, report.drift_keys,
-                                               report.repaired))
+        pipeline.note_verify(ctx, VerifyRecord(time.time(), what, report.keys_checked,
+                                               report.drift_keys + report.error_count, report.repaired))
     if args.metrics_file:
         write_to_textfile(args.metrics_file, REGISTRY)
     print(verify.report_json(report) if args.json else report.format())
-    return 1 if report.has_drift else 0 if report.complete else 3
+    return _verify_exit(report)
+
+
+def _verify_exit(report: verify.VerifyReport) -> int:
+    """3: not finished (whatever was found so far); 1: drift, or keys an error left unchecked; 0: proven equal."""
+    if not report.complete:
+        return 3
+    return 0 if report.proven else 1
 
 
 def _shard(args: argparse.Namespace) -> tuple[int, int]:
@@ -415,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "map it to, and report drift by kind. Tolerates live writes: differing keys are re-read before "
                     "they count. A whole-keyspace run saves where it is in the state table: --resume continues it, "
                     "--shard I/N splits it, --report merges the shards. Exit 0 without drift, 1 with drift, 2 on a "
-                    "usage or config error, 3 when the run did not finish.")
+                    "usage or config error, 3 when the run did not finish, 4 when it failed (a store unreachable).")
     check.add_argument("--config", "-c", required=True)
     check.add_argument("--switched", action="store_true",
                        help="during a cutover: compare only the owners switched to DynamoDB (their Redis copy "
@@ -441,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print the merged report of the last sharded run (--shards N); exit 3 while a shard "
                             "has not finished")
     check.add_argument("--shards", type=int, metavar="N", help="with --report: how many shards the run has")
+    check.add_argument("--run", metavar="ID",
+                       help="the run these shards belong to (the Helm Job passes its uid): a shard resumes, and "
+                            "--report merges, only records of this run (default: --report takes the newest run)")
     check.add_argument("--dry-run", action="store_true",
                        help="state the Redis reads, DynamoDB read capacity and time the run would take, and stop")
     check.add_argument("--segments", type=int, default=4,

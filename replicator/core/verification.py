@@ -18,10 +18,16 @@ from typing import Any
 
 from replicator.core.drift import DriftKind
 
-#: Drifted (and unsettled) keys a report keeps by name; beyond that they are counted only.
+#: Drifted (and unsettled) keys a report keeps by name in memory; beyond that they are counted only.
 KEPT_KEYS = 10_000
 #: Errors a report keeps (the count is exact).
 KEPT_ERRORS = 100
+#: What a checkpoint keeps by name, in bytes of its JSON: a record is one state-table item, which DynamoDB caps at
+#: 400 KB whatever the keys (a Redis key may be megabytes). Counts are always exact.
+RECORD_KEYS_BYTES = 64 * 1024
+RECORD_TEXT_BYTES = 32 * 1024
+#: A line of the report (an example, an error) is cut to this many characters: it names a key, which may be huge.
+LINE_CHARS = 300
 
 
 @dataclass
@@ -52,6 +58,11 @@ class VerifyReport:
     def has_drift(self) -> bool:
         return self.drift_keys > 0
 
+    @property
+    def proven(self) -> bool:
+        """Every key compared equal: complete, no drift, and no key left unchecked by an error."""
+        return self.complete and not self.has_drift and not self.error_count
+
     def add_drifted(self, key: bytes, rule: str, differences: list[Any] | tuple[Any, ...], examples: int) -> None:
         """Count a drifted key under each kind of difference it has (``differences``: core.drift.Difference)."""
         self.drift_keys += 1
@@ -61,7 +72,7 @@ class VerifyReport:
             self.drift[kind] += 1
             if len(self.examples[kind]) < examples:
                 first = next(d for d in differences if d.kind is kind)
-                self.examples[kind].append(f"{key!r} ({rule}): {first.describe()}")
+                self.examples[kind].append(_line(f"{_short(key)} ({rule}): {first.describe()}"))
 
     def add_unsettled(self, key: bytes) -> None:
         self.unsettled += 1
@@ -71,7 +82,7 @@ class VerifyReport:
     def add_error(self, error: str) -> None:
         self.error_count += 1
         if len(self.errors) < KEPT_ERRORS:
-            self.errors.append(error)
+            self.errors.append(_line(error))
 
     def merge(self, other: VerifyReport, examples: int = 5) -> None:
         """Add ``other`` (another shard's report, or a later chunk's) to this one."""
@@ -111,10 +122,12 @@ class VerifyReport:
         }
 
     def to_record(self) -> dict[str, Any]:
-        """Everything, keys included (base64), for a checkpoint."""
-        return {**self.to_json(), "drifted_keys_kept": [_b64(k) for k in self.drifted_keys],
-                "unsettled_keys_kept": [_b64(k) for k in self.unsettled_keys], "seconds": self.seconds,
-                "read_capacity_units": self.rcu, "skipped_what": self.skipped_what}
+        """Every count, and as many keys, examples and errors as fit the record's budget, for a checkpoint."""
+        return {**self.to_json(), "drifted_keys_kept": _within(map(_b64, self.drifted_keys), RECORD_KEYS_BYTES // 2),
+                "unsettled_keys_kept": _within(map(_b64, self.unsettled_keys), RECORD_KEYS_BYTES // 2),
+                "errors": _within(self.errors, RECORD_TEXT_BYTES // 2),
+                "examples": {k.value: _within(v, RECORD_TEXT_BYTES // 8) for k, v in self.examples.items() if v},
+                "seconds": self.seconds, "read_capacity_units": self.rcu, "skipped_what": self.skipped_what}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> VerifyReport:
@@ -164,26 +177,39 @@ class ShardRecord:
     started: float  # epoch seconds
     updated: float
     done: bool = False
+    #: Which run this shard belongs to (``--run``; the Helm Job passes its uid): shards merge only within a run,
+    #: and a shard resumes only its own run's record.
+    run: str = ""
+    #: What the positions mean: the rules' globs and the Redis nodes scanned. A resume under other rules or
+    #: another topology would skip or repeat keys, so it starts over instead.
+    layout: str = ""
 
     def to_json(self) -> str:
         return json.dumps({"shard": self.shard, "shards": self.shards, "segments": self.segments,
                            "positions": self.positions, "report": self.report.to_record(),
-                           "started": self.started, "updated": self.updated, "done": self.done})
+                           "started": self.started, "updated": self.updated, "done": self.done, "run": self.run,
+                           "layout": self.layout})
 
     @classmethod
     def from_json(cls, text: str) -> ShardRecord:
         data = json.loads(text)
         return cls(data["shard"], data["shards"], data["segments"], data["positions"],
-                   VerifyReport.from_record(data["report"]), data["started"], data["updated"], data["done"])
+                   VerifyReport.from_record(data["report"]), data["started"], data["updated"], data["done"],
+                   data.get("run", ""), data.get("layout", ""))
 
 
 #: A unit (a Redis node's SCAN, a Scan segment) that has been read to its end.
 DONE = "done"
 
 
-def merge_shards(records: list[ShardRecord | None], examples: int = 5) -> VerifyReport:
+def merge_shards(records: list[ShardRecord | None], examples: int = 5, run: str | None = None) -> VerifyReport:
     """One report for a sharded run: the shards' reports added up; incomplete while any shard is missing or has
-    not finished."""
+    not finished. Only records of one run count: ``run``, or else the run of the most recently started shard (a
+    shard left from an older run is as good as missing)."""
+    present = [r for r in records if r is not None]
+    if run is None and present:
+        run = max(present, key=lambda r: r.started).run
+    records = [r if r is not None and r.run == run else None for r in records]
     merged = VerifyReport(seconds=0.0)
     for record in records:
         if record is None:
@@ -252,6 +278,26 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def _within(texts: Any, budget: int) -> list[str]:
+    """The first of ``texts`` whose lengths add up to at most ``budget``."""
+    kept, used = [], 0
+    for text in texts:
+        used += len(text) + 4
+        if used > budget:
+            break
+        kept.append(text)
+    return kept
+
+
+def _line(text: str) -> str:
+    return text if len(text) <= LINE_CHARS else text[: LINE_CHARS - 3] + "..."
+
+
+def _short(key: bytes) -> str:
+    text = repr(key)
+    return text if len(text) <= 120 else f"{text[:100]}...({len(key)} bytes)"
 
 
 def _b64(key: bytes) -> str:

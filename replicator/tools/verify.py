@@ -29,6 +29,7 @@ and versions stay intact, and the applier re-reads DynamoDB for those keys inste
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import logging
@@ -93,6 +94,8 @@ class VerifyOptions:
     segments: int = 4
     #: How often a whole-keyspace run saves where it is (after settling what it read before).
     checkpoint_s: float = 30.0
+    #: The run this is part of (see ShardRecord.run): a shard resumes and merges only within its run.
+    run: str = ""
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,9 @@ class Verifier:
         stop = stop or threading.Event()
         started = time.monotonic()
         scoped = options.owner is not None or options.sample is not None
+        if options.segments < 1 or options.shards < 1 or not 0 <= options.shard < options.shards:
+            raise ConfigError(f"verify: shard {options.shard}/{options.shards} with {options.segments} Scan "
+                              "segments: the shard must be below the shards, and both counts at least 1")
         if scoped and (checkpoints is not None or options.shards > 1):
             raise ConfigError("verify --owner/--sample check a few keys: they take no --shard or --resume")
         record = self._start(options, checkpoints, resume) if not scoped else None
@@ -269,7 +275,10 @@ class Verifier:
         checked_at_start = report.keys_checked
         settled = _Settler(self, options, stop, repair, save)
         try:
-            with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="verify") as pool:
+            # Closing the pages ends their readers also when a worker or the settler failed: they would otherwise
+            # wait on a full queue for ever, and the process would hang at exit joining them.
+            with contextlib.closing(pages), ThreadPoolExecutor(max_workers=options.workers,
+                                                               thread_name_prefix="verify") as pool:
                 chunk, in_flight = _Chunk(), []
                 for page in pages:
                     for batch in batches(page.keys, options.batch):
@@ -295,23 +304,38 @@ class Verifier:
 
     def _start(self, options: VerifyOptions, checkpoints: VerifyCheckpoints | None, resume: bool,
                ) -> ShardRecord | None:
-        """The shard's record to continue (resume), or a new one saved now so `--report` sees the run started."""
+        """The shard's record to continue (resume), or a new one saved now so `--report` sees the run started.
+
+        Only an unfinished record of the same run, rules and Redis nodes is continued: a finished one means a
+        new run (a Job run again after a repair must read again, not reprint), and positions under other globs
+        or nodes (the rules changed, a failover renamed a primary) would skip or repeat keys.
+        """
         now = time.time()
+        layout = self._layout()
+        fresh = ShardRecord(options.shard, options.shards, options.segments, {}, VerifyReport(complete=False), now,
+                            now, run=options.run, layout=layout)
         if checkpoints is None:
-            return ShardRecord(options.shard, options.shards, options.segments, {}, VerifyReport(), now, now)
+            return fresh
         record = checkpoints.load(options.shard, options.shards) if resume else None
         if record is not None:
-            if record.segments != options.segments:
-                raise ConfigError(f"verify --resume: shard {options.shard}/{options.shards} was started with "
-                                  f"{record.segments} Scan segments, not {options.segments}")
-            log.info("verify resuming", extra={"kv": {"shard": f"{options.shard}/{options.shards}",
-                                                      "keys_checked": record.report.keys_checked,
-                                                      "done": record.done}})
-            return record
-        record = ShardRecord(options.shard, options.shards, options.segments, {}, VerifyReport(complete=False),
-                             now, now)
-        checkpoints.save(record)
-        return record
+            why = ("it finished" if record.done else f"it belongs to run {record.run!r}" if record.run != options.run
+                   else "the rules or the Redis nodes changed" if record.layout != layout
+                   else f"it used {record.segments} Scan segments" if record.segments != options.segments else "")
+            log.info("verify " + (f"starting over: the saved run is not continued ({why})" if why else "resuming"),
+                     extra={"kv": {"shard": f"{options.shard}/{options.shards}",
+                                   "keys_checked": record.report.keys_checked}})
+            if not why:
+                return record
+        checkpoints.save(fresh)
+        return fresh
+
+    def _nodes(self) -> list[tuple[str, Any]]:
+        return primaries(self._redis) if isinstance(self._redis, RedisCluster) else [(self._node, self._redis)]
+
+    def _layout(self) -> str:
+        """What saved positions mean: the globs scanned, in order, and the Redis nodes they were scanned on."""
+        globs = [base64.b64encode(g).decode() for g in self._rules.globs()]
+        return json.dumps({"globs": globs, "nodes": sorted(name for name, _conn in self._nodes())})
 
     def _check_batch(self, page: _Page, keys: list[bytes], options: VerifyOptions, limiter: RateLimiter) -> _Checked:
         part = VerifyReport()
@@ -430,8 +454,7 @@ class Verifier:
         """Every captured key of this shard in Redis (each primary's SCAN), and every key DynamoDB holds live in
         this shard's Scan segments, from the saved positions on; the units are read side by side."""
         units: list[tuple[str, Callable[[Any], Iterator[_Page]]]] = []
-        nodes = primaries(self._redis) if isinstance(self._redis, RedisCluster) else [(self._node, self._redis)]
-        for name, conn in nodes:
+        for name, conn in self._nodes():
             units.append((f"redis:{name}", lambda at, unit=f"redis:{name}", conn=conn:
                           self._redis_pages(unit, conn, at, options)))
         total = options.shards * options.segments
@@ -450,7 +473,9 @@ class Verifier:
         owner_of, rules = self._rules.owner_of, self._rules
         while index < len(globs):
             cursor, found = conn.scan(cursor=cursor, match=globs[index], count=_SCAN_COUNT)
-            keys = [k for k in found if rules.match(k) is not None]
+            # A key two globs match (user:* and user:*:cart) is counted under its own rule's glob only.
+            keys = [k for k in found if (m := rules.match(k)) is not None
+                    and (len(globs) == 1 or m[0].pattern.glob() == globs[index])]
             if options.shards > 1:
                 keys = [k for k in keys if in_shard(owner_of(k) or k, options.shard, options.shards)]
             if cursor == 0:
@@ -460,7 +485,12 @@ class Verifier:
 
     def _dynamodb_pages(self, unit: str, source: Rule | None, segment: int, total: int, at: Any) -> Iterator[_Page]:
         start = _decode_key(at["start"]) if at else None
+        match = self._rules.match
         for keys, after in self._store.live_source_key_pages(self._rules, source, segment, total, start):
+            # A key is checked from the source its rule keeps it in (heads for collections, its own table for a
+            # single-item rule): items left under another rule's source would check it twice.
+            keys = [k for k in keys if (m := match(k)) is not None
+                    and (m[0] is source if source is not None else m[0].is_collection)]
             yield _Page(unit, {"start": _encode_key(after)} if after else DONE, keys, from_dynamodb=True)
 
     def _owner_keys(self, owner: bytes) -> Iterator[bytes]:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import botocore.exceptions
 import pytest
@@ -22,6 +23,7 @@ import redis
 from replicator import pipeline
 from replicator.adapters.dynamodb import store
 from replicator.core.drift import DriftKind
+from replicator.local.stack import free_port
 from replicator.tools.verify import Verifier, VerifyCheckpoints, VerifyOptions
 from tests.support import (
     Running,
@@ -131,9 +133,20 @@ def test_a_stopped_run_resumes_where_it_saved_and_finds_every_planted_drift_exac
     assert {k.value: n for k, n in resumed.drift.items()} == _expected()
     assert sorted(resumed.drifted_keys) == sorted(PLANTED) and resumed.drift_keys == len(PLANTED)
 
-    again = verifier.run(options, checkpoints=VerifyCheckpoints(ddb(stack), config.dynamodb.state_table),
-                         resume=True)
-    assert again.to_json() == resumed.to_json()  # a finished run is reported as it was, not run again
+    # --resume continues only an unfinished run of the same run id: a finished one is verified again (a Job run
+    # after a repair must read, not reprint), and another run's record is not continued.
+    read_again = []
+    again = verifier.run(options, progress=lambda done, _note: read_again.append(done),
+                         checkpoints=VerifyCheckpoints(ddb(stack), config.dynamodb.state_table), resume=True)
+    assert min(read_again) < 200 and again.keys_checked == keys and again.drift_keys == len(PLANTED)
+
+    stop.clear()
+    other = _StopAfter(ddb(stack), config.dynamodb.state_table, 500, stop)
+    verifier.run(replace(options, run="job-1"), stop, checkpoints=other)
+    read_again.clear()
+    verifier.run(replace(options, run="job-2"), progress=lambda done, _note: read_again.append(done),
+                 checkpoints=VerifyCheckpoints(ddb(stack), config.dynamodb.state_table), resume=True)
+    assert min(read_again) < 200, "job-2 continued job-1's record"
 
 
 def test_a_run_killed_with_sigkill_resumes_from_its_checkpoint(stack, planted, tmp_path):
@@ -238,3 +251,12 @@ def test_without_partiql_select_granted_verify_reads_collections_by_query_and_sa
     assert {k.value: n for k, n in report.drift.items()} == _expected() and report.keys_checked == keys
     assert calls["ExecuteStatement"] > 0 and calls["Query"] >= OWNERS  # every sorted set read by its own Query
     assert sum("PartiQL SELECT refused" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_run_that_cannot_reach_a_store_exits_4_for_a_retry_not_1_for_drift(stack, planted, tmp_path):
+    _config, _keys, uid = planted
+    closed = free_port()  # nothing listens there
+    path = config_file(stack, uid, tmp_path, dynamodb={"endpoint_url": f"http://127.0.0.1:{closed}"})
+    failed = run_cli("verify", "--config", str(path), "--json")
+    assert failed.returncode == 4, (failed.returncode, failed.stderr)
+    assert "verify failed" in failed.stderr and failed.stdout == ""

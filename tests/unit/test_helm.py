@@ -96,6 +96,7 @@ def test_the_config_map_holds_a_config_the_replicator_accepts(values):
 def test_env_vars_given_to_containers_are_config_overrides_the_replicator_knows(values):
     known = {f"REPLICATOR_{section}_{name}".upper() for section, field in Config.model_fields.items()
              if hasattr(field.annotation, "model_fields") for name in field.annotation.model_fields}
+    known.add("VERIFY_RUN")  # not config: the verify Job's uid, expanded into its args as --run $(VERIFY_RUN)
     docs = render(values)
     for doc in of_kind(docs, "Deployment") + of_kind(docs, "StatefulSet") + of_kind(docs, "Job"):
         for container in doc["spec"]["template"]["spec"]["containers"]:

@@ -62,6 +62,10 @@ def test_a_sharded_verify_is_an_indexed_job_whose_index_is_the_shard():
     assert [flags(pod_args(job, i))["--shard"] for i in range(3)] == ["0/3", "1/3", "2/3"]
     assert {"verify", "--resume", "--json"} <= set(args)
     assert flags(args)["--config"] == "/etc/replicator/config.yaml"
+    # The run is the Job's uid: its shards resume and merge together; a new Job verifies again.
+    assert flags(args)["--run"] == "$(VERIFY_RUN)"
+    (run,) = [e for e in container(job)["env"] if e["name"] == "VERIFY_RUN"]
+    assert run["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['batch.kubernetes.io/controller-uid']"
     # One shard: still Indexed (backoffLimitPerIndex needs it), the whole keyspace as shard 0/1.
     (single,) = verify_jobs({"verify": {"enabled": True}})
     assert (single["spec"]["completionMode"], single["spec"]["completions"]) == ("Indexed", 1)

@@ -83,3 +83,28 @@ def test_a_shard_must_be_i_of_n(text):
 def test_a_shard_is_parsed():
     assert _shard(build_parser().parse_args(["verify", "--config", "c.yaml", "--shard", "2/5"])) == (2, 5)
     assert _shard(build_parser().parse_args(["verify", "--config", "c.yaml"])) == (0, 1)
+
+
+def test_a_record_stays_within_one_dynamodb_item_whatever_the_keys():
+    """A checkpoint is one state-table item (at most 400 KB): huge keys, many of them, and errors naming them."""
+    report = VerifyReport()
+    for i in range(KEPT_KEYS):
+        _drifted(report, b"k" * 1024 + str(i).encode(), DriftKind.VALUE)
+        report.add_unsettled(b"u" * 1024 + str(i).encode())
+    for i in range(200):
+        report.add_error(f"{b'e' * 3000!r}{i}: DynamoDB ValidationException: key too long")
+    text = ShardRecord(0, 1, 4, {}, report, 0.0, 0.0).to_json()
+    assert len(text.encode()) < 200 * 1024
+    again = ShardRecord.from_json(text).report
+    assert (again.drift_keys, again.unsettled, again.error_count) == (KEPT_KEYS, KEPT_KEYS, 200)
+    assert 0 < len(again.drifted_keys) < KEPT_KEYS and all(len(e) <= 300 for e in again.errors)
+
+
+def test_only_shards_of_one_run_merge():
+    def shard(i: int, run: str, started: float) -> ShardRecord:
+        return ShardRecord(i, 2, 4, {}, VerifyReport(keys_checked=10), started, started + 1, done=True, run=run)
+
+    old_and_new = [shard(0, "job-2", 200.0), shard(1, "job-1", 100.0)]
+    assert not merge_shards(old_and_new).complete  # the newest run is job-2, and its shard 1 has not reported
+    assert merge_shards([shard(0, "job-2", 200.0), shard(1, "job-2", 210.0)]).complete
+    assert merge_shards(old_and_new, run="job-1").keys_checked == 10

@@ -2,7 +2,8 @@
 
 DynamoDB says what each request cost when asked (``ReturnConsumedCapacity``); that is exact whatever the item
 sizes, where an estimate from sizes would be wrong for parts, filters and Scan pages. Hooked on the client, so
-every read path (BatchGetItem, Query, Scan, GetItem) is counted without threading a parameter through each.
+every read path (BatchGetItem, Query, Scan, GetItem, PartiQL SELECTs) is counted without threading a parameter
+through each.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from replicator.core.ratelimit import RateLimiter
 
-_READS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan"})
+_READS = frozenset({"GetItem", "BatchGetItem", "Query", "Scan", "ExecuteStatement"})
 
 
 class ReadCapacity:
