@@ -53,6 +53,8 @@ def create_tables(client: Any, rules: RuleSet, state_table: str, timeout: float 
             continue
         except client.exceptions.ResourceNotFoundException:
             pass
+        except Exception as exc:  # unreachable, denied: one line naming the table, not a botocore traceback
+            raise translate(exc, f"describing table {name}") from None
         try:
             client.create_table(**params)
         except client.exceptions.ResourceInUseException:
