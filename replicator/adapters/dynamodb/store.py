@@ -247,15 +247,14 @@ class DynamoStore:
 
     def load_states(self, wanted: Sequence[tuple[Rule, bytes, Mapping[str, bytes]]]) -> list[KeyState]:
         """The applied states of many keys (rule, key, variables), in order: what :meth:`load_state` reads, in far
-        fewer requests. Single-item keys' items and collection keys' heads come by BatchGetItem (100 keys each);
-        each collection key then costs one Query of its partition. The verifier reads a keyspace this way."""
+        fewer requests. Single-item keys' items and collection keys' heads come together by BatchGetItem (100 keys
+        per request, whatever tables they are in); the live items of collection keys by :meth:`live_items_many`.
+        The verifier reads a keyspace this way."""
         where = f"loading the states of {len(wanted)} keys"
-        singles = [(rule.table, self._item_key(rule, key, variables)[1]) for rule, key, variables in wanted
-                   if not rule.is_collection]
-        heads = [(rule.name, key) for rule, key, _variables in wanted if rule.is_collection]
+        reads = [(rule.table, self._item_key(rule, key, variables)[1]) if not rule.is_collection
+                 else (self.state_table, requests.head_key(rule.name, key)) for rule, key, variables in wanted]
         try:
-            found = self.batch_get(singles, where) if singles else {}
-            versions = iter(self.head_versions(heads)) if heads else iter(())
+            found = self.batch_get(reads, where) if reads else {}
             by_rule: dict[str, list[tuple[bytes, Mapping[str, bytes]]]] = {}
             for rule, key, variables in wanted:
                 if rule.is_collection:
@@ -263,12 +262,14 @@ class DynamoStore:
             rules = {rule.name: rule for rule, _key, _variables in wanted}
             items = {name: iter(self.live_items_many(rules[name], keys)) for name, keys in by_rule.items()}
             states = []
-            for rule, key, variables in wanted:
+            for (rule, key, variables), (table, wire) in zip(wanted, reads, strict=True):
+                item = found.get((table, frozen_key(wire)))
                 if rule.is_collection:
-                    states.append(KeyState(next(versions), next(items[rule.name])))
+                    version = int(item["v"]["N"]) if item else EMPTY_STATE.version
+                    states.append(KeyState(version, next(items[rule.name])))
                 else:
-                    item_key, wire = self._item_key(rule, key, variables)
-                    states.append(self._item_state(rule, item_key, found.get((rule.table, frozen_key(wire))) or {}))
+                    item_key = self._item_key(rule, key, variables)[0]
+                    states.append(self._item_state(rule, item_key, item or {}))
             return states
         except Exception as exc:
             raise translate(exc, where) from None
