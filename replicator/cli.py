@@ -457,8 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="verify shard I of N (owners by hash, Scan segments in turn); run N of them side by "
                             "side and merge them with --report")
     check.add_argument("--resume", action="store_true",
-                       help="continue this shard's last run from its last checkpoint (a finished run is reported "
-                            "as it was)")
+                       help="continue this shard's last unfinished run of the same --run, rules and Redis "
+                            "primaries from its last checkpoint (anything else starts over)")
     check.add_argument("--report", action="store_true",
                        help="print the merged report of the last sharded run (--shards N); exit 3 while a shard "
                             "has not finished")

@@ -2,9 +2,10 @@
 
 Each key is read from Redis with the same atomic reader the listener uses (many keys per call, one version each),
 turned into the items the rules would write, and compared with the items DynamoDB holds live for it
-(:mod:`replicator.core.drift`), read in batches: single items and collection heads by BatchGetItem, a Query per
-collection key. Keys DynamoDB holds but Redis no longer has are found from DynamoDB's side, by a parallel Scan of the
-live heads and single-item tables, and an EXISTS per key found.
+(:mod:`replicator.core.drift`), read in batches: single items and collection heads by BatchGetItem, the live items
+of many collection keys by one PartiQL SELECT (:meth:`DynamoStore.load_states`). Keys DynamoDB holds but Redis no
+longer has are found from DynamoDB's side, by a parallel Scan of the live heads and single-item tables, and an
+EXISTS per key found.
 
 Live writes keep going while this runs, so a difference is only a *candidate*: it is re-read after ``settle_s``
 (both stores) up to ``rechecks`` times. Before each recheck, when the verifier can see the applier group's offsets, it
@@ -226,7 +227,7 @@ class Verifier:
         """Verify the keys ``options`` choose; returns the report (``complete`` False when ``stop`` ended it).
 
         With ``checkpoints`` (whole-keyspace runs), each settled chunk is saved and ``resume`` continues the
-        shard's last run (a finished one is returned as it was). ``repair`` re-publishes each chunk's drifted keys
+        shard's last unfinished run (see :meth:`_start`). ``repair`` re-publishes each chunk's drifted keys
         before that chunk is saved, so a resumed run never skips a repair.
         """
         stop = stop or threading.Event()
@@ -238,12 +239,10 @@ class Verifier:
         if scoped and (checkpoints is not None or options.shards > 1):
             raise ConfigError("verify --owner/--sample check a few keys: they take no --shard or --resume")
         record = self._start(options, checkpoints, resume) if not scoped else None
-        if record is not None and record.done:
-            return record.report
         report = record.report if record is not None else VerifyReport()
         report.complete = False
         positions = record.positions if record is not None else {}
-        before = (report.seconds, report.rcu, self._capacity.units if self._capacity else 0.0)
+        before = (report.seconds, report.rcu, self._capacity.units if self._capacity else 0.0, report.keys_checked)
         pages = self._scoped_pages(options) if scoped else self._pages(options, positions, stop)
         checked = [report.keys_checked]
         lock = threading.Lock()
@@ -267,12 +266,11 @@ class Verifier:
             if checkpoints is not None and record is not None:
                 record.positions, record.report, record.updated, record.done = positions, report, time.time(), done
                 checkpoints.save(record)
-                rate = (report.keys_checked - checked_at_start) / max(1e-9, time.monotonic() - started)
+                rate = (report.keys_checked - before[3]) / max(1e-9, time.monotonic() - started)
                 log.info("verify checkpoint", extra={"kv": {
                     "shard": f"{options.shard}/{options.shards}", "keys_checked": report.keys_checked,
                     "keys_per_second": round(rate), "drift_keys": report.drift_keys, "rcu": round(report.rcu)}})
 
-        checked_at_start = report.keys_checked
         settled = _Settler(self, options, stop, repair, save)
         try:
             # Closing the pages ends their readers also when a worker or the settler failed: they would otherwise
@@ -589,29 +587,25 @@ def _side_by_side(units: list[Callable[[], Iterator[_Page]]], threads: int, stop
     pages: queue.Queue[_Page | BaseException | None] = queue.Queue(maxsize=2 * threads)
     closed = threading.Event()  # the consumer went away (it failed, or stopped): readers end too
 
+    def put(item: _Page | BaseException | None, give_up: Callable[[], bool]) -> bool:
+        """Queue ``item`` unless ``give_up`` first; whether it was queued."""
+        while not give_up():
+            try:
+                pages.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def read(unit: Callable[[], Iterator[_Page]]) -> None:
         try:
             for page in unit():
-                while not (stop.is_set() or closed.is_set()):
-                    try:
-                        pages.put(page, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set() or closed.is_set():
+                if not put(page, lambda: stop.is_set() or closed.is_set()):
                     return
         except BaseException as exc:  # raised on the consuming thread
-            _put(exc)
+            put(exc, closed.is_set)
         finally:
-            _put(None)
-
-    def _put(item: BaseException | None) -> None:
-        while not closed.is_set():
-            try:
-                pages.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+            put(None, closed.is_set)
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="verify-read") as pool:
         try:

@@ -230,7 +230,7 @@ class DynamoStore:
                    version: int | None = None) -> KeyState:
         """The applied state of a Redis key as DynamoDB holds it.
 
-        A collection key: its head version (unless given, read by :meth:`DynamoWriter.head_versions`) and its live
+        A collection key: its head version (unless given, read by :meth:`head_versions`) and its live
         items. A single-item key: the item's own version and, when live, its data, a mirror value kept in parts
         put together (it is compared as the whole value it is).
         """
@@ -251,8 +251,11 @@ class DynamoStore:
         per request, whatever tables they are in); the live items of collection keys by :meth:`live_items_many`.
         The verifier reads a keyspace this way."""
         where = f"loading the states of {len(wanted)} keys"
-        reads = [(rule.table, self._item_key(rule, key, variables)[1]) if not rule.is_collection
-                 else (self.state_table, requests.head_key(rule.name, key)) for rule, key, variables in wanted]
+        item_keys = [None if rule.is_collection else self._item_key(rule, key, variables)
+                     for rule, key, variables in wanted]
+        reads = [(rule.table, item_key[1]) if item_key is not None
+                 else (self.state_table, requests.head_key(rule.name, key))
+                 for (rule, key, _variables), item_key in zip(wanted, item_keys, strict=True)]
         try:
             found = self.batch_get(reads, where) if reads else {}
             by_rule: dict[str, list[tuple[bytes, Mapping[str, bytes]]]] = {}
@@ -262,14 +265,13 @@ class DynamoStore:
             rules = {rule.name: rule for rule, _key, _variables in wanted}
             items = {name: iter(self.live_items_many(rules[name], keys)) for name, keys in by_rule.items()}
             states = []
-            for (rule, key, variables), (table, wire) in zip(wanted, reads, strict=True):
+            for (rule, _key, _variables), item_key, (table, wire) in zip(wanted, item_keys, reads, strict=True):
                 item = found.get((table, frozen_key(wire)))
-                if rule.is_collection:
+                if item_key is None:
                     version = int(item["v"]["N"]) if item else EMPTY_STATE.version
                     states.append(KeyState(version, next(items[rule.name])))
                 else:
-                    item_key = self._item_key(rule, key, variables)[0]
-                    states.append(self._item_state(rule, item_key, item or {}))
+                    states.append(self._item_state(rule, item_key[0], item or {}))
             return states
         except Exception as exc:
             raise translate(exc, where) from None
@@ -309,9 +311,9 @@ class DynamoStore:
                               ProjectionExpression=projection,
                               ExpressionAttributeNames={**names, "#pk": rule.partition_key},
                               ExpressionAttributeValues={":pk": to_attribute_value(pk_typed)}, ConsistentRead=True):
-            item_key = tuple(sorted((a, from_attribute_value(raw[a])) for a in rule.key_attrs))
+            item_key, data = _parsed_item(rule, raw)
             if rule.owns(item_key, variables):
-                items[item_key] = tuple((a, from_attribute_value(raw[a])) for a in rule.data_attrs if a in raw)
+                items[item_key] = data
         return items
 
     def live_items_many(self, rule: Rule, keys: Sequence[tuple[bytes, Mapping[str, bytes]]],
@@ -322,10 +324,8 @@ class DynamoStore:
         parsing) per key, which is most of what reading a small collection costs. Liveness is decided here, as
         :func:`live_filter` does on the server for a Query."""
         partitions: dict[Any, list[int]] = {}
-        rendered = []
         for i, (key, variables) in enumerate(keys):
             pk = render_attr(rule, rule.partition_key, {**variables, "key": key}, key)
-            rendered.append(pk)
             partitions.setdefault(pk, []).append(i)
         found: list[dict[ItemKey, Attrs]] = [{} for _ in keys]
         attrs = (*rule.key_attrs, *rule.data_attrs, rule.version_attr, rule.deleted_attr)
@@ -356,8 +356,7 @@ class DynamoStore:
                     if rule.deleted_attr in raw or not (rule.version_attr in raw
                                                         or any(a in raw for a in rule.data_attrs)):
                         continue
-                    item_key = tuple(sorted((a, from_attribute_value(raw[a])) for a in rule.key_attrs))
-                    data = tuple((a, from_attribute_value(raw[a])) for a in rule.data_attrs if a in raw)
+                    item_key, data = _parsed_item(rule, raw)
                     for i in partitions.get(from_attribute_value(raw[rule.partition_key]), ()):
                         if rule.owns(item_key, keys[i][1]):
                             found[i][item_key] = data
@@ -421,6 +420,12 @@ class DynamoStore:
                 key = rule.source_key((a, from_attribute_value(item[a])) for a in rule.key_attrs)
                 if key is not None:
                     yield key
+
+
+def _parsed_item(rule: Rule, raw: Mapping[str, Any]) -> tuple[ItemKey, Attrs]:
+    """An item of a collection rule as read: its key (sorted, typed) and the rule's data attributes it holds."""
+    item_key = tuple(sorted((a, from_attribute_value(raw[a])) for a in rule.key_attrs))
+    return item_key, tuple((a, from_attribute_value(raw[a])) for a in rule.data_attrs if a in raw)
 
 
 def source_tables(rules: RuleSet) -> list[Rule | None]:
