@@ -25,7 +25,8 @@ from redis.exceptions import RedisError
 
 from replicator import __version__, health, logs, pipeline, retry
 from replicator.adapters.dynamodb.capacity import ReadCapacity
-from replicator.adapters.dynamodb.store import make_client, translate
+from replicator.adapters.dynamodb.errors import translate
+from replicator.adapters.dynamodb.store import make_client
 from replicator.adapters.kafka import broker, dead_letters
 from replicator.adapters.redis.cluster import dbsize
 from replicator.capture.reconcile import PendingReconciles

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 import redis
 
 from replicator import metrics
-from replicator.adapters.dynamodb.store import DynamoStore, translate
+from replicator.adapters.dynamodb.errors import translate
+from replicator.adapters.dynamodb.store import DynamoStore
 from replicator.core.errors import ReplicatorError
 from replicator.core.mapping import Rule, RuleSet, render_attr
 from replicator.core.values import from_attribute_value, to_attribute_value

@@ -277,9 +277,9 @@ class Applier:
         landed = set()  # keys at least one of whose writes DynamoDB took
         for (w, _iw), result in zip(writes, results, strict=True):
             self._settle(w, result)
-            if result.result is Result.STALE:
+            if result.status is Result.STALE:
                 partly_stale.add(id(w))
-            elif result.result is Result.APPLIED:
+            elif result.status is Result.APPLIED:
                 landed.add(id(w))
         heads = [w for w in work if w.rule.is_collection and w.plan is not None and not w.plan.stale
                  and w.poison is None]
@@ -330,7 +330,7 @@ class Applier:
         return kept
 
     def _settle(self, w: KeyWork, result: WriteResult) -> None:
-        if result.result is Result.POISON:
+        if result.status is Result.POISON:
             assert result.error is not None
             self._failed(w, result.error, "write")
 

@@ -118,7 +118,7 @@ def test_a_mirror_value_replacing_one_in_parts_takes_the_single_item_path_which_
 def test_a_statement_dynamodb_rejects_is_poison_with_its_reason_and_the_others_apply(code):
     sink, _client = _sink(lambda s: _error(code) if _key(s) == b"bad" else OK)
     results = sink.write([_write(b"ok1", exists=True), _write(b"bad", exists=True), _write(b"ok2", exists=True)])
-    assert [r.result for r in results] == [Result.APPLIED, Result.POISON, Result.APPLIED]
+    assert [r.status for r in results] == [Result.APPLIED, Result.POISON, Result.APPLIED]
     assert isinstance(results[1].error, SinkError) and not results[1].error.retryable
     assert code in str(results[1].error)
 
@@ -140,7 +140,7 @@ def test_a_call_refused_whole_for_one_statement_is_halved_until_that_statement_i
     sink = DynamoSink(DynamoWriter(client, RULES, TombstoneConfig(), "state"), "batch")
     writes = [_write(b"k%d" % i, exists=True) for i in range(7)] + [_write(b"huge", exists=True)]
     results = sink.write(writes)
-    assert [r.result for r in results] == [Result.APPLIED] * 7 + [Result.POISON]
+    assert [r.status for r in results] == [Result.APPLIED] * 7 + [Result.POISON]
     assert "maximum" in str(results[-1].error)
 
 
@@ -269,7 +269,7 @@ def test_a_head_that_takes_the_single_item_path_and_is_refused_there_is_poison_n
     client.update_item = refuse  # type: ignore[method-assign]
     rule = RULES.match(b"opponents:o1")[0]  # type: ignore[index]
     (result,) = sink.put_heads([Head(rule, b"opponents:o1", 5, deleted=False, exists=True)])
-    assert result.result is Result.POISON and "key too long" in str(result.error)
+    assert result.status is Result.POISON and "key too long" in str(result.error)
 
 
 def test_a_fresh_sink_learns_from_one_call_before_guessing_a_whole_first_batch():

@@ -19,7 +19,8 @@ from typing import Any
 
 import botocore.exceptions
 
-from replicator.adapters.dynamodb.store import DynamoStore, translate
+from replicator.adapters.dynamodb.errors import translate
+from replicator.adapters.dynamodb.store import DynamoStore
 from replicator.core.cutover import CutoverError, Heartbeat, Plan, VerifyRecord
 from replicator.core.errors import ReplicatorError
 from replicator.core.mapping import Rule, RuleSet

@@ -17,13 +17,8 @@ from typing import Any
 import botocore.exceptions
 
 from replicator import metrics
-from replicator.adapters.dynamodb.store import (
-    RETRYABLE_CANCELLATIONS,
-    DynamoWriter,
-    frozen_key,
-    read_mirror_value,
-    translate,
-)
+from replicator.adapters.dynamodb.errors import CONDITION_FAILED, Kind, code_of, kind, translate
+from replicator.adapters.dynamodb.store import DynamoWriter, frozen_key, read_mirror_value
 from replicator.core import requests
 from replicator.core.errors import SinkError
 from replicator.core.mapping import Head, ItemWrite, Rule, render_attr
@@ -32,8 +27,6 @@ from replicator.core.values import ItemKey, from_attribute_value, to_attribute_v
 
 #: Items per TransactWriteItems.
 TRANSACTION_ITEMS = requests.TRANSACTION_ITEMS
-#: Cancellation reasons that mean "someone else wrote first": read again and run the command again.
-_CONFLICTS = {"ConditionalCheckFailed", "TransactionConflict"}
 
 
 class NativeStore(DynamoWriter):
@@ -145,13 +138,15 @@ class NativeStore(DynamoWriter):
             # treats a token seen within 10 minutes as the same transaction.
             self.client.transact_write_items(TransactItems=items, ClientRequestToken=uuid.uuid4().hex)
         except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+            if code_of(exc) != "TransactionCanceledException":
                 raise translate(exc, where) from None
             codes = {r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])} - {"None"}
-            if codes and codes <= _CONFLICTS:
+            # Someone else wrote first (a refused compare-and-set, a conflicting transaction): read again, run the
+            # command again.
+            if codes and all(code == CONDITION_FAILED or kind(code) is Kind.CONFLICT for code in codes):
                 return False
             raise SinkError(f"{where}: DynamoDB TransactionCanceledException: {', '.join(sorted(codes))}",
-                            retryable=bool(codes & RETRYABLE_CANCELLATIONS)) from None
+                            retryable=any(kind(c) in (Kind.THROTTLED, Kind.CONFLICT) for c in codes)) from None
         except Exception as exc:
             raise translate(exc, where) from None
         for write, _cas in writes:

@@ -3,7 +3,8 @@
 :class:`DynamoStore` reads (head versions, a key's live items, single items, mirror values kept in parts, every
 Query and Scan through boto3's paginators) for apply, verify, the Redis-shaped reads and the reconcile alike, so
 "live", "applied state" and "the Redis key an item came from" mean the same everywhere. :class:`DynamoWriter` adds
-the writes. Errors are translated to SinkError here (:func:`translate`). Table creation is in ``tables.py``.
+the writes. Errors are translated to SinkError by :mod:`.errors`, which holds every code. Table creation is in
+``tables.py``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,21 @@ import botocore.exceptions
 from botocore.config import Config as BotoConfig
 
 from replicator import metrics, retry
+from replicator.adapters.dynamodb.batch import Parallel, StatementBatches, serial
+from replicator.adapters.dynamodb.errors import (
+    CONDITION_FAILED,
+    SELECT_REFUSED,
+    Invalid,
+    Kind,
+    bisect,
+    code_of,
+    exception_name,
+    kind,
+    translate,
+)
 from replicator.core import mirror, requests
 from replicator.core.config import DynamoDBConfig, TombstoneConfig
-from replicator.core.errors import ReplicatorError, SinkError
+from replicator.core.errors import SinkError
 from replicator.core.events import ChangeEvent
 from replicator.core.mapping import EMPTY_STATE, ItemWrite, KeyState, Rule, RuleSet, render_attr
 from replicator.core.native import Cas
@@ -35,8 +48,6 @@ KeysPage = tuple[list[bytes], dict[str, Any] | None]
 #: refuses it gets a Query per key instead (DynamoStore.live_items_many).
 PARTITIONS_PER_SELECT = 50
 
-#: Why a PartiQL SELECT may be refused where a Query is not: then live_items_many falls back to Queries.
-_SELECT_REFUSED = {"AccessDeniedException", "ValidationException", "UnknownOperationException"}
 _warned: set[str] = set()
 
 
@@ -48,11 +59,6 @@ def _warn_once(message: str) -> None:
 
 #: Keys per BatchGetItem (DynamoDB's limit).
 BATCH_GET_KEYS = 100
-
-_THROTTLES = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
-#: The event's data cannot be stored: poison, to the dead-letter topic. Every other DynamoDB error (throttling, 5xx,
-#: access denied, a missing table, a code we do not know) is about the service, not the data: retried.
-_POISON = {"ValidationException", "ItemCollectionSizeLimitExceededException"}
 
 
 def make_client(config: DynamoDBConfig) -> Any:
@@ -83,22 +89,8 @@ def _count_request(model: Any = None, **_kwargs: Any) -> None:
 
 
 def _count_throttle(response: Any = None, **_kwargs: Any) -> None:
-    if response is not None and response[1].get("Error", {}).get("Code") in _THROTTLES:
+    if response is not None and kind(response[1].get("Error", {}).get("Code", "")) is Kind.THROTTLED:
         metrics.DYNAMODB_THROTTLES.inc()
-
-
-def translate(exc: Exception, what: str) -> ReplicatorError:
-    """A failure talking to DynamoDB → SinkError naming the table and key: poison when DynamoDB rejected the data,
-    retryable otherwise. Our own errors (a key that cannot be rendered, say) pass through unchanged."""
-    if isinstance(exc, ReplicatorError):
-        return exc
-    if isinstance(exc, botocore.exceptions.ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        message = exc.response.get("Error", {}).get("Message", str(exc))
-        return SinkError(f"{what}: DynamoDB {code}: {message}", retryable=code not in _POISON)
-    if isinstance(exc, (botocore.exceptions.BotoCoreError, ConnectionError, TimeoutError)):
-        return SinkError(f"{what}: DynamoDB unreachable: {exc}", retryable=True)
-    return SinkError(f"{what}: {type(exc).__name__}: {exc}", retryable=False)
 
 
 class DynamoStore:
@@ -341,9 +333,8 @@ class DynamoStore:
                 try:
                     page = self.client.execute_statement(**params)
                 except Exception as exc:
-                    code = exc.response.get("Error", {}).get("Code", "") if isinstance(
-                        exc, botocore.exceptions.ClientError) else ""
-                    if code not in _SELECT_REFUSED:
+                    code = code_of(exc) or ""
+                    if code not in SELECT_REFUSED:
                         raise translate(exc, f"live items of {len(chunk)} keys in {rule.table}") from None
                     # Refused (no dynamodb:PartiQLSelect granted, an endpoint without PartiQL, a key DynamoDB
                     # cannot take): a Query per key, as before; each key then fails or answers on its own.
@@ -473,6 +464,10 @@ class DynamoWriter(DynamoStore):
     def expire_at(self) -> int:
         return int(time.time()) + self._retention
 
+    def statement_batches(self, parallel: Parallel = serial, known_items: int = 100_000) -> StatementBatches:
+        """The BatchExecuteStatement engine over this writer's client (see :mod:`.batch`)."""
+        return StatementBatches(self.client, parallel, known_items)
+
     def write(self, write: ItemWrite, cas: Cas | None = None) -> bool:
         """Apply one group write. True if applied, False if stale (DynamoDB holds a newer version; with ``cas``:
         the version is no longer the one read).
@@ -537,11 +532,24 @@ class DynamoWriter(DynamoStore):
         conflicts raise a retryable SinkError for the whole transaction.
         """
         outcome: dict[int, bool | SinkError] = {}
-        self._transact(writes, list(range(len(writes))), outcome, self.expire_at())
+        expire_at = self.expire_at()
+
+        def poison_alone(i: int, _refused: Invalid) -> None:  # not reached: one write takes the single-item path
+            outcome[i] = self._write_or_poison(writes[i])
+
+        # Some item is invalid (too big, say) and DynamoDB does not always say which: the transaction is halved
+        # until the invalid write is alone, then it takes the single-item path and is poison on its own.
+        bisect(range(len(writes)),
+               lambda chunk: self._transact(writes, [i for i in chunk if i not in outcome], outcome, expire_at),
+               poison_alone)
         return [outcome[i] for i in range(len(writes))]
 
     def _transact(self, writes: list[ItemWrite], pending: list[int], outcome: dict[int, bool | SinkError],
                   expire_at: int) -> None:
+        """Send ``pending`` as one transaction, again without the writes that cancelled it, until it commits.
+        Raises a ValidationException untranslated: :meth:`write_transaction` halves the transaction."""
+        if not pending:
+            return
         where = f"transaction on table {writes[pending[0]].table}"
         while pending:
             if len(pending) == 1:  # a transaction of one costs twice an UpdateItem
@@ -553,14 +561,9 @@ class DynamoWriter(DynamoStore):
                 # botocore would fill the idempotency token with uuid4(), one os.urandom read per transaction.
                 self.client.transact_write_items(TransactItems=items, ClientRequestToken=ChangeEvent.new_id())
             except botocore.exceptions.ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code")
+                code = code_of(exc)
                 if code == "ValidationException":
-                    # Some item is invalid (too big, say) and DynamoDB does not always say which: halve the
-                    # transaction until the invalid write is alone, then it is poison on its own.
-                    half = len(pending) // 2
-                    self._transact(writes, pending[:half], outcome, expire_at)
-                    self._transact(writes, pending[half:], outcome, expire_at)
-                    return
+                    raise
                 if code != "TransactionCanceledException":
                     raise translate(exc, where) from None
                 reasons = exc.response.get("CancellationReasons", [])
@@ -663,14 +666,6 @@ def live_filter(rule: Rule) -> tuple[str, dict[str, str]]:
     return f"attribute_not_exists(#d) AND ({' OR '.join(['attribute_exists(#v)', *data])})", names
 
 
-#: Cancellation reasons that are the item's own fault: retrying cannot help, the event is poison.
-_POISON_REASONS = {"ValidationError": "ValidationException",
-                   "ItemCollectionSizeLimitExceeded": "ItemCollectionSizeLimitExceededException"}
-#: Cancellation reasons that pass: throttling and conflicts with other writers.
-RETRYABLE_CANCELLATIONS = {"ThrottlingError", "ProvisionedThroughputExceeded", "TransactionConflict",
-                           "RequestLimitExceeded"}
-
-
 def _cancellation_outcomes(pending: list[int], reasons: list[dict[str, str]], writes: list[ItemWrite],
                            where: str) -> dict[int, bool | SinkError]:
     """Stale (False) and poison (SinkError) writes named by a cancelled transaction's reasons, in ``pending`` order.
@@ -678,18 +673,18 @@ def _cancellation_outcomes(pending: list[int], reasons: list[dict[str, str]], wr
     Raises a retryable SinkError when any reason is throttling or a conflict: the whole transaction is tried again.
     """
     codes = [r.get("Code", "None") for r in reasons]
-    retry = sorted({code for code in codes if code in RETRYABLE_CANCELLATIONS})
+    retry = sorted({code for code in codes if kind(code) in (Kind.THROTTLED, Kind.CONFLICT)})
     if retry:
-        if "ThrottlingError" in retry or "ProvisionedThroughputExceeded" in retry:
+        if any(kind(code) is Kind.THROTTLED for code in retry):
             metrics.DYNAMODB_THROTTLES.inc()
         raise SinkError(f"{where}: DynamoDB TransactionCanceledException: {', '.join(retry)}", retryable=True)
     failed: dict[int, bool | SinkError] = {}
     for i, code, reason in zip(pending, codes, reasons, strict=False):
-        if code == "ConditionalCheckFailed":
+        if code == CONDITION_FAILED:
             failed[i] = False
-        elif code in _POISON_REASONS:
+        elif kind(code) is Kind.POISON:
             failed[i] = SinkError(f"table {writes[i].table} item {_describe(writes[i])}: DynamoDB "
-                                  f"{_POISON_REASONS[code]}: {reason.get('Message', '')}", retryable=False)
+                                  f"{exception_name(code)}: {reason.get('Message', '')}", retryable=False)
     return failed
 
 

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from replicator.adapters.dynamodb.store import translate
+from replicator.adapters.dynamodb.errors import translate
 from replicator.core.errors import SinkError
 from replicator.core.mapping import RuleSet, TableSpec
 
