@@ -17,6 +17,7 @@ from replicator.adapters.dynamodb.cutover import ControlStore, NativeGroups, Pla
 from replicator.adapters.dynamodb.store import DynamoStore, DynamoWriter, make_client
 from replicator.adapters.dynamodb.tables import check_tables, create_tables
 from replicator.adapters.kafka import broker
+from replicator.adapters.kafka.consumer import GroupConsumer
 from replicator.adapters.kafka.dead_letters import DeadLetters
 from replicator.adapters.kafka.producer import EventPublisher
 from replicator.adapters.redis.cluster import cluster_client, is_cluster, primaries
@@ -194,7 +195,7 @@ def applier(ctx: Context, group_id: str | None = None) -> Applier:
     dead_letters = DeadLetters(cfg.kafka, cfg.kafka.topic)
     plan = PlanWatch(ControlStore(client, cfg.dynamodb.state_table),
                      cfg.cutover.refresh_s)
-    return Applier(consumer, writer, ctx.rules, cfg.apply, dead_letters, cfg.kafka.topic,
+    return Applier(GroupConsumer(consumer, cfg.kafka.topic), writer, ctx.rules, cfg.apply, dead_letters,
                    lag_interval_s=cfg.metrics.lag_interval_s, plan=plan.current)
 
 

@@ -25,11 +25,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
-
 from replicator import metrics, retry
 from replicator.adapters.dynamodb.store import DynamoWriter
+from replicator.adapters.kafka.consumer import GroupConsumer
 from replicator.adapters.kafka.dead_letters import DeadLetters
 from replicator.apply.assembler import BatchAssembler, DeadLetter, KeyWork
 from replicator.apply.offsets import Commit, OffsetTracker
@@ -83,30 +81,16 @@ class StateCache:
         return len(self._entries)
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, applier: Applier) -> None:
-        self._applier = applier
-
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        # Another applier may write these owners from now on: our cached states could go stale, and chunks held
-        # back will be redelivered to it from the committed offset.
-        self._applier._forget_partitions({tp.partition for tp in revoked})
-        log.info("partitions revoked", extra={"kv": {"partitions": sorted(tp.partition for tp in revoked)}})
-
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        log.info("partitions assigned", extra={"kv": {"partitions": sorted(tp.partition for tp in assigned)}})
-
-
 class Applier:
-    def __init__(self, consumer: KafkaConsumer, writer: DynamoWriter, rules: RuleSet, config: ApplyConfig,
-                 dead_letters: DeadLetters, topic: str, codec: EventCodec | None = None,
+    def __init__(self, consumer: GroupConsumer, writer: DynamoWriter, rules: RuleSet, config: ApplyConfig,
+                 dead_letters: DeadLetters, codec: EventCodec | None = None,
                  lag_interval_s: float = 15.0, plan: Callable[[], CutoverPlan] | None = None) -> None:
         self._consumer = consumer
         #: The cutover plan as of at most a refresh ago: events of switched owners are skipped (the fence).
         self._plan = plan
         self._config = config
         self._dead_letters = dead_letters
-        self.topic = topic
+        self.topic = consumer.topic
         self._assembler = BatchAssembler(rules, codec or EventCodec(), config.abandon_chunks_after_s)
         self._offsets = OffsetTracker()
         self._cache = StateCache(config.cache_keys)
@@ -119,24 +103,18 @@ class Applier:
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set. The batch in flight is finished and committed before returning."""
-        self._consumer.subscribe([self.topic], listener=_Rebalance(self))
+        self._consumer.join(self._forget_partitions, stop)
         log.info("applying", extra={"kv": {"topic": self.topic}})
         try:
-            # The group is joined in the first poll: have the topic's partitions in the client's metadata by then.
-            # A leader that joins without them assigns nothing ("no partition metadata") and must rebalance again.
-            deadline = time.monotonic() + 30
-            while not self._consumer.partitions_for_topic(self.topic) and time.monotonic() < deadline:
-                stop.wait(0.2)
             polls = retry.Backoff(retry.KAFKA_POLL, stop)
             while not stop.is_set():
                 try:
-                    batch = self._consumer.poll(timeout_ms=self._config.poll_timeout_ms,
-                                                max_records=self._config.max_batch)
-                except KafkaError as exc:
+                    batch = self._consumer.poll(self._config.poll_timeout_ms, self._config.max_batch)
+                except BrokerError as exc:
                     polls.wait(exc)
                     continue
                 polls.reset()
-                if self._consumer.assignment():
+                if self._consumer.assigned():
                     self.assigned.set()
                 else:
                     self.assigned.clear()
@@ -149,40 +127,19 @@ class Applier:
         finally:
             self._pool.shutdown(wait=True)
             self._dead_letters.close()
-            # Everything applied was committed batch by batch; closing must not commit a position past it.
-            self._consumer.close(autocommit=False)
+            self._consumer.close()
 
-    def process(self, batch: dict[TopicPartition, list[Any]], stop: threading.Event | None = None) -> bool:
+    def process(self, batch: dict[Any, list[Any]], stop: threading.Event | None = None) -> bool:
         """Apply one polled batch and commit it. Returns False if it was not committed (stopped, or rebalanced).
 
-        While the batch is in flight the consumer keeps its group membership (see :meth:`_keepalive`), so a big
-        state or a long retry does not get this applier evicted and its work redone forever.
+        While the batch is in flight the consumer keeps its group membership (see
+        :meth:`GroupConsumer.keepalive`), so a big state or a long retry does not get this applier evicted and its
+        work redone forever.
         """
         try:
             return self._process(batch, stop)
         finally:
-            paused = self._consumer.paused()
-            if paused:
-                self._consumer.resume(*paused)
-
-    def _keepalive(self) -> None:
-        """Heartbeat from the consumer's own thread without taking records: all partitions paused, poll(0).
-
-        A broker evicts a consumer that does not poll within max.poll.interval.ms, however long the writes of its
-        batch take (throttling backoff); pausing keeps the records for later. A rebalance may run inside this poll;
-        records it still returns (from newly assigned partitions) are rewound so they are processed after this batch.
-        """
-        assigned = self._consumer.assignment()
-        if assigned:
-            self._consumer.pause(*assigned)
-        try:
-            returned = self._consumer.poll(timeout_ms=0)
-        except KafkaError as exc:  # the broker is away: the writes go on, membership is retried next second
-            log.debug("keepalive poll failed", extra={"kv": {"error": str(exc)}})
-            return
-        for tp, records in returned.items():
-            if records:
-                self._consumer.seek(tp, records[0].offset)
+            self._consumer.resume()
 
     def _wait(self, stop: threading.Event | None, seconds: float) -> bool:
         """Back off for ``seconds`` while keeping the group membership. True if asked to stop."""
@@ -192,12 +149,12 @@ class Applier:
                 return True
             if stop is None:
                 time.sleep(min(1.0, left))
-            self._keepalive()
+            self._consumer.keepalive()
         return stop is not None and stop.is_set()
 
-    def _process(self, batch: dict[TopicPartition, list[Any]], stop: threading.Event | None) -> bool:
+    def _process(self, batch: dict[Any, list[Any]], stop: threading.Event | None) -> bool:
         started = time.monotonic()
-        try:  # infrastructure failures: the same batch again (DynamoDB's retry_after obeyed), until it succeeds
+        try:  # infrastructure failures: the same batch again, until it succeeds
             retry.call(lambda: self._apply_and_flush(batch), retry.APPLY_BATCH, stop=stop,
                        sleep=lambda seconds: self._wait(stop, seconds))
         except retry.Stopped:
@@ -209,7 +166,7 @@ class Applier:
         metrics.APPLY_BATCH_SECONDS.observe(time.monotonic() - started)
         return commit is Commit.DONE
 
-    def _apply_and_flush(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    def _apply_and_flush(self, batch: dict[Any, list[Any]]) -> None:
         self._apply(batch)
         try:
             self._dead_letters.flush()  # a poison record must be safe in the DLQ before we commit past it
@@ -224,27 +181,17 @@ class Applier:
         "events captured but none applied" (the chart's PrometheusRule does), or watch `replicator status`.
         """
         self._lag_due = time.monotonic() + self._lag_interval_s
-        assigned = sorted(self._consumer.assignment())
-        if not assigned:
-            return
         try:
-            end = self._consumer.end_offsets(assigned)
-            known = self._offsets.committed
-            unknown = [tp for tp in assigned if tp not in known]
-            for tp in unknown:
-                committed = self._consumer.committed(tp)
-                if committed is not None:
-                    known[tp] = committed
-            never = [tp for tp in unknown if tp not in known]
-            start = self._consumer.beginning_offsets(never) if never else {}
-        except KafkaError as exc:
+            lags = self._consumer.lag(self._offsets.committed)
+        except BrokerError as exc:
             log.debug("lag refresh failed", extra={"kv": {"error": str(exc)}})
             return
-        for tp in assigned:
-            done = self._offsets.committed.get(tp, start.get(tp, 0))
-            metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, end[tp] - done))
+        for tp, lag in lags.items():
+            metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
     def _forget_partitions(self, partitions: set[int]) -> None:
+        """Partitions revoked: another applier may write these owners from now on, so cached states could go
+        stale, and chunks held back will be redelivered to it from the committed offset."""
         self._cache.drop_partitions(partitions)
         self._offsets.forget(partitions)
         self._assembler.forget(partitions)
@@ -254,7 +201,7 @@ class Applier:
 
     # ----------------------------------------------------------------------------------------------------------------
 
-    def _apply(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    def _apply(self, batch: dict[Any, list[Any]]) -> None:
         assembly = self._assembler.assemble(batch)
         for dead in assembly.dead:
             self._dead_letter(dead)
@@ -376,7 +323,7 @@ class Applier:
             return []
         futures = [self._pool.submit(fn, item) for item in items]
         while wait(futures, timeout=KEEPALIVE_S).not_done:
-            self._keepalive()
+            self._consumer.keepalive()
         out = []
         for item, future in zip(items, futures, strict=True):
             try:

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any, Protocol
 
-from kafka import TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
-from kafka.structs import OffsetAndMetadata
+from replicator.adapters.kafka.consumer import CommitRefused
+from replicator.core.errors import BrokerError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +30,13 @@ class Commit(enum.Enum):
     CARRIED = "carried"
     #: The group rebalanced meanwhile: the partitions' new owner re-applies from the last committed offsets.
     REFUSED = "refused"
+
+
+class TopicPartition(Hashable, Protocol):
+    """A partition as the consumer names it (kafka-python's TopicPartition is one)."""
+
+    @property
+    def partition(self) -> int: ...
 
 
 class OffsetTracker:
@@ -58,19 +64,19 @@ class OffsetTracker:
             offsets[tp] = next_offset if first_held is None else min(next_offset, first_held)
         return offsets
 
-    def commit(self, commit: Callable[[dict[TopicPartition, OffsetAndMetadata]], None],
+    def commit(self, commit: Callable[[dict[TopicPartition, int]], None],
                offsets: Mapping[TopicPartition, int]) -> Commit:
-        """Commit ``offsets`` with any carried over."""
+        """Commit ``offsets`` with any carried over, through ``commit`` (:meth:`GroupConsumer.commit`)."""
         merged = {**self._carried, **offsets}
         try:
-            commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in merged.items()})
-        except CommitFailedError as exc:
+            commit(merged)
+        except CommitRefused as exc:
             # The group rebalanced while the batch was applied: whoever gets these partitions re-applies them.
             self._carried.clear()
             log.warning("commit refused after a rebalance; the batch will be re-applied by the partitions' new owner",
                         extra={"kv": {"error": str(exc)}})
             return Commit.REFUSED
-        except KafkaError as exc:
+        except BrokerError as exc:
             # Broker or coordinator unreachable: keep the offsets and commit them with the next batch (or when idle).
             self._carried = merged
             log.warning("commit failed; carried over to the next commit", extra={"kv": {"error": str(exc)}})

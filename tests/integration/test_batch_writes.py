@@ -18,6 +18,7 @@ from kafka import TopicPartition
 
 from replicator.adapters.dynamodb.store import DynamoWriter
 from replicator.adapters.dynamodb.tables import create_tables
+from replicator.adapters.kafka.consumer import GroupConsumer
 from replicator.apply.applier import Applier
 from replicator.core.avro import EventCodec
 from replicator.core.config import parse_config
@@ -113,7 +114,7 @@ def _apply(stack: Any, uid: str, mode: str, events: list[ChangeEvent]) -> tuple[
     create_tables(client, rules, config.dynamodb.state_table)
     writer = DynamoWriter(client, rules, config.tombstones, config.dynamodb.state_table)
     dead = _DeadLetters()
-    applier = Applier(_Consumer(), writer, rules, config.apply, dead, "t")  # type: ignore[arg-type]
+    applier = Applier(GroupConsumer(_Consumer(), "t"), writer, rules, config.apply, dead)  # type: ignore[arg-type]
     records = [Record("t", 0, i, b"k", CODEC.encode(e), 0) for i, e in enumerate(events)]
     for start in range(0, len(records), 40):
         assert applier.process({TopicPartition("t", 0): records[start:start + 40]})

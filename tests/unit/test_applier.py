@@ -12,6 +12,7 @@ import pytest
 from kafka import TopicPartition
 
 from replicator import retry
+from replicator.adapters.kafka.consumer import GroupConsumer
 from replicator.apply.applier import Applier
 from replicator.core.avro import EventCodec
 from replicator.core.config import ApplyConfig
@@ -92,7 +93,8 @@ class FakeDeadLetters:
 
 def _applier() -> tuple[Applier, FakeConsumer, FakeWriter, FakeDeadLetters]:
     consumer, writer, dead = FakeConsumer(), FakeWriter(), FakeDeadLetters()
-    applier = Applier(consumer, writer, messaging(), ApplyConfig(write_concurrency=2, write_mode="item"), dead, TOPIC)  # type: ignore
+    applier = Applier(GroupConsumer(consumer, TOPIC), writer, messaging(),  # type: ignore[arg-type]
+                      ApplyConfig(write_concurrency=2, write_mode="item"), dead)
     return applier, consumer, writer, dead
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections import namedtuple
 from typing import Any
 
-from kafka import TopicPartition
-from kafka.errors import CommitFailedError, KafkaConnectionError
-
+from replicator.adapters.kafka.consumer import CommitRefused
 from replicator.apply.offsets import Commit, OffsetTracker
+from replicator.core.errors import BrokerError
 
 Record = namedtuple("Record", "partition offset")
+TopicPartition = namedtuple("TopicPartition", "topic partition")  # what the consumer adapter hands over
 P0, P1 = TopicPartition("t", 0), TopicPartition("t", 1)
 
 
@@ -23,7 +23,7 @@ class Broker:
     def commit(self, offsets: dict[TopicPartition, Any]) -> None:
         if self.fail:
             raise self.fail.pop(0)
-        self.committed.update({tp: meta.offset for tp, meta in offsets.items()})
+        self.committed.update(offsets)
 
 
 def _batch(partition: TopicPartition, first: int, count: int) -> dict[TopicPartition, list[Record]]:
@@ -39,7 +39,7 @@ def test_commits_past_the_last_record_unless_an_incomplete_state_holds_the_parti
 
 def test_an_unreachable_broker_carries_the_offsets_into_the_next_commit():
     tracker, broker = OffsetTracker(), Broker()
-    broker.fail = [KafkaConnectionError("away")]
+    broker.fail = [BrokerError("away", retryable=True)]
     assert tracker.commit(broker.commit, {P0: 5}) is Commit.CARRIED
     assert tracker.carried and broker.committed == {}
     assert tracker.commit(broker.commit, {P1: 7}) is Commit.DONE
@@ -49,7 +49,7 @@ def test_an_unreachable_broker_carries_the_offsets_into_the_next_commit():
 
 def test_a_commit_refused_after_a_rebalance_is_dropped_not_carried():
     tracker, broker = OffsetTracker(), Broker()
-    broker.fail = [KafkaConnectionError("away"), CommitFailedError("rebalanced")]
+    broker.fail = [BrokerError("away", retryable=True), CommitRefused("rebalanced")]
     tracker.commit(broker.commit, {P0: 5})
     assert tracker.commit(broker.commit, {P1: 7}) is Commit.REFUSED
     assert not tracker.carried and tracker.committed == {}
@@ -61,7 +61,7 @@ def test_a_record_is_dead_lettered_once_per_batch_even_across_retries_and_again_
     assert not tracker.first_dead_letter(0, 3)  # the batch was retried
     tracker.dead_letters_unsure()  # the dead-letter flush failed: Kafka may not have it
     assert tracker.first_dead_letter(0, 3)
-    broker.fail = [CommitFailedError("rebalanced")]
+    broker.fail = [CommitRefused("rebalanced")]
     tracker.commit(broker.commit, {P0: 4})
     assert not tracker.first_dead_letter(0, 3)  # redelivered after a refused commit: not sent twice
     tracker.commit(broker.commit, {P0: 4})
