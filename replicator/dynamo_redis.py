@@ -46,7 +46,7 @@ from redis.commands.core import DataAccessCommands
 from replicator import metrics, retry
 from replicator.adapters.dynamodb.native import NativeStore
 from replicator.adapters.dynamodb.store import make_client
-from replicator.adapters.kafka.broker import GroupOffsets
+from replicator.adapters.kafka.offsets import GroupOffsets
 from replicator.adapters.redis.shaped import RedisShaped
 from replicator.core import commands
 from replicator.core.commands import Entry, Error

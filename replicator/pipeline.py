@@ -19,6 +19,7 @@ from replicator.adapters.dynamodb.tables import check_tables, create_tables
 from replicator.adapters.kafka import broker
 from replicator.adapters.kafka.consumer import GroupConsumer
 from replicator.adapters.kafka.dead_letters import DeadLetters
+from replicator.adapters.kafka.offsets import GroupOffsets
 from replicator.adapters.kafka.producer import EventPublisher
 from replicator.adapters.redis.cluster import cluster_client, is_cluster, primaries
 from replicator.adapters.redis.notifications import ensure_notifications
@@ -67,7 +68,7 @@ def context(config: Config) -> Context:
 _REDIS_OPTIONS: dict[str, Any] = {"decode_responses": False, "socket_keepalive": True, "health_check_interval": 30}
 
 
-def group_offsets(ctx: Context) -> broker.GroupOffsets | None:
+def group_offsets(ctx: Context) -> GroupOffsets | None:
     """The applier group's progress on the change topic, or None (with a warning) when Kafka does not answer.
 
     For tools that are better with it but work without it (verify waits on it before calling a difference drift).
@@ -75,7 +76,7 @@ def group_offsets(ctx: Context) -> broker.GroupOffsets | None:
     kafka = ctx.config.kafka
     try:
         _ = ctx.broker
-        return broker.GroupOffsets(kafka, kafka.topic, kafka.group_id)
+        return GroupOffsets(kafka, kafka.topic, kafka.group_id)
     except ReplicatorError as exc:
         log.warning("cannot read the applier group's offsets", extra={"kv": {"error": str(exc)}})
         return None
@@ -132,7 +133,7 @@ def listener(ctx: Context) -> Listener | ClusterListener:
         state_table = ctx.config.dynamodb.state_table
         kafka = ctx.config.kafka
         reconciler = Reconciler(lambda: DynamoStore(ddb, state_table).live_source_keys(ctx.rules),
-                                broker.GroupOffsets(kafka, kafka.topic, kafka.group_id),
+                                GroupOffsets(kafka, kafka.topic, kafka.group_id),
                                 PendingReconciles(ddb, state_table))
 
     collaborators = Collaborators(ctx.rules, resnapshot, reconciler, prepare)

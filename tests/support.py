@@ -17,14 +17,15 @@ from typing import Any
 
 import redis
 import yaml
-from kafka import KafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from replicator import pipeline
 from replicator.adapters.kafka import broker
-from replicator.core.config import Config, parse_config
+from replicator.adapters.kafka.offsets import GroupOffsets
+from replicator.core.config import Config, KafkaConfig, parse_config
 from replicator.local.demo import MESSAGING_RULES, Workload
 from replicator.local.stack import LocalStack, dynamodb_client
+from replicator.tools import replay
 
 
 def eventually(condition: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2,
@@ -149,13 +150,20 @@ def scan_all(client: Any, table: str) -> list[dict[str, Any]]:
 
 def topic_records(config: Config, timeout: float = 30.0) -> list[Any]:
     """Every record of the config's topic, read with a throwaway consumer (no group)."""
-    records, _end = broker.read_topic(config.kafka, config.kafka.topic, timeout=timeout)
+    with GroupOffsets(config.kafka, config.kafka.topic, None) as topic:
+        records, _end = topic.read_to_end(timeout=timeout)
     return records
 
 
 def dead_letter_records(config: Config) -> list[Any]:
-    records, _end = broker.read_topic(config.kafka, f"{config.kafka.topic}.dlq")
+    with GroupOffsets(config.kafka, f"{config.kafka.topic}.dlq", None) as dlq:
+        records, _end = dlq.read_to_end()
     return records
+
+
+def reset_to_earliest(config: KafkaConfig, group: str, topic: str) -> dict[int, int]:
+    """Commit each partition's earliest available offset for ``group`` (a replay from the start). Returns them."""
+    return {m.partition: m.after for m in replay.reset_offsets(config, group, topic, replay.Target("earliest"))}
 
 
 def fully_committed(config: Config, group: str | None = None) -> bool:
@@ -168,15 +176,9 @@ def fully_committed(config: Config, group: str | None = None) -> bool:
 
 
 def committed_and_end(config: Config, group: str | None = None) -> tuple[dict[int, int | None], dict[int, int]]:
-    consumer = KafkaConsumer(**broker.client_kwargs(config.kafka), group_id=group or config.kafka.group_id,
-                             enable_auto_commit=False)
-    try:
-        partitions = broker.topic_partitions(config.kafka, config.kafka.topic)
-        committed = {tp.partition: consumer.committed(tp) for tp in partitions}
-        end = {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
-        return committed, end
-    finally:
-        consumer.close(autocommit=False)
+    partitions = [tp.partition for tp in broker.topic_partitions(config.kafka, config.kafka.topic)]
+    with GroupOffsets(config.kafka, config.kafka.topic, group or config.kafka.group_id) as offsets:
+        return offsets.committed(partitions), offsets.end(partitions)
 
 
 def messaging_table(config: Config) -> str:

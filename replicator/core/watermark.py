@@ -35,7 +35,7 @@ class Watermark:
 
 
 class GroupProgress(Protocol):
-    """The topic's end offsets and the applier group's committed ones (broker.GroupOffsets)."""
+    """The topic's end offsets and the applier group's committed ones (adapters.kafka.offsets.GroupOffsets)."""
 
     def end(self) -> dict[int, int]: ...
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from replicator.adapters.kafka import dead_letters
-from replicator.adapters.kafka.broker import commit_offsets, read_topic
+from replicator.adapters.kafka.offsets import GroupOffsets
 from replicator.core.config import KafkaConfig
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ def parse(record: Any) -> DeadLetter:
 
 
 def list_dead_letters(config: KafkaConfig, topic: str) -> list[DeadLetter]:
-    records, _end = read_topic(config, dead_letters.dlq_topic(topic))
+    with GroupOffsets(config, dead_letters.dlq_topic(topic), None) as dlq:
+        records, _end = dlq.read_to_end()
     return [parse(r) for r in records]
 
 
@@ -60,7 +61,15 @@ def redrive(config: KafkaConfig, topic: str, reasons: set[str] | None = None) ->
     re-driven state older than what DynamoDB holds changes nothing.
     """
     group = f"{config.group_id}.redrive"
-    records, end = read_topic(config, dead_letters.dlq_topic(topic), group=group)
+    with GroupOffsets(config, dead_letters.dlq_topic(topic), group) as dlq:
+        records, end = dlq.read_to_end()
+        sent = _republish(config, topic, records, reasons)
+        dlq.commit(end)
+    log.info("re-drove dead letters", extra={"kv": {"topic": topic, "sent": sent, "read": len(records)}})
+    return sent
+
+
+def _republish(config: KafkaConfig, topic: str, records: list[Any], reasons: set[str] | None) -> int:
     producer = dead_letters.producer(config)
     sent = 0
     try:
@@ -73,6 +82,4 @@ def redrive(config: KafkaConfig, topic: str, reasons: set[str] | None = None) ->
         producer.flush()
     finally:
         producer.close()
-    commit_offsets(config, group, end)
-    log.info("re-drove dead letters", extra={"kv": {"topic": topic, "sent": sent, "read": len(records)}})
     return sent

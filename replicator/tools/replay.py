@@ -11,11 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-from kafka import KafkaAdminClient, KafkaConsumer
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
-
-from replicator.adapters.kafka.broker import client_kwargs, topic_partitions
+from replicator.adapters.kafka.broker import describe_group, topic_partitions
+from replicator.adapters.kafka.offsets import GroupOffsets
 from replicator.core.config import KafkaConfig
 from replicator.core.errors import BrokerError, ConfigError
 
@@ -98,15 +95,7 @@ def plan_moves(offsets: dict[int, tuple[int | None, int, int]], target: Target,
 
 def active_members(config: KafkaConfig, group: str) -> list[str]:
     """The group's live members (client id @ host); empty when no consumer is joined."""
-    admin = KafkaAdminClient(**client_kwargs(config))
-    try:
-        described = admin.describe_groups([group])
-    except KafkaError as exc:
-        raise BrokerError(f"cannot describe consumer group {group!r}: {exc}", retryable=True) from None
-    finally:
-        admin.close()
-    members = (described.get(group) or {}).get("members") or []
-    return [f"{m.get('client_id', '?')}@{str(m.get('client_host', '?')).lstrip('/')}" for m in members]
+    return describe_group(config, group).members
 
 
 def reset_offsets(config: KafkaConfig, group: str, topic: str, target: Target,
@@ -118,35 +107,19 @@ def reset_offsets(config: KafkaConfig, group: str, topic: str, target: Target,
             f"consumer group {group!r} has {len(members)} active member(s) ({', '.join(members[:5])}); their commits "
             "would overwrite the new offsets: stop the appliers first (e.g. kubectl scale deployment <applier> "
             "--replicas=0), replay, then start them again")
-    consumer = KafkaConsumer(**client_kwargs(config), group_id=group, enable_auto_commit=False)
-    try:
-        tps = topic_partitions(config, topic)
-        known = {tp.partition for tp in tps}
-        if partitions is not None:
-            unknown = sorted(set(partitions) - known)
-            if unknown:
-                raise ConfigError(f"--partitions {unknown} not in topic {topic!r} (partitions 0-{len(tps) - 1})")
-            tps = [tp for tp in tps if tp.partition in set(partitions)]
-        earliest = consumer.beginning_offsets(tps)
-        latest = consumer.end_offsets(tps)
-        offsets = {tp.partition: (consumer.committed(tp), earliest[tp], latest[tp]) for tp in tps}
-        by_time = None
-        if target.kind == "timestamp":
-            found = consumer.offsets_for_times({tp: target.value for tp in tps})
-            by_time = {tp.partition: (None if hit is None else hit.offset) for tp, hit in found.items()}
-        moves = plan_moves(offsets, target, by_time)
+    known = [tp.partition for tp in topic_partitions(config, topic)]
+    if partitions is not None:
+        unknown = sorted(set(partitions) - set(known))
+        if unknown:
+            raise ConfigError(f"--partitions {unknown} not in topic {topic!r} (partitions 0-{len(known) - 1})")
+    chosen = known if partitions is None else [p for p in known if p in set(partitions)]
+    with GroupOffsets(config, topic, group) as offsets:
+        earliest, latest, committed = offsets.earliest(chosen), offsets.end(chosen), offsets.committed(chosen)
+        by_time = offsets.at_time(target.value, chosen) if target.kind == "timestamp" else None
+        moves = plan_moves({p: (committed[p], earliest[p], latest[p]) for p in chosen}, target, by_time)
         if not dry_run:
-            consumer.assign(tps)
-            by_partition = {tp.partition: tp for tp in tps}
-            consumer.commit({by_partition[m.partition]: OffsetAndMetadata(m.after, "", -1) for m in moves})
-        return moves
-    finally:
-        consumer.close(autocommit=False)
-
-
-def reset_to_earliest(config: KafkaConfig, group: str, topic: str) -> dict[int, int]:
-    """Commit each partition's earliest available offset for ``group``. Returns the new offsets."""
-    return {m.partition: m.after for m in reset_offsets(config, group, topic, Target("earliest"))}
+            offsets.commit({m.partition: m.after for m in moves})
+    return moves
 
 
 def format_moves(moves: list[Move], group: str, topic: str, target: Target, dry_run: bool) -> str:

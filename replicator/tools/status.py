@@ -12,14 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
-
-from replicator.adapters.kafka.broker import client_kwargs, existing_topic_partitions, topic_partitions
+from replicator.adapters.kafka.broker import describe_group, existing_topic_partitions
 from replicator.adapters.kafka.dead_letters import dlq_topic
+from replicator.adapters.kafka.offsets import GroupOffsets
 from replicator.core.avro import EventCodec
 from replicator.core.config import KafkaConfig
-from replicator.core.errors import ReplicatorError
+from replicator.core.errors import BrokerError, ReplicatorError
 from replicator.core.watermark import Watermark
 
 
@@ -55,64 +53,31 @@ class GroupStatus:
 def group_status(config: KafkaConfig, group: str, topic: str,
                  codec: EventCodec | None = None) -> GroupStatus:
     codec = codec or EventCodec()
-    state, members = _describe(config, group)
-    consumer = KafkaConsumer(**client_kwargs(config), group_id=group, enable_auto_commit=False)
     try:
-        tps = topic_partitions(config, topic)
-        earliest = consumer.beginning_offsets(tps)
-        end = consumer.end_offsets(tps)
-        committed = {tp: consumer.committed(tp) for tp in tps}
-        wanted = {(tp, end[tp] - 1) for tp in tps if end[tp] > earliest[tp]}
-        wanted |= {(tp, c - 1) for tp, c in committed.items() if c is not None and c > earliest[tp]}
-        times = _capture_times(consumer, wanted, codec)
-        partitions = [
-            PartitionStatus(tp.partition, committed[tp], earliest[tp], end[tp], times.get((tp, end[tp] - 1)),
-                            None if committed[tp] is None else times.get((tp, committed[tp] - 1)))
-            for tp in tps
-        ]
+        described = describe_group(config, group)
+        state, members = described.state, len(described.members)
+    except BrokerError:
+        state, members = "unknown", 0
+    try:
+        with GroupOffsets(config, topic, group) as offsets:
+            partitions = offsets.partitions()
+            earliest, end, committed = offsets.earliest(partitions), offsets.end(partitions), offsets.committed()
+            wanted = {(p, end[p] - 1) for p in partitions if end[p] > earliest[p]}
+            wanted |= {(p, c - 1) for p, c in committed.items() if c is not None and c > earliest[p]}
+            times = {at: _captured_at(value, codec) for at, value in offsets.values_at(wanted).items()}
         dead = 0
         dlq = dlq_topic(topic)
         if existing_topic_partitions(config, dlq):  # looked up without auto-creating it
-            dlq_tps = topic_partitions(config, dlq)
-            dlq_end, dlq_start = consumer.end_offsets(dlq_tps), consumer.beginning_offsets(dlq_tps)
-            dead = sum(dlq_end[tp] - dlq_start[tp] for tp in dlq_tps)
-        return GroupStatus(group, topic, state, members, partitions, dead)
-    except KafkaError as exc:
+            with GroupOffsets(config, dlq, None) as dead_letters:
+                dead = sum(dead_letters.end().values()) - sum(dead_letters.earliest().values())
+    except BrokerError as exc:
         raise ReplicatorError(f"cannot read the status of group {group!r} on {topic!r}: {exc}",
                               retryable=True) from None
-    finally:
-        consumer.close(autocommit=False)
-
-
-def _describe(config: KafkaConfig, group: str) -> tuple[str, int]:
-    admin = KafkaAdminClient(**client_kwargs(config))
-    try:
-        described = admin.describe_groups([group]).get(group) or {}
-    except KafkaError:
-        return "unknown", 0
-    finally:
-        admin.close()
-    return str(described.get("group_state") or "unknown"), len(described.get("members") or [])
-
-
-def _capture_times(consumer: KafkaConsumer, wanted: set[tuple[TopicPartition, int]], codec: EventCodec,
-                   timeout: float = 10.0) -> dict[tuple[TopicPartition, int], int | None]:
-    """The capture time of the records at the given offsets (None for one that does not decode)."""
-    found: dict[tuple[TopicPartition, int], int | None] = {}
-    by_tp: dict[TopicPartition, list[int]] = {}
-    for tp, offset in wanted:
-        by_tp.setdefault(tp, []).append(offset)
-    for tp, offsets in by_tp.items():  # one partition at a time: a seek per wanted record, newest last
-        consumer.assign([tp])
-        for offset in sorted(offsets):
-            consumer.seek(tp, offset)
-            deadline = time.monotonic() + timeout
-            while (tp, offset) not in found and time.monotonic() < deadline:
-                for record in consumer.poll(timeout_ms=200).get(tp, []):
-                    if record.offset == offset:
-                        found[(tp, offset)] = _captured_at(record.value, codec)
-                        break
-    return found
+    return GroupStatus(group, topic, state, members, [
+        PartitionStatus(p, committed[p], earliest[p], end[p], times.get((p, end[p] - 1)),
+                        None if committed[p] is None else times.get((p, committed[p] - 1)))
+        for p in partitions
+    ], dead)
 
 
 def _captured_at(value: Any, codec: EventCodec) -> int | None:

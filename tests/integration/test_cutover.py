@@ -28,7 +28,6 @@ from replicator.core.cutover import CutoverError, Heartbeat, Stage, position
 from replicator.core.mapping import compile_rules
 from replicator.cutover import MigratingRedis
 from replicator.local.demo import Workload, canonical_number, dynamodb_view, redis_view
-from replicator.tools import replay
 from tests.redis_calls import InMemoryRedis
 from tests.support import (
     Running,
@@ -42,6 +41,7 @@ from tests.support import (
     messaging_table,
     mirror_dynamodb_view,
     mirror_redis_view,
+    reset_to_earliest,
     run_cli,
 )
 
@@ -202,7 +202,7 @@ def test_owners_switch_share_by_share_under_live_traffic_and_nothing_replicated_
         eventually(lambda: fully_committed(config), 60, message="the snapshot consumed")
     # A replay from the beginning, and a listener restart (a gap: its start re-snapshot publishes Redis' states,
     # the intruder's among them).
-    replay.reset_to_earliest(config.kafka, config.kafka.group_id, config.kafka.topic)
+    reset_to_earliest(config.kafka, config.kafka.group_id, config.kafka.topic)
     with Running(config) as run:
         run.start_applier().start_listener()
         eventually(lambda: fully_committed(config), 120, message="the replay and the re-snapshot consumed")
@@ -372,7 +372,7 @@ def test_back_returns_switched_owners_to_redis_and_replication_holds_them_again(
         app.set("meta:user0005:app", "written through redis again")  # shadow: the client writes Redis
         assert r.get("meta:user0005:app") == b"written through redis again"
         assert_converged(r, client, config)
-    replay.reset_to_earliest(config.kafka, config.kafka.group_id, config.kafka.topic)
+    reset_to_earliest(config.kafka, config.kafka.group_id, config.kafka.topic)
     with Running(config) as run:
         run.start_applier()
         eventually(lambda: fully_committed(config), 120, message="the replay consumed")

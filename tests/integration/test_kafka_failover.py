@@ -16,6 +16,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from replicator.adapters.kafka import broker
+from replicator.adapters.kafka.offsets import GroupOffsets
 from replicator.core.watermark import Watermark
 from tests.support import (
     Running,
@@ -56,7 +57,7 @@ def test_killing_the_partition_leader_mid_write_loses_nothing(stack, uid, kafka_
         run.applier._sink.writer.client.meta.events.register("before-send.dynamodb", lambda **_: time.sleep(0.03))
         with writing(stack, owners=25, seed=31) as steps:
             eventually(lambda: steps[0] > 300, 60, message="writes under way")
-            offsets = broker.GroupOffsets(config.kafka, config.kafka.topic, config.kafka.group_id)
+            offsets = GroupOffsets(config.kafka, config.kafka.topic, config.kafka.group_id)
             eventually(lambda: Watermark(offsets.end()).remaining(offsets.committed()) > 50, 60,
                        message="the applier more than 50 events behind the writes")
             leaders = _leaders(config)

@@ -19,7 +19,6 @@ from replicator.adapters.dynamodb.tables import create_tables
 from replicator.core.config import parse_config
 from replicator.core.mapping import compile_rules
 from replicator.dynamo_redis import DynamoRedis
-from replicator.tools import replay
 from tests.support import (
     Running,
     assert_converged,
@@ -30,6 +29,7 @@ from tests.support import (
     fully_committed,
     messaging_config,
     messaging_config_data,
+    reset_to_earliest,
     run_cli,
 )
 
@@ -96,7 +96,7 @@ def test_replicated_events_replays_repairs_and_snapshots_never_undo_what_the_app
         assert _app_state(app) == expected
 
     # 2. A replay of the whole topic.
-    replay.reset_to_earliest(config.kafka, config.kafka.group_id, config.kafka.topic)
+    reset_to_earliest(config.kafka, config.kafka.group_id, config.kafka.topic)
     stale = _stale()
     with Running(config) as run:
         run.start_applier()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from replicator import metrics
 from replicator.local.demo import Workload
-from replicator.tools import replay
 from tests.support import (
     Running,
     assert_converged,
@@ -16,6 +15,7 @@ from tests.support import (
     fully_committed,
     messaging_config,
     messaging_table,
+    reset_to_earliest,
     run_cli,
     scan_all,
 )
@@ -54,7 +54,7 @@ def test_replaying_the_topic_from_offset_zero_leaves_dynamodb_unchanged(stack, u
     assert fully_committed(config), "offsets must be committed up to the end once everything is applied"
     end = committed_and_end(config)[1]
 
-    reset = replay.reset_to_earliest(config.kafka, config.kafka.group_id, config.kafka.topic)
+    reset = reset_to_earliest(config.kafka, config.kafka.group_id, config.kafka.topic)
     assert set(reset.values()) == {0}
     assert committed_and_end(config)[0] == dict.fromkeys(end, 0)
     stale = metrics.EVENTS_APPLIED.labels(table=table, result="stale")._value.get()

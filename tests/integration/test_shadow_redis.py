@@ -9,7 +9,7 @@ to fix it) is then reported once, as a mismatch.
 from __future__ import annotations
 
 from replicator import metrics
-from replicator.adapters.kafka.broker import GroupOffsets
+from replicator.adapters.kafka.offsets import GroupOffsets
 from replicator.dynamo_redis import DynamoRedis, ShadowRedis
 from tests.support import Running, assert_converged, clean_redis, ddb, eventually, messaging_config, messaging_table
 

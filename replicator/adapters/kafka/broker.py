@@ -1,5 +1,5 @@
 """Kafka administration the replicator needs, through kafka-python's own APIs: the broker's version, topics with
-safe settings, partitions, and a consumer group's offsets.
+safe settings, partitions, and a consumer group's state (its offsets: :mod:`.offsets`).
 
 Brokers 2.8 and newer are supported (``MINIMUM_BROKER``: the oldest line Amazon MSK still runs; what the code relies
 on -- idempotent producer, record headers, offsets by timestamp, CreateTopics with configs, static group
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +18,9 @@ from typing import Any
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownBrokerIdError
-from kafka.structs import OffsetAndMetadata
 
 from replicator.adapters.kafka.settings import kafka_python, librdkafka
 from replicator.core.config import KafkaConfig
@@ -232,93 +230,31 @@ def unsafe_topic_settings(config: KafkaConfig, report: TopicReport) -> list[str]
     return problems
 
 
+@dataclass(frozen=True)
+class GroupDescription:
+    state: str
+    #: Live members as "client id@host".
+    members: list[str]
+
+
+def describe_group(config: KafkaConfig, group: str) -> GroupDescription:
+    """The consumer group's state and live members; a retryable BrokerError when Kafka does not answer."""
+    admin = _admin(config, f"describe consumer group {group!r}")
+    try:
+        described = admin.describe_groups([group]).get(group) or {}
+    except KafkaError as exc:
+        raise BrokerError(f"cannot describe consumer group {group!r}: {exc}", retryable=True) from None
+    finally:
+        admin.close()
+    members = described.get("members") or []
+    return GroupDescription(str(described.get("group_state") or "unknown"),
+                            [f"{m.get('client_id', '?')}@{str(m.get('client_host', '?')).lstrip('/')}"
+                             for m in members])
+
+
 def topic_partitions(config: KafkaConfig, topic: str) -> list[TopicPartition]:
-    """The topic's partitions; BrokerError when it does not exist."""
+    """The topic's partitions; BrokerError when it does not exist (looked up without creating it)."""
     count = existing_topic_partitions(config, topic)
     if not count:
         raise BrokerError(f"topic {topic!r} does not exist")
     return [TopicPartition(topic, p) for p in range(count)]
-
-
-def read_topic(config: KafkaConfig, topic: str, group: str | None = None,
-               timeout: float = 60.0) -> tuple[list[Any], dict[Any, int]]:
-    """Every record from ``group``'s committed offsets (or the beginning) to the current end of ``topic``.
-
-    Returns the records and the end offsets, which the caller may commit for ``group`` once it has handled them.
-    """
-    consumer = KafkaConsumer(**client_kwargs(config), group_id=group, enable_auto_commit=False)
-    try:
-        partitions = topic_partitions(config, topic)
-        consumer.assign(partitions)
-        for tp in partitions:
-            committed = consumer.committed(tp) if group else None
-            if committed is None:
-                consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, committed)
-        end = consumer.end_offsets(partitions)
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(r for r in batch if r.offset < end[TopicPartition(r.topic, r.partition)])
-            if time.monotonic() > deadline:
-                raise BrokerError(f"could not read topic {topic!r} to its end within {timeout:.0f}s")
-        return records, end
-    finally:
-        consumer.close(autocommit=False)
-
-
-def commit_offsets(config: KafkaConfig, group: str, offsets: dict[Any, int]) -> None:
-    consumer = KafkaConsumer(**client_kwargs(config), group_id=group, enable_auto_commit=False)
-    try:
-        consumer.assign(list(offsets))
-        consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()})
-    finally:
-        consumer.close(autocommit=False)
-
-
-class GroupOffsets:
-    """A topic's end offsets and one consumer group's committed offsets on it, read without joining the group.
-
-    What the listener's gap reconcile waits on (see capture/reconcile.py). One consumer connection, kept open;
-    kafka-python's consumer is not thread-safe, so calls are serialised.
-    """
-
-    def __init__(self, config: KafkaConfig, topic: str, group: str) -> None:
-        self.topic, self.group = topic, group
-        self._config = config
-        try:
-            self._consumer = KafkaConsumer(**client_kwargs(config), group_id=group, enable_auto_commit=False)
-        except KafkaError as exc:
-            raise BrokerError(f"cannot reach Kafka to read group {group!r}'s offsets: {exc}", retryable=True) from None
-        self._lock = threading.Lock()
-
-    def end(self) -> dict[int, int]:
-        """Per partition, the offset the next record will get. Retryable BrokerError while Kafka does not answer."""
-        with self._lock:
-            try:
-                tps = self._partitions()
-                return {tp.partition: offset for tp, offset in self._consumer.end_offsets(tps).items()}
-            except KafkaError as exc:
-                raise BrokerError(f"cannot read the end offsets of {self.topic!r}: {exc}", retryable=True) from None
-
-    def committed(self) -> dict[int, int | None]:
-        """Per partition, the group's committed offset (None: never committed)."""
-        with self._lock:
-            try:
-                tps = self._partitions()
-                return {tp.partition: self._consumer.committed(tp) for tp in tps}
-            except KafkaError as exc:
-                raise BrokerError(f"cannot read group {self.group!r}'s offsets on {self.topic!r}: {exc}",
-                                  retryable=True) from None
-
-    def _partitions(self) -> list[TopicPartition]:
-        found = self._consumer.partitions_for_topic(self.topic)
-        if not found:
-            raise BrokerError(f"topic {self.topic!r} does not exist (yet)", retryable=True)
-        return [TopicPartition(self.topic, p) for p in sorted(found)]
-
-    def close(self) -> None:
-        with self._lock:
-            self._consumer.close(autocommit=False)

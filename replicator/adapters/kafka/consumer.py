@@ -18,6 +18,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from replicator.adapters.kafka.offsets import committed as group_committed
 from replicator.core.errors import BrokerError
 
 log = logging.getLogger(__name__)
@@ -120,9 +121,8 @@ class GroupConsumer:
         try:
             end = self._consumer.end_offsets(assigned)
             known = {tp: committed[tp] for tp in assigned if tp in committed}
-            for tp in assigned:
-                if tp not in known and (group := self._consumer.committed(tp)) is not None:
-                    known[tp] = group
+            group = group_committed(self._consumer, [tp for tp in assigned if tp not in known])
+            known.update({tp: offset for tp, offset in group.items() if offset is not None})
             never = [tp for tp in assigned if tp not in known]
             start = self._consumer.beginning_offsets(never) if never else {}
         except KafkaError as exc:
