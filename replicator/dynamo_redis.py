@@ -421,6 +421,8 @@ class _Pending:
     noted: float = field(default_factory=time.monotonic)
     attempts: int = 1
     still: int = 0  # rechecks in a row that found Redis unchanged and DynamoDB still different
+    #: Note a new watermark once ``time.monotonic()`` passes this (then wait for it), rather than now.
+    renote_at: float | None = None
 
 
 class ShadowRedis(RedisShaped):
@@ -431,10 +433,11 @@ class ShadowRedis(RedisShaped):
     (the watermark: every change Redis had when it was read is in the topic below them) and checked again once the
     applier group has committed past them: if the command then answers the same in both stores it was lag
     (``result="lag"``); if Redis still answers what it answered and DynamoDB still differs, twice in a row (the
-    second time from a watermark noted after the first: the listener may not yet have published the change when the
-    first was noted), DynamoDB is wrong (``result="mismatch"``, logged as a sample with the key and both answers
-    cut short); if Redis moved on meanwhile, it is checked again from a new watermark (``result="unsettled"`` after
-    ``rechecks``). Without the
+    second time from a watermark noted at least ``settle_s`` after the difference was seen: the listener may not yet
+    have published the change when the first was noted, and a producer stalled for a moment -- a broker electing a
+    leader, a coordinator loading -- holds it back for longer than the milliseconds capture takes), DynamoDB is
+    wrong (``result="mismatch"``, logged as a sample with the key and both answers cut short); if Redis moved on
+    meanwhile, it is checked again from a new watermark (``result="unsettled"`` after ``rechecks``). Without the
     group's progress (no Kafka access), a difference is checked again after ``settle_s`` instead, which appliers
     lagging by longer can fool.
 
@@ -574,9 +577,10 @@ class ShadowRedis(RedisShaped):
                 self._sample(item.args, answer, theirs)
             elif _same_answer(command, answer, item.redis_answer):
                 # Still once: the listener may not have published the change when the watermark was noted (its
-                # capture is milliseconds behind Redis); a second watermark, noted now, is past it.
-                keep.append(_Pending(item.args, item.options, answer, self._watermark(), attempts=item.attempts,
-                                     still=1))
+                # capture is milliseconds behind Redis, its producer may stall for a moment); a second watermark,
+                # noted settle_s after the difference was seen, is past it.
+                keep.append(_Pending(item.args, item.options, answer, None, noted=item.noted,
+                                     attempts=item.attempts, still=1, renote_at=item.noted + self._settle_s))
             elif item.attempts >= self._rechecks:
                 self._count(command, "unsettled")
             else:
@@ -588,6 +592,12 @@ class ShadowRedis(RedisShaped):
     def _due(self, item: _Pending, committed: Mapping[int, int | None] | None) -> bool:
         """Whether the appliers have passed the item's watermark (or, without one, it has settled), or waiting
         longer is pointless (appliers stopped: the stores then really differ)."""
+        if item.renote_at is not None:
+            if time.monotonic() < item.renote_at:
+                return False
+            item.watermark, item.renote_at = self._watermark(), None
+            item.noted = time.monotonic()
+            return False
         waited = time.monotonic() - item.noted
         if item.watermark is None or committed is None:
             return waited >= self._settle_s
