@@ -20,14 +20,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from prometheus_client import REGISTRY, write_to_textfile
-from redis.cluster import RedisCluster
-from redis.exceptions import RedisError
 
 from replicator import __version__, health, logs, pipeline, retry
 from replicator.adapters.dynamodb.capacity import ReadCapacity
 from replicator.adapters.dynamodb.errors import translate
 from replicator.adapters.dynamodb.store import make_client
 from replicator.adapters.kafka import broker, dead_letters
+from replicator.adapters.redis.client import RedisError, is_cluster_client
 from replicator.adapters.redis.cluster import dbsize
 from replicator.capture.reconcile import PendingReconciles
 from replicator.core.config import Config, load_config
@@ -344,7 +343,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     client, node, db = pipeline.redis_client(config)
     if args.acl:
 
-        acl = preflight.minimal_acl(rules, db, isinstance(client, RedisCluster), config.redis.configure_notifications)
+        acl = preflight.minimal_acl(rules, db, is_cluster_client(client), config.redis.configure_notifications)
         print(f"ACL SETUSER {config.redis.username or 'replicator'} on >PASSWORD {acl}")
         return 0
     findings = preflight.redis_findings(client, rules, args.write_rate, node)

@@ -13,11 +13,10 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
-import redis
-
 from replicator import metrics
 from replicator.adapters.dynamodb.errors import translate
 from replicator.adapters.dynamodb.store import DynamoStore
+from replicator.adapters.redis.client import Node
 from replicator.core.errors import ReplicatorError
 from replicator.core.mapping import Rule, RuleSet, render_attr
 from replicator.core.values import from_attribute_value, to_attribute_value
@@ -155,7 +154,7 @@ def _member(rule: Rule, member_attr: str | None, raw: dict[str, Any]) -> bytes |
 class ShadowReads:
     """Answer from Redis, compare with DynamoDB, count and log mismatches; DynamoDB failures never reach callers."""
 
-    def __init__(self, client: redis.Redis, dynamo: DynamoRead) -> None:
+    def __init__(self, client: Node, dynamo: DynamoRead) -> None:
         self._redis = client
         self._dynamo = dynamo
 

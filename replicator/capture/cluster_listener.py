@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from redis.cluster import RedisCluster
-
 from replicator.adapters.kafka.producer import EventPublisher
+from replicator.adapters.redis.client import Client
+from replicator.adapters.redis.cluster import reload_slots, slot_primaries
 from replicator.capture.listener import GAP_START, GAP_TOPOLOGY, Collaborators, NodeListener
 from replicator.core import failures
 from replicator.core.config import CaptureConfig
@@ -55,7 +55,7 @@ class ClusterListener:
     (which the CLI retries while reporting not-ready) rather than the run.
     """
 
-    def __init__(self, cluster: RedisCluster, new_publisher: Callable[[], EventPublisher], config: CaptureConfig,
+    def __init__(self, cluster: Client, new_publisher: Callable[[], EventPublisher], config: CaptureConfig,
                  node_client: Callable[[str, int], Any], collaborators: Collaborators) -> None:
         """``node_client(host, port)``: a client of one node for its subscription and re-snapshots, independent of
         the cluster client (whose connections it may reset when the slot map changes)."""
@@ -106,13 +106,12 @@ class ClusterListener:
     def _follow_topology(self, stop: threading.Event) -> None:
         """Primaries owning slots now (CLUSTER SLOTS from any node); the slot map is reloaded only on a change."""
         try:
-            current = {f"{host}:{port}": (host, int(port))
-                       for info in self._cluster.cluster_slots().values() for host, port in [info["primary"]]}
+            current = slot_primaries(self._cluster)
         except Exception as exc:  # the cluster is failing over: keep what runs, try again at the next refresh
             log.warning("cannot list the cluster's primaries", extra={"kv": {"error": str(exc)[:200]}})
             return
         if set(current) != set(self._nodes):
-            self._cluster.nodes_manager.initialize()
+            reload_slots(self._cluster)
         for name in [n for n in self._nodes if n not in current]:
             log.info("primary gone; stopping its listener", extra={"kv": {"node": name}})
             node = self._nodes.pop(name)

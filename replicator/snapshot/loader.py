@@ -15,12 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-from redis.cluster import RedisCluster
-
 from replicator import metrics
 from replicator.adapters.kafka.producer import EventPublisher
-from replicator.adapters.redis.cluster import dbsize, primaries
+from replicator.adapters.redis.client import Node, nodes
+from replicator.adapters.redis.cluster import dbsize
 from replicator.adapters.redis.reader import KeyCapture, Reading
 from replicator.core.batching import batches
 from replicator.core.config import CaptureConfig
@@ -43,7 +41,7 @@ class SnapshotReport:
 BEGINNING = Position(0, 0)
 
 
-def scan_node(conn: redis.Redis, globs: tuple[bytes, ...], capture: KeyCapture, batch_size: int = 500,
+def scan_node(conn: Node, globs: tuple[bytes, ...], capture: KeyCapture, batch_size: int = 500,
               scan_count: int = 1000, start: Position = BEGINNING,
               should_stop: Callable[[], bool] = lambda: False, limiter: RateLimiter | None = None,
               on_scan: Callable[[int, int, int], None] = lambda index, cursor, n: None) -> tuple[int, int]:
@@ -78,7 +76,7 @@ def scan_node(conn: redis.Redis, globs: tuple[bytes, ...], capture: KeyCapture, 
     return scanned, published
 
 
-def scan_and_capture(client: redis.Redis, rules: RuleSet, capture: KeyCapture, batch_size: int = 500,
+def scan_and_capture(client: Node, rules: RuleSet, capture: KeyCapture, batch_size: int = 500,
                      scan_count: int = 1000, should_stop: Callable[[], bool] = lambda: False) -> tuple[int, int]:
     """The listener's re-snapshot of its node after a gap: :func:`scan_node` with the snapshot metrics."""
     estimate = max(1, dbsize(client))
@@ -122,7 +120,7 @@ class SnapshotLoader:
         self._estimate: int | None = None
 
     def nodes(self) -> list[tuple[str, Any]]:
-        return primaries(self._client) if isinstance(self._client, RedisCluster) else [(self._node, self._client)]
+        return nodes(self._client, self._node)
 
     def keys_estimate(self) -> int:
         """Keys in the database (DBSIZE over every primary), read once: the denominator of progress."""

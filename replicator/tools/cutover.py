@@ -31,9 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.cluster import RedisCluster
-
 from replicator.adapters.dynamodb.cutover import ControlStore, NativeGroups
+from replicator.adapters.redis.client import is_cluster_client, nodes
 from replicator.core.cutover import MARK_PREFIX, CutoverError, Heartbeat, Plan, Stage, VerifyRecord, lagging
 from replicator.core.watermark import GroupProgress, Watermark
 
@@ -330,15 +329,15 @@ class Cutover:
 
 def _primaries(client: Any) -> list[tuple[Any, str]]:
     """Where markers go: the cluster client once per primary (keys tagged to land on it), else the one server."""
-    if isinstance(client, RedisCluster):
-        return [(client, node.name) for node in client.get_primaries()]
+    if is_cluster_client(client):
+        return [(client, name) for name, _node in nodes(client, "")]
     kwargs = client.connection_pool.connection_kwargs
     return [(client, f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}")]
 
 
 def _tag_for(client: Any, node_name: str) -> bytes:
     """A hash tag whose slot the primary ``node_name`` serves (empty outside a cluster)."""
-    if not isinstance(client, RedisCluster):
+    if not is_cluster_client(client):
         return b""
     for i in range(100_000):
         tag = b"{m%d}" % i

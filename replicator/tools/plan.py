@@ -19,8 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
+from replicator.adapters.redis.client import Client
 from replicator.adapters.redis.cluster import dbsize, state_reader
 from replicator.adapters.redis.reader import to_event
 from replicator.core.batching import batches
@@ -120,7 +119,7 @@ class MigrationPlan:
 
 
 class Planner:
-    def __init__(self, client: redis.Redis, rules: RuleSet, max_inline_members: int = 10_000) -> None:
+    def __init__(self, client: Client, rules: RuleSet, max_inline_members: int = 10_000) -> None:
         self._redis = client
         self._rules = rules
         self._reader = state_reader(client, max_inline_members)

@@ -11,12 +11,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import redis
-from redis.cluster import RedisCluster
-
 from replicator.adapters.kafka import broker
 from replicator.adapters.kafka.broker import topic_configs, unsafe_topic_settings
-from replicator.adapters.redis.cluster import primaries
+from replicator.adapters.redis.client import Node, RedisError, Refused, nodes
 from replicator.adapters.redis.notifications import flags_to_set, missing_flags, required_flags
 from replicator.core.cutover import MARK_PREFIX
 from replicator.core.errors import BrokerError
@@ -221,7 +218,7 @@ def clock_offsets(nodes: list[tuple[str, Any]]) -> tuple[dict[str, float], float
             before = time.time()
             seconds, micros = conn.time()
             after = time.time()
-        except redis.RedisError:
+        except RedisError:
             continue
         offsets[name] = (seconds + micros / 1e6 - (before + after) / 2) * 1000
         uncertainty = max(uncertainty, (after - before) * 500)
@@ -238,22 +235,22 @@ def clock_findings(nodes: list[tuple[str, Any]]) -> Finding:
 
 def redis_findings(client: Any, rules: RuleSet, writes_per_second: float | None, node: str) -> list[Finding]:
     """The Redis checks on every primary (a cluster's settings are per node)."""
-    nodes = primaries(client) if isinstance(client, RedisCluster) else [(node, client)]
-    per_node_rate = writes_per_second / len(nodes) if writes_per_second is not None else None
+    primaries = nodes(client, node)
+    per_node_rate = writes_per_second / len(primaries) if writes_per_second is not None else None
     findings = []
-    for name, conn in nodes:
+    for name, conn in primaries:
         findings.append(check_notifications(name, _config_get(conn, "notify-keyspace-events"), rules))
         findings.append(check_pubsub_buffer(name, _config_get(conn, "client-output-buffer-limit"), per_node_rate,
                                             avg_key_bytes=40))
         findings.append(check_eviction(name, _config_get(conn, "maxmemory-policy")))
-    findings.append(clock_findings(nodes))
+    findings.append(clock_findings(primaries))
     return findings
 
 
-def _config_get(client: redis.Redis, name: str) -> str | None:
+def _config_get(client: Node, name: str) -> str | None:
     try:
         value = client.config_get(name).get(name)
-    except redis.ResponseError:  # CONFIG renamed or disabled (ElastiCache, managed services)
+    except Refused:  # CONFIG renamed or disabled (ElastiCache, managed services)
         return None
     return value.decode() if isinstance(value, bytes) else value
 

@@ -42,13 +42,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-from redis.cluster import RedisCluster
-
 from replicator import metrics
 from replicator.adapters.dynamodb.capacity import ReadCapacity
 from replicator.adapters.dynamodb.store import DynamoStore, source_tables
-from replicator.adapters.redis.cluster import primaries, state_reader
+from replicator.adapters.redis.client import Client, nodes
+from replicator.adapters.redis.cluster import state_reader
 from replicator.adapters.redis.reader import to_event
 from replicator.core.batching import batches
 from replicator.core.drift import Difference, DriftKind, compare_items, same_differences
@@ -163,7 +161,7 @@ class _Chunk:
 
 
 class Verifier:
-    def __init__(self, client: redis.Redis, dynamodb: Any, rules: RuleSet, state_table: str,
+    def __init__(self, client: Client, dynamodb: Any, rules: RuleSet, state_table: str,
                  max_inline_members: int = 10_000, node: str = "verify", db: int = 0,
                  progress: GroupProgress | None = None, capacity: ReadCapacity | None = None) -> None:
         self._redis = client
@@ -328,7 +326,7 @@ class Verifier:
         return fresh
 
     def _nodes(self) -> list[tuple[str, Any]]:
-        return primaries(self._redis) if isinstance(self._redis, RedisCluster) else [(self._node, self._redis)]
+        return nodes(self._redis, self._node)
 
     def _layout(self) -> str:
         """What saved positions mean: the globs scanned, in order, and the Redis nodes they were scanned on."""

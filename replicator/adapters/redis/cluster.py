@@ -121,3 +121,14 @@ def state_reader(client: redis.Redis | RedisCluster, max_inline_members: int = 1
     if isinstance(client, RedisCluster):
         return ClusterStateReader(client, max_inline_members)
     return StateReader(client, max_inline_members)
+
+
+def slot_primaries(cluster: RedisCluster) -> dict[str, tuple[str, int]]:
+    """The primaries owning slots now (CLUSTER SLOTS from any node), as host:port → (host, port)."""
+    return {f"{host}:{port}": (host, int(port))
+            for info in cluster.cluster_slots().values() for host, port in [info["primary"]]}
+
+
+def reload_slots(cluster: RedisCluster) -> None:
+    """Reload the client's slot map (after the primaries changed)."""
+    cluster.nodes_manager.initialize()
