@@ -12,6 +12,10 @@ room of its own layer):
    import each other (``pipeline`` wires the snapshot's scan into the listener's gap healing).
 5. ``tools``: verify, plan, preflight, status, replay.
 6. ``pipeline`` (wires stages from a config), 7. ``local`` (stack + demo), 8. ``cli``, 9. ``__main__``.
+
+``adapters`` is a boundary, not only a folder: only ``adapters.<service>`` imports that service's client library
+(redis, kafka/confluent_kafka, boto3/botocore); the rest names the clients' types and errors through the adapters
+(``CLIENT_LIBRARY_USERS`` lists the few exceptions, each with its reason).
 """
 
 from __future__ import annotations
@@ -198,11 +202,51 @@ def test_imports_are_at_module_level():
                        "optional heavy dependencies go in LOCAL_IMPORTS_ALLOWED with a reason):\n" + "\n".join(wrong))
 
 
+#: Client libraries, by the adapter rooms that alone may import them.
+CLIENT_LIBRARIES = {
+    "redis": {"replicator.adapters.redis"},
+    "kafka": {"replicator.adapters.kafka"},
+    "confluent_kafka": {"replicator.adapters.kafka"},
+    "aws_msk_iam_sasl_signer": {"replicator.adapters.kafka"},
+    # Kafka's MSK IAM authentication finds its AWS region through boto3's credential chain.
+    "boto3": {"replicator.adapters.dynamodb", "replicator.adapters.kafka"},
+    "botocore": {"replicator.adapters.dynamodb"},
+}
+#: Besides its adapter room, who may import a client library, and why.
+CLIENT_LIBRARY_USERS = {
+    # The wiring makes the clients the adapters are handed; the local stack and the CLI make them for tools.
+    "replicator.pipeline": set(CLIENT_LIBRARIES),
+    "replicator.local": set(CLIENT_LIBRARIES),
+    "replicator.cli": set(CLIENT_LIBRARIES),
+    # The application's Redis clients *are* redis-py clients: they subclass its command mixin and raise its
+    # exceptions, because the application catches those (the drop-in promise). They reach DynamoDB and Kafka only
+    # through adapters.
+    "replicator.dynamo_redis": {"redis"},
+    "replicator.cutover": {"redis"},
+}
+
+
+def test_only_adapters_import_client_libraries():
+    wrong = []
+    for imp in IMPORTS:
+        library = imp.target.split(".")[0]
+        rooms = CLIENT_LIBRARIES.get(library)
+        if rooms is None or any(imp.importer == r or imp.importer.startswith(r + ".") for r in rooms):
+            continue
+        allowed = next((libs for user, libs in CLIENT_LIBRARY_USERS.items()
+                        if imp.importer == user or imp.importer.startswith(user + ".")), set())
+        if library not in allowed:
+            wrong.append(f"{imp.importer}:{imp.line} imports {imp.target}")
+    assert not wrong, ("stages, tools and the core speak to services through replicator.adapters.<service> (its "
+                       "types, errors and functions), never through the client library:\n" + "\n".join(wrong))
+
+
 def test_the_checks_see_a_cycle_and_an_upward_import():
     """The checks above would pass vacuously if the import walk found nothing; make sure it does."""
     assert any(i.importer == "replicator.cli" and i.target == "replicator.pipeline" for i in IMPORTS)
     assert _strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"], ["d"]]
     assert _room("replicator.adapters.kafka.broker") == ("replicator.adapters.kafka", 3)
+    assert any(i.importer == "replicator.adapters.kafka.consumer" and i.target.startswith("kafka") for i in IMPORTS)
 
 
 def test_the_core_type_checks_strictly():
