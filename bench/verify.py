@@ -38,7 +38,7 @@ import yaml
 from replicator import pipeline
 from replicator.adapters.redis.reader import to_event
 from replicator.adapters.redis.states import StateReader
-from replicator.core import requests
+from replicator.core import statements
 from replicator.core.batching import batches
 from replicator.core.config import parse_config
 from replicator.core.events import Origin
@@ -99,7 +99,7 @@ def _load_dynamodb(data: dict[str, Any], r: redis.Redis) -> int:
                 item[rule.version_attr] = {"N": str(event.version)}
                 out.append((rule.table, item))
             if rule.is_collection:
-                out.append((state_table, {**requests.head_key(rule.name, state.key), "v": {"N": str(event.version)}}))
+                out.append((state_table, {**statements.head_key(rule.name, state.key), "v": {"N": str(event.version)}}))
         return out
 
     def put(batch: list[tuple[str, dict[str, Any]]]) -> None:
@@ -152,7 +152,7 @@ def _raw_loop(data: dict[str, Any], r: redis.Redis, partiql: bool = False) -> fl
                     params["NextToken"] = page["NextToken"]
         for key in keys:
             if key.startswith(b"opponents:"):
-                gets.setdefault(state, []).append(requests.head_key("opponents", key))
+                gets.setdefault(state, []).append(statements.head_key("opponents", key))
                 if not partiql:
                     client.query(TableName=table, KeyConditionExpression="owner_id = :o", ConsistentRead=True,
                                  ExpressionAttributeValues={":o": {"S": key.split(b":", 1)[1].decode()}})

@@ -53,8 +53,9 @@ class Context:
     rules: RuleSet
     _broker: broker.BrokerInfo | None = None
 
-    @property
-    def broker(self) -> broker.BrokerInfo:
+    def check_broker(self) -> broker.BrokerInfo:
+        """Connect to Kafka and check the broker's version, once per context (BrokerError when it is too old or
+        does not answer); the broker's description."""
         if self._broker is None:
             self._broker = broker.check_broker(self.config.kafka)
         return self._broker
@@ -75,7 +76,7 @@ def group_offsets(ctx: Context) -> GroupOffsets | None:
     """
     kafka = ctx.config.kafka
     try:
-        _ = ctx.broker
+        ctx.check_broker()
         return GroupOffsets(kafka, kafka.topic, kafka.group_id)
     except ReplicatorError as exc:
         log.warning("cannot read the applier group's offsets", extra={"kv": {"error": str(exc)}})
@@ -103,7 +104,7 @@ def redis_client(config: Config) -> tuple[Any, str, int]:
 
 def publisher(ctx: Context) -> EventPublisher:
     """A new publisher to the change topic (made sure to exist): the caller, who creates it, closes it."""
-    _ = ctx.broker
+    ctx.check_broker()
     broker.ensure_topic(ctx.config.kafka, ctx.config.kafka.topic, ctx.config.kafka.partitions)
     return EventPublisher(ctx.config.kafka)
 
@@ -172,7 +173,7 @@ def dynamodb(ctx: Context) -> Any:
 def applier(ctx: Context, group_id: str | None = None) -> Applier:
     cfg = ctx.config
     client = dynamodb(ctx)
-    _ = ctx.broker
+    ctx.check_broker()
     broker.ensure_topic(cfg.kafka, cfg.kafka.topic, cfg.kafka.partitions)
     static = cfg.kafka.group_instance_id is not None and group_id is None
     consumer = KafkaConsumer(

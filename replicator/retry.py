@@ -37,7 +37,6 @@ from typing import Any, TypeVar
 
 from replicator import metrics
 from replicator.core import failures
-from replicator.core.errors import SinkError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,8 +117,8 @@ class Backoff:
         """After a success: the next failure starts again from the first, shortest wait."""
         self.retries = 0
 
-    def wait(self, error: BaseException | str, delay: float | None = None, **kv: Any) -> bool:
-        """After a failure: log it, count it and wait (``delay`` when given, else the policy's); True to try again.
+    def wait(self, error: BaseException | str, **kv: Any) -> bool:
+        """After a failure: log it, count it and wait the policy's delay; True to try again.
 
         False, without logging or waiting, when the policy allows no further retry or a stop was requested; False
         too when a stop request ended the wait.
@@ -127,7 +126,7 @@ class Backoff:
         if self.exhausted or (self._stop is not None and self._stop.is_set()):
             return False
         self.retries += 1
-        seconds = self.policy.delay(self.retries) if delay is None else delay
+        seconds = self.policy.delay(self.retries)
         what = error if isinstance(error, str) else failures.describe(error)
         log.log(self.policy.level, self.policy.message, extra={"kv": {
             "operation": self.policy.operation, "attempt": self.retries, "retry_in_s": round(seconds, 3),
@@ -146,7 +145,6 @@ def call(operation: Callable[[], T], policy: Policy, stop: threading.Event | Non
          on_retry: Callable[[BaseException], None] | None = None, **kv: Any) -> T:
     """``operation()``, retried by ``policy`` while it raises what the policy retries.
 
-    An error that says how long to wait (:attr:`SinkError.retry_after`) is obeyed instead of the policy's wait.
     Raises what the policy does not retry at once, the last error once the retries are exhausted, and
     :class:`Stopped` when a stop request (``stop``, or ``sleep`` returning True, see :class:`Backoff`) ended a
     wait. ``on_retry(error)`` runs before each wait (to report it, say); ``kv`` goes into every retry's log line.
@@ -160,6 +158,5 @@ def call(operation: Callable[[], T], policy: Policy, stop: threading.Event | Non
                 raise
             if on_retry is not None:
                 on_retry(exc)
-            told = exc.retry_after if isinstance(exc, SinkError) else None  # DynamoDB said how long to wait
-            if not backoff.wait(exc, told or None, **kv):
+            if not backoff.wait(exc, **kv):
                 raise Stopped(policy.operation) from exc

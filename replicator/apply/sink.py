@@ -27,7 +27,7 @@ from replicator import metrics
 from replicator.adapters.dynamodb.batch import Outcome, Parallel, serial
 from replicator.adapters.dynamodb.errors import translate
 from replicator.adapters.dynamodb.store import BATCH_GET_KEYS, DynamoWriter
-from replicator.core import failures, requests
+from replicator.core import failures, statements
 from replicator.core.errors import SinkError
 from replicator.core.mapping import Head, ItemWrite, KeyState, Rule
 
@@ -113,7 +113,7 @@ class DynamoSink:
         items = [writes[i] for i in rest]
         # Writes of all keys share transactions (each still conditional): a round's items are distinct, so its
         # transactions run in parallel without conflicting; an item two keys write goes again in the next round.
-        for transactions in requests.transactions(items):
+        for transactions in statements.transactions(items):
             for indexes, outcome in self._parallel(
                     lambda ix: self.writer.write_transaction([items[i] for i in ix]), transactions):
                 if isinstance(outcome, Exception):
@@ -145,10 +145,10 @@ class DynamoSink:
         # single-item path, DynamoWriter.write, has already done that for the writes it took).
         taken_singly = set(singles)
         expiring = [writes[i] for i in batched if i not in taken_singly and results[i] is APPLIED
-                    and writes[i].is_tombstone and not requests.expires_with_tombstone(writes[i], rules)]
+                    and writes[i].is_tombstone and not statements.expires_with_tombstone(writes[i], rules)]
         if expiring:
             self._statements.run([self._statements.condition_only(
-                w, lambda w=w: requests.expire_tombstone_statement(w, rules, expire_at)) for w in expiring])
+                w, lambda w=w: statements.expire_tombstone_statement(w, rules, expire_at)) for w in expiring])
         return [results[i] for i in range(len(writes))]
 
     # --- reads ----------------------------------------------------------------------------------------------------

@@ -28,11 +28,11 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from replicator.core.errors import ReplicatorError
-from replicator.core.mapping import RESERVED_PREFIX
 
-#: Keys a switch writes to every Redis primary and the listeners delete once they have published everything announced
-#: before them (the switch's watermark is noted after that; see replicator.tools.cutover).
-MARK_PREFIX = RESERVED_PREFIX + b"mark:"
+# Keys a switch writes to every Redis primary and the listeners delete once they have published everything announced
+# before them (the switch's watermark is noted after that; see replicator.tools.cutover). Defined with the rules,
+# which never capture them.
+from replicator.core.mapping import MARK_PREFIX as MARK_PREFIX
 
 
 class Stage(str, Enum):

@@ -46,9 +46,8 @@ class SinkError(ReplicatorError):
     the others make the event poison.
     """
 
-    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retryable: bool) -> None:
         super().__init__(message, retryable=retryable)
-        self.retry_after = retry_after
 
 
 class LocalStackError(ReplicatorError):

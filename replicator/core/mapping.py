@@ -24,8 +24,10 @@ from replicator.core.events import ChangeEvent, KeyType, Op
 from replicator.core.templates import Template, glob_to_template
 from replicator.core.values import Attrs, B, ItemKey, L, M, N, S, TypedValue, canonical_number
 
-#: Keys the replicator itself writes (checkpoints, watermarks) live here and are never captured.
-RESERVED_PREFIX = b"__replicator:"
+#: The one thing the replicator writes to Redis: a cutover switch's markers (see core/cutover.py), short-lived keys
+#: the listeners delete once they have published what came before them. They are never captured; every other key
+#: is the application's, ``__replicator:``-named or not, and replicated.
+MARK_PREFIX = b"__replicator:mark:"
 
 #: Data attributes of the default mirror table's items ("parts" instead of "value" for a value kept in parts).
 MIRROR_ATTRS = ("type", "value", "expire_at", "parts")
@@ -149,8 +151,8 @@ class RuleSet:
     ttl_attribute: str = "_expires"
 
     def match(self, key: bytes) -> tuple[Rule, dict[str, bytes]] | None:
-        """First matching rule wins; then the mirror rule; reserved keys never match."""
-        if key.startswith(RESERVED_PREFIX):
+        """First matching rule wins; then the mirror rule; the cutover's markers never match."""
+        if key.startswith(MARK_PREFIX):
             return None
         for rule in self.rules:
             variables = rule.pattern.match(key)

@@ -213,7 +213,8 @@ def _demo(owners: int, seconds: float, out: Any, log_path: Path, cutover: bool =
         endpoints = health.Endpoints(ready, free_port(), host="127.0.0.1")
         metrics_port = endpoints.port
         ctx = pipeline.context(config)
-        say(f"  kafka broker version {ctx.broker.version_text} ({ctx.broker.brokers} broker)")
+        info = ctx.check_broker()
+        say(f"  kafka broker version {info.version_text} ({info.brokers} broker)")
         r = redis.Redis.from_url(stack.redis_url)
         ddb = dynamodb_client(stack.dynamodb_endpoint)
         workload = Workload(r, owners)

@@ -31,7 +31,6 @@ from replicator.core.values import ItemKey, N, TypedValue
 
 #: DynamoDB limits a plan checks against.
 PARTITION_WCU = 1000
-PARTITION_RCU = 3000
 ITEM_LIMIT_BYTES = 400 * 1024
 LSI_COLLECTION_LIMIT_BYTES = 10 * 1024**3
 #: A version attribute holds µs since the epoch: 16 significant digits.

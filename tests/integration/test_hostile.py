@@ -95,6 +95,21 @@ def test_infinite_scores_are_mirrored(stack, uid):
     assert not _dead_letters(config)
 
 
+def test_keys_named_like_the_replicators_are_the_applications_and_replicated(stack, uid):
+    """Nothing of the replicator lives in Redis but a cutover switch's short-lived markers: a key of the application
+    that happens to start with ``__replicator:`` is replicated like any other."""
+    r, client = clean_redis(stack), ddb(stack)
+    config = messaging_config(stack, uid)
+    with Running(config) as run:
+        run.start_applier().start_listener()
+        r.set("__replicator:checkpoint", b"the application's")
+        r.zadd("__replicator:scores", {"a": 1})
+        assert_converged(r, client, config)  # every key in both stores, compared whole
+        mirrored = {bytes(i["key"]["B"]) for i in scan_all(client, config.default.table)}
+        assert {b"__replicator:checkpoint", b"__replicator:scores"} <= mirrored
+    assert not _dead_letters(config)
+
+
 def test_a_stream_key_is_counted_as_not_replicated_and_nothing_stops(stack, uid):
     r, client = clean_redis(stack), ddb(stack)
     config = messaging_config(stack, uid)

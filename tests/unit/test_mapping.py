@@ -34,13 +34,14 @@ def test_ambiguous_or_broken_patterns_are_rejected(bad):
         Template.parse(bad)
 
 
-def test_first_matching_rule_wins_then_the_mirror_and_reserved_keys_never_match():
+def test_first_matching_rule_wins_then_the_mirror_and_only_the_cutovers_markers_never_match():
     rules = messaging()
     rule, variables = rules.match(b"opponents:alice")
     assert (rule.name, variables) == ("opponents", {"owner": b"alice"})
     assert rules.match(b"meta:alice:bob")[0].name == "meta"
     assert rules.match(b"anything-else")[0].type == "mirror"
-    assert rules.match(b"__replicator:checkpoint") is None
+    assert rules.match(b"__replicator:mark:5f3a{m1}") is None  # a switch's marker, deleted by the listeners
+    assert rules.match(b"__replicator:checkpoint")[0].type == "mirror"  # the application's own key: replicated
     assert rules.owner(rule, b"opponents:alice", variables) == b"alice"
 
 

@@ -130,13 +130,6 @@ def test_errors_the_policy_does_not_retry_pass_straight_through(error):
     assert _retries("test_op") == before
 
 
-def test_an_error_that_says_how_long_to_wait_is_obeyed():
-    sleeps: list[float] = []
-    operation, _calls = _failing(1, SinkError("throttled", retryable=True, retry_after=7.5))
-    assert retry.call(operation, POLICY, sleep=sleeps.append) == "done"
-    assert sleeps == [7.5]
-
-
 def test_every_retry_logs_one_line_and_counts_one(caplog):
     policy = replace(POLICY, operation="test_counted")
     before = _retries("test_counted")

@@ -1,7 +1,7 @@
 """The BatchExecuteStatement engine: conditional PartiQL statements, 25 a call, each run until it has an outcome.
 
 Each item write is an UPDATE (the item exists) or an INSERT (it does not); both stay conditional on the group's
-version (see :mod:`replicator.core.requests`). The engine sends the one it expects to succeed and the other one in
+version (see :mod:`replicator.core.statements`). The engine sends the one it expects to succeed and the other one in
 the next round when it did not: a failed conditional write is still billed, so the guess matters. It is right
 when the planner knows whether the item exists; otherwise it follows what this engine saw of the item (a bounded
 memory of items known to exist) or, for items it never saw, what the table's recent writes found — so a backfill
@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from replicator import metrics, retry
 from replicator.adapters.dynamodb.errors import CONDITION_FAILED, Invalid, Kind, bisect, kind, translate
-from replicator.core import requests
+from replicator.core import statements
 from replicator.core.errors import SinkError
 from replicator.core.mapping import Head, ItemWrite, RuleSet
 
@@ -134,16 +134,16 @@ class StatementBatches:
             known = item in self._known
             exists = known or self._exists.get(write.table, 0.5) >= 0.5
         return Statement(item, write.table,
-                         lambda insert: (requests.insert_statement if insert else requests.update_statement)(
+                         lambda insert: (statements.insert_statement if insert else statements.update_statement)(
                              write, rules, expire_at),
-                         upsert=True, insert=not exists, size=requests.write_size(write), known=known,
+                         upsert=True, insert=not exists, size=statements.write_size(write), known=known,
                          mirror_version=(write.rule.version_attr, write.version) if write.rule.is_mirror else None)
 
     @staticmethod
     def head(head: Head, state_table: str, ttl_attribute: str | None, expire_at: int) -> Statement:
         """A head's statement in the state table (newer-or-equal version wins)."""
         return Statement((state_table, (head.rule.name, head.key)), state_table,
-                         lambda insert: requests.head_statement(state_table, head.rule.name, head.key, head.version,
+                         lambda insert: statements.head_statement(state_table, head.rule.name, head.key, head.version,
                                                                 head.deleted, ttl_attribute, expire_at, insert),
                          upsert=True, insert=not head.exists, size=len(head.key) + 64, known=True)
 
@@ -163,9 +163,9 @@ class StatementBatches:
         while pending:
             again: list[int] = []
             throttled = False
-            rounds = requests.batches_of_distinct_items([ops[i].item for i in pending],
+            rounds = statements.batches_of_distinct_items([ops[i].item for i in pending],
                                                         [ops[i].size for i in pending],
-                                                        requests.STATEMENTS_PER_BATCH, 4 * 1024 * 1024)
+                                                        statements.STATEMENTS_PER_BATCH, 4 * 1024 * 1024)
             for calls in rounds:
                 calls = [[pending[j] for j in call] for call in calls]
                 for call, responses in self._parallel(

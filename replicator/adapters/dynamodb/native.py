@@ -19,14 +19,14 @@ import botocore.exceptions
 from replicator import metrics
 from replicator.adapters.dynamodb.errors import CONDITION_FAILED, Kind, code_of, kind, translate
 from replicator.adapters.dynamodb.store import DynamoWriter, frozen_key, read_mirror_value
-from replicator.core import requests
+from replicator.core import statements
 from replicator.core.errors import SinkError
 from replicator.core.mapping import Head, ItemWrite, Rule, render_attr
 from replicator.core.native import Cas, Stored
 from replicator.core.values import ItemKey, from_attribute_value, to_attribute_value
 
 #: Items per TransactWriteItems.
-TRANSACTION_ITEMS = requests.TRANSACTION_ITEMS
+TRANSACTION_ITEMS = statements.TRANSACTION_ITEMS
 
 
 class NativeStore(DynamoWriter):
@@ -118,9 +118,9 @@ class NativeStore(DynamoWriter):
             if write.parts and not self.write(write, cas):
                 return False
         rest = [(w, c) for w, c in writes if not w.parts]
-        rounds = requests.batches_of_distinct_items([(w.table, w.key) for w, _c in rest],
-                                                    [requests.write_size(w) for w, _c in rest],
-                                                    TRANSACTION_ITEMS, requests.TRANSACTION_BYTES)
+        rounds = statements.batches_of_distinct_items([(w.table, w.key) for w, _c in rest],
+                                                    [statements.write_size(w) for w, _c in rest],
+                                                    TRANSACTION_ITEMS, statements.TRANSACTION_BYTES)
         for round_ in rounds:
             for transaction in round_:
                 if not self._transact([rest[i] for i in transaction], []):
@@ -129,8 +129,8 @@ class NativeStore(DynamoWriter):
 
     def _transact(self, writes: list[tuple[ItemWrite, Cas]], heads: list[Head]) -> bool:
         expire_at = self.expire_at()
-        items = [{"Update": requests.update_request(w, self.rules, expire_at, cas)} for w, cas in writes]
-        items += [{"Update": requests.head_request(self.state_table, h.rule.name, h.key, h.version, h.deleted,
+        items = [{"Update": statements.update_request(w, self.rules, expire_at, cas)} for w, cas in writes]
+        items += [{"Update": statements.head_request(self.state_table, h.rule.name, h.key, h.version, h.deleted,
                                                    self.ttl_attribute, expire_at)} for h in heads]
         where = f"native write of {len(writes)} item(s) to {writes[0][0].table if writes else self.state_table}"
         try:
@@ -151,7 +151,7 @@ class NativeStore(DynamoWriter):
             raise translate(exc, where) from None
         for write, _cas in writes:
             metrics.ITEM_WRITES.labels(table=write.table, result="applied").inc()
-            if write.is_tombstone and not requests.expires_with_tombstone(write, self.rules):
+            if write.is_tombstone and not statements.expires_with_tombstone(write, self.rules):
                 self._expire_tombstone(write, f"table {write.table}")
         return True
 

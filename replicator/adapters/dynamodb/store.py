@@ -31,7 +31,7 @@ from replicator.adapters.dynamodb.errors import (
     kind,
     translate,
 )
-from replicator.core import mirror, requests
+from replicator.core import mirror, statements
 from replicator.core.config import DynamoDBConfig, TombstoneConfig
 from replicator.core.errors import SinkError
 from replicator.core.events import ChangeEvent
@@ -203,7 +203,7 @@ class DynamoStore:
 
     def head_version(self, rule: Rule, key: bytes) -> int:
         """A collection key's head version in the state table, -1 when it has none (see also head_versions)."""
-        head = self.get(self.state_table, requests.head_key(rule.name, key),
+        head = self.get(self.state_table, statements.head_key(rule.name, key),
                         f"state table {self.state_table} head of {key!r}")
         return int(head["v"]["N"]) if head else EMPTY_STATE.version
 
@@ -211,7 +211,7 @@ class DynamoStore:
         """The head versions of distinct (rule name, key)s (strongly consistent; one BatchGetItem per 100), -1
         where there is none. Raises a SinkError: retryable, or not when DynamoDB refused a key (too long, say)."""
         table = self.state_table
-        wanted = [(table, requests.head_key(name, key)) for name, key in keys]
+        wanted = [(table, statements.head_key(name, key)) for name, key in keys]
         found = self.batch_get(wanted, f"state table {table}: head versions", attrs=("k", "v"))
         return [int(item["v"]["N"]) if (item := found.get((table, frozen_key(k)))) else EMPTY_STATE.version
                 for _table, k in wanted]
@@ -246,7 +246,7 @@ class DynamoStore:
         item_keys = [None if rule.is_collection else self._item_key(rule, key, variables)
                      for rule, key, variables in wanted]
         reads = [(rule.table, item_key[1]) if item_key is not None
-                 else (self.state_table, requests.head_key(rule.name, key))
+                 else (self.state_table, statements.head_key(rule.name, key))
                  for (rule, key, _variables), item_key in zip(wanted, item_keys, strict=True)]
         try:
             found = self.batch_get(reads, where) if reads else {}
@@ -479,7 +479,7 @@ class DynamoWriter(DynamoStore):
         mirrored = write.rule.is_mirror
         if write.parts:
             self._put_parts(write, where)
-        request = requests.update_request(write, self.rules, self.expire_at(), cas)
+        request = statements.update_request(write, self.rules, self.expire_at(), cas)
         if mirrored:
             request["ReturnValues"] = "UPDATED_OLD"  # did the value it replaces have parts?
         try:
@@ -496,7 +496,7 @@ class DynamoWriter(DynamoStore):
         metrics.ITEM_WRITES.labels(table=write.table, result="applied").inc()
         if mirrored and "parts" in old:
             self._delete_parts(write, self._parts_of(write, 0, write.version - 1), where)
-        if write.is_tombstone and not requests.expires_with_tombstone(write, self.rules):
+        if write.is_tombstone and not statements.expires_with_tombstone(write, self.rules):
             self._expire_tombstone(write, where)
         return True
 
@@ -555,7 +555,7 @@ class DynamoWriter(DynamoStore):
             if len(pending) == 1:  # a transaction of one costs twice an UpdateItem
                 outcome[pending[0]] = self._write_or_poison(writes[pending[0]])
                 return
-            items = [{"Update": _transactional(requests.update_request(writes[i], self.rules, expire_at), writes[i])}
+            items = [{"Update": _transactional(statements.update_request(writes[i], self.rules, expire_at), writes[i])}
                      for i in pending]
             try:
                 # botocore would fill the idempotency token with uuid4(), one os.urandom read per transaction.
@@ -587,7 +587,7 @@ class DynamoWriter(DynamoStore):
             for i in pending:
                 outcome[i] = True
                 metrics.ITEM_WRITES.labels(table=writes[i].table, result="applied").inc()
-                if writes[i].is_tombstone and not requests.expires_with_tombstone(writes[i], self.rules):
+                if writes[i].is_tombstone and not statements.expires_with_tombstone(writes[i], self.rules):
                     self._expire_tombstone(writes[i], f"table {writes[i].table} item {_describe(writes[i])}")
             return
 
@@ -601,10 +601,10 @@ class DynamoWriter(DynamoStore):
 
     def _expire_tombstone(self, write: ItemWrite, where: str) -> None:
         # Refused: another group on the item is live, or a newer write superseded the tombstone: no TTL, correctly.
-        self.update(where, **requests.expire_tombstone_request(write, self.rules, self.expire_at()))
+        self.update(where, **statements.expire_tombstone_request(write, self.rules, self.expire_at()))
 
     def put_head(self, rule: Rule, key: bytes, version: int, deleted: bool) -> None:
-        request = requests.head_request(self.state_table, rule.name, key, version, deleted, self.ttl_attribute,
+        request = statements.head_request(self.state_table, rule.name, key, version, deleted, self.ttl_attribute,
                                         self.expire_at())
         self.update(f"state table {self.state_table} head of {key!r}", **request)  # refused: a newer head stands
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from replicator.core.mapping import EMPTY_STATE, ItemWrite, plan_writes
-from replicator.core.requests import (
+from replicator.core.statements import (
     TRANSACTION_BYTES,
     expire_tombstone_request,
     head_request,
