@@ -34,6 +34,9 @@ class KeyWork:
     previous: KeyState = EMPTY_STATE
     plan: Plan | None = None
     poison: str | None = None
+    #: What DynamoDB did with the plan's item writes: took at least one / refused at least one as stale.
+    landed: bool = False
+    refused: bool = False
     #: For a state assembled from chunks: the records of the other chunks (dead-lettered together).
     chunk_records: tuple[Any, ...] = ()
 
@@ -125,7 +128,7 @@ class BatchAssembler:
         return min((p.first_offset for (part, _k, _v), p in self._partials.items() if part == partition),
                    default=None)
 
-    def settled(self, partition: int, key: bytes, version: int) -> None:
+    def release(self, partition: int, key: bytes, version: int) -> None:
         """A state of ``key`` was applied: chunks of older states will never complete (a listener died mid-publish)
         and must not hold commits."""
         for slot in [s for s in self._partials if s[0] == partition and s[1] == key and s[2] < version]:

@@ -324,6 +324,9 @@ class Plan:
     writes: tuple[ItemWrite, ...]
     state: KeyState
     stale: bool = False
+    #: A collection key's new head, written once all its items are (single-item keys have none: the item's own
+    #: version is the head).
+    head: Head | None = None
 
 
 def plan_writes(rule: Rule, variables: Mapping[str, bytes], event: ChangeEvent, previous: KeyState) -> Plan:
@@ -355,7 +358,8 @@ def plan_writes(rule: Rule, variables: Mapping[str, bytes], event: ChangeEvent, 
     for item_key in previous.items:
         if item_key not in desired:
             writes.append(ItemWrite(rule.table, item_key, rule, event.version, None, exists=True))
-    return Plan(tuple(writes), KeyState(event.version, desired))
+    head = Head(rule, event.key, event.version, event.op is Op.DELETE, exists=previous.version >= 0)
+    return Plan(tuple(writes), KeyState(event.version, desired), head=head)
 
 
 def _in_parts_if_too_big(write: ItemWrite) -> ItemWrite:

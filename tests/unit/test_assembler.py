@@ -70,7 +70,7 @@ def test_chunks_of_an_older_state_stop_holding_once_a_newer_state_is_applied_and
     assembler = _assembler()
     first, _never = _chunks("big", 5)
     assembler.assemble(_batch(first))
-    assembler.settled(0, b"opponents:big", 6)
+    assembler.release(0, b"opponents:big", 6)
     assert assembler.held_offset(0) is None
     assembler.assemble(_batch(first, partition=1))
     assembler.forget({1})

@@ -103,14 +103,15 @@ class EventPublisher:
         on past a lost event (its restart is a gap, which the re-snapshot heals).
         """
         self._producer.poll(0)
-        self._settle()
+        self._count_reports()
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until every event sent so far is acknowledged. Raises BrokerError if any was not."""
         waiting = self._producer.flush(-1 if timeout is None else timeout)
-        self._settle(f"{waiting} event(s) still unacknowledged after {timeout}s" if waiting else None)
+        self._count_reports(f"{waiting} event(s) still unacknowledged after {timeout}s" if waiting else None)
 
-    def _settle(self, also: str | None = None) -> None:
+    def _count_reports(self, also: str | None = None) -> None:
+        """Count the delivery reports served since the last call; raise BrokerError for any failure (or ``also``)."""
         with self._lock:
             acknowledged, self._acknowledged = self._acknowledged, 0
             failures, self._failures = self._failures, []
