@@ -29,10 +29,11 @@ from replicator.adapters.kafka import broker, dead_letters
 from replicator.adapters.redis.client import RedisError, is_cluster_client
 from replicator.adapters.redis.cluster import dbsize
 from replicator.capture.reconcile import PendingReconciles
-from replicator.core.config import Config, load_config
+from replicator.core.config import Config
 from replicator.core.cutover import WHOLE_KEYSPACE, Stage, VerifyRecord
 from replicator.core.errors import ConfigError, ReplicatorError
 from replicator.core.verification import merge_shards
+from replicator.loading import load_config
 from replicator.local.demo import run_demo
 from replicator.tools import dlq, plan, preflight, replay, status, verify
 from replicator.tools.progress import Progress

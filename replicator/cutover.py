@@ -41,10 +41,11 @@ from replicator.adapters.dynamodb.cutover import ControlStore, PlanWatch
 from replicator.adapters.dynamodb.store import make_client
 from replicator.adapters.redis.shaped import QueuedPipeline, encode
 from replicator.core import commands
-from replicator.core.config import Config, CutoverConfig, load_config
+from replicator.core.config import Config, CutoverConfig
 from replicator.core.cutover import Heartbeat, Plan, Stage
 from replicator.core.mapping import RuleSet, compile_rules
 from replicator.dynamo_redis import DynamoRedis, ShadowRedis
+from replicator.loading import load_config
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ from replicator.adapters.kafka.offsets import GroupOffsets
 from replicator.adapters.redis.shaped import RedisShaped
 from replicator.core import commands
 from replicator.core.commands import Entry, Error
-from replicator.core.config import Config, load_config
+from replicator.core.config import Config
 from replicator.core.errors import MappingError, ReplicatorError, SinkError
 from replicator.core.mapping import Head, ItemWrite, Rule, RuleKind, RuleSet, compile_rules, render_attr
 from replicator.core.native import (
@@ -66,6 +66,7 @@ from replicator.core.native import (
 )
 from replicator.core.values import ItemKey
 from replicator.core.watermark import GroupProgress, Watermark
+from replicator.loading import load_config
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,10 @@ from enum import Enum
 from typing import Any
 
 from replicator.core import mirror
-from replicator.core.config import ELEMENT, Config, DefaultRuleConfig, RuleConfig, TableConfig
+from replicator.core.config import Config, DefaultRuleConfig, RuleConfig, TableConfig
 from replicator.core.errors import MappingError
 from replicator.core.events import ChangeEvent, KeyType, Op
+from replicator.core.rule_checks import ELEMENT
 from replicator.core.templates import Template, glob_to_template
 from replicator.core.values import Attrs, B, ItemKey, L, M, N, S, TypedValue, canonical_number
 
@@ -207,7 +208,7 @@ class RuleSet:
 def compile_rules(config: Config) -> RuleSet:
     """The rules, tables and default mirror of a loaded config, compiled for matching and planning.
 
-    The config was checked when it was loaded (replicator.core.config.check_rules), so this only builds.
+    The config was checked when it was loaded (replicator.core.rule_checks), so this only builds.
     """
     rules = tuple(_compile_rule(config, i, rc) for i, rc in enumerate(config.rules))
     tables = {config.table_name(logical): _table_spec(config, logical, rules) for logical in config.tables}

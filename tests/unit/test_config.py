@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from replicator.core.config import load_config, mask_url
+from replicator.core.config import mask_url
 from replicator.core.errors import ConfigError
+from replicator.loading import load_config
 
 
 def test_env_vars_override_the_file(tmp_path):
