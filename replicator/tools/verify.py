@@ -64,7 +64,7 @@ __all__ = ["KeyCheck", "Verifier", "VerifyCheckpoints", "VerifyOptions", "Verify
 
 log = logging.getLogger(__name__)
 
-#: The applier group counts as stopped when its backlog has not shrunk for this long (see Verifier._catch_up).
+#: The applier group counts as stopped when its backlog has not shrunk for this long (see _Rechecks._catch_up).
 _STALLED_S = 10.0
 #: About what a collection key's head takes in the state table (its key, the rule name and a version).
 _HEAD_BYTES = 64
@@ -165,12 +165,13 @@ class Verifier:
                  max_inline_members: int = 10_000, node: str = "verify", db: int = 0,
                  progress: GroupProgress | None = None, capacity: ReadCapacity | None = None) -> None:
         self._redis = client
-        self._progress = progress
         self._store = DynamoStore(dynamodb, state_table)
         self._rules = rules
         self._reader = state_reader(client, max_inline_members)
         self._node, self._db = node, db
         self._capacity = capacity
+        self._keyspace = _Keyspace(client, self._store, rules, node)
+        self._rechecks = _Rechecks(self.check, progress)
 
     # -- one batch -----------------------------------------------------------------------------------------------
 
@@ -224,6 +225,9 @@ class Verifier:
             resume: bool = False, repair: Callable[[list[bytes]], int] | None = None) -> VerifyReport:
         """Verify the keys ``options`` choose; returns the report (``complete`` False when ``stop`` ended it).
 
+        (Above 60 lines on purpose: the read loop and its two closures share the run's report, positions and
+        counters, and are the only places that change them; split, they would pass all of it around.)
+
         With ``checkpoints`` (whole-keyspace runs), each settled chunk is saved and ``resume`` continues the
         shard's last unfinished run (see :meth:`_start`). ``repair`` re-publishes each chunk's drifted keys
         before that chunk is saved, so a resumed run never skips a repair.
@@ -241,7 +245,7 @@ class Verifier:
         report.complete = False
         positions = record.positions if record is not None else {}
         before = (report.seconds, report.rcu, self._capacity.units if self._capacity else 0.0, report.keys_checked)
-        pages = self._scoped_pages(options) if scoped else self._pages(options, positions, stop)
+        pages = self._keyspace.scoped_pages(options) if scoped else self._keyspace.pages(options, positions, stop)
         checked = [report.keys_checked]
         lock = threading.Lock()
         limiter = RateLimiter(options.max_keys_per_second)
@@ -307,7 +311,7 @@ class Verifier:
         or nodes (the rules changed, a failover renamed a primary) would skip or repeat keys.
         """
         now = time.time()
-        layout = self._layout()
+        layout = self._keyspace.layout()
         fresh = ShardRecord(options.shard, options.shards, options.segments, {}, VerifyReport(complete=False), now,
                             now, run=options.run, layout=layout)
         if checkpoints is None:
@@ -324,14 +328,6 @@ class Verifier:
                 return record
         checkpoints.save(fresh)
         return fresh
-
-    def _nodes(self) -> list[tuple[str, Any]]:
-        return nodes(self._redis, self._node)
-
-    def _layout(self) -> str:
-        """What saved positions mean: the globs scanned, in order, and the Redis nodes they were scanned on."""
-        globs = [base64.b64encode(g).decode() for g in self._rules.globs()]
-        return json.dumps({"globs": globs, "nodes": sorted(name for name, _conn in self._nodes())})
 
     def _check_batch(self, page: _Page, keys: list[bytes], options: VerifyOptions, limiter: RateLimiter) -> _Checked:
         part = VerifyReport()
@@ -354,6 +350,42 @@ class Verifier:
             elif c.differences:
                 candidates.append(c)
         return _Checked(part, candidates)
+
+    def settle(self, candidates: list[KeyCheck], options: VerifyOptions, stop: threading.Event | None,
+               ) -> tuple[list[KeyCheck], list[KeyCheck]]:
+        """Re-check differing keys: (drifted, still unsettled); see :class:`_Rechecks`."""
+        return self._rechecks.settle(candidates, options, stop)
+
+    # -- what a run will cost -----------------------------------------------------------------------------------
+
+    def estimate(self, options: VerifyOptions, plan: MigrationPlan, max_rcu: float | None = None,
+                 sample: int = 1_000) -> VerifyCost:
+        """The cost of verifying the keyspace ``plan`` describes (tools/plan.py: items and sizes through the rules),
+        at the rate measured here and now by checking the first ``sample`` keys SCAN finds with ``workers`` threads
+        (capped by the key rate asked for)."""
+        keys = list(itertools.islice(captured_keys(self._redis, self._rules), sample))
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="verify-probe") as pool:
+            checked = sum(len(checks) for checks in pool.map(self.check, batches(keys, options.batch)))
+        rate = checked / max(1e-6, time.monotonic() - started) if checked else 1.0
+        if options.max_keys_per_second:
+            rate = min(rate, options.max_keys_per_second)
+        collection_tables = {r.table for r in self._rules.rules if r.is_collection}
+        singles = [t for name, t in plan.tables.items() if name not in collection_tables]
+        collections = [t for name, t in plan.tables.items() if name in collection_tables]
+        single_items, single_bytes = sum(t.items for t in singles), sum(t.bytes for t in singles)
+        return verify_cost(plan.redis_keys, sum(t.read_units for t in singles), plan.state_items,
+                           sum(t.bytes for t in collections), single_items + plan.state_items,
+                           single_bytes + plan.state_items * _HEAD_BYTES, rate, options.shards, max_rcu)
+
+
+class _Rechecks:
+    """Differing keys checked again, after the appliers caught up, until they match, stay still (drift) or run out
+    of rechecks (unsettled)."""
+
+    def __init__(self, check: Callable[[list[bytes]], list[KeyCheck]], progress: GroupProgress | None) -> None:
+        self.check = check
+        self._progress = progress
 
     def settle(self, candidates: list[KeyCheck], options: VerifyOptions, stop: threading.Event | None,
                ) -> tuple[list[KeyCheck], list[KeyCheck]]:
@@ -416,41 +448,35 @@ class Verifier:
             log.warning("verify cannot read the applier group's offsets", extra={"kv": {"error": str(exc)}})
         return False
 
-    # -- what a run will cost -----------------------------------------------------------------------------------
 
-    def estimate(self, options: VerifyOptions, plan: MigrationPlan, max_rcu: float | None = None,
-                 sample: int = 1_000) -> VerifyCost:
-        """The cost of verifying the keyspace ``plan`` describes (tools/plan.py: items and sizes through the rules),
-        at the rate measured here and now by checking the first ``sample`` keys SCAN finds with ``workers`` threads
-        (capped by the key rate asked for)."""
-        keys = list(itertools.islice(captured_keys(self._redis, self._rules), sample))
-        started = time.monotonic()
-        with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="verify-probe") as pool:
-            checked = sum(len(checks) for checks in pool.map(self.check, batches(keys, options.batch)))
-        rate = checked / max(1e-6, time.monotonic() - started) if checked else 1.0
-        if options.max_keys_per_second:
-            rate = min(rate, options.max_keys_per_second)
-        collection_tables = {r.table for r in self._rules.rules if r.is_collection}
-        singles = [t for name, t in plan.tables.items() if name not in collection_tables]
-        collections = [t for name, t in plan.tables.items() if name in collection_tables]
-        single_items, single_bytes = sum(t.items for t in singles), sum(t.bytes for t in singles)
-        return verify_cost(plan.redis_keys, sum(t.read_units for t in singles), plan.state_items,
-                           sum(t.bytes for t in collections), single_items + plan.state_items,
-                           single_bytes + plan.state_items * _HEAD_BYTES, rate, options.shards, max_rcu)
+class _Keyspace:
+    """Which keys a run checks, as pages: every primary's SCAN and the live keys of DynamoDB's Scan segments (a
+    shard's share of both), or one owner's keys, or a sample; with the positions a checkpoint saves."""
+
+    def __init__(self, client: Client, store: DynamoStore, rules: RuleSet, node: str) -> None:
+        self._redis, self._store, self._rules, self._node = client, store, rules, node
+
+    def nodes(self) -> list[tuple[str, Any]]:
+        return nodes(self._redis, self._node)
+
+    def layout(self) -> str:
+        """What saved positions mean: the globs scanned, in order, and the Redis nodes they were scanned on."""
+        globs = [base64.b64encode(g).decode() for g in self._rules.globs()]
+        return json.dumps({"globs": globs, "nodes": sorted(name for name, _conn in self.nodes())})
 
     # -- which keys ----------------------------------------------------------------------------------------------
 
-    def _scoped_pages(self, options: VerifyOptions) -> Iterator[_Page]:
+    def scoped_pages(self, options: VerifyOptions) -> Iterator[_Page]:
         keys = (_unique(self._owner_keys(options.owner)) if options.owner is not None
                 else iter(sample_keys(self._redis, self._rules, options.sample or 0)))
         for batch in batches(keys, _SCAN_COUNT):
             yield _Page("keys", None, batch, from_dynamodb=False)
 
-    def _pages(self, options: VerifyOptions, positions: dict[str, Any], stop: threading.Event) -> Iterator[_Page]:
+    def pages(self, options: VerifyOptions, positions: dict[str, Any], stop: threading.Event) -> Iterator[_Page]:
         """Every captured key of this shard in Redis (each primary's SCAN), and every key DynamoDB holds live in
         this shard's Scan segments, from the saved positions on; the units are read side by side."""
         units: list[tuple[str, Callable[[Any], Iterator[_Page]]]] = []
-        for name, conn in self._nodes():
+        for name, conn in self.nodes():
             units.append((f"redis:{name}", lambda at, unit=f"redis:{name}", conn=conn:
                           self._redis_pages(unit, conn, at, options)))
         total = options.shards * options.segments
