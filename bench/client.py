@@ -26,7 +26,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from replicator.adapters.dynamodb.store import make_client
+from replicator.adapters.dynamodb.calls import make_client
 from replicator.adapters.dynamodb.tables import create_tables
 from replicator.core.config import parse_config
 from replicator.core.mapping import compile_rules

@@ -22,9 +22,9 @@ from typing import Any
 from prometheus_client import REGISTRY, write_to_textfile
 
 from replicator import __version__, health, logs, pipeline, retry
+from replicator.adapters.dynamodb.calls import make_client
 from replicator.adapters.dynamodb.capacity import ReadCapacity
 from replicator.adapters.dynamodb.errors import translate
-from replicator.adapters.dynamodb.store import make_client
 from replicator.adapters.kafka import broker, dead_letters
 from replicator.adapters.redis.client import RedisError, is_cluster_client
 from replicator.adapters.redis.cluster import dbsize

@@ -37,8 +37,8 @@ import redis
 from redis.commands.core import DataAccessCommands
 
 from replicator import metrics
+from replicator.adapters.dynamodb.calls import make_client
 from replicator.adapters.dynamodb.cutover import ControlStore, PlanWatch
-from replicator.adapters.dynamodb.store import make_client
 from replicator.adapters.redis.shaped import QueuedPipeline, encode
 from replicator.core import commands
 from replicator.core.config import Config, CutoverConfig

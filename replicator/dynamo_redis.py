@@ -44,8 +44,8 @@ import redis
 from redis.commands.core import DataAccessCommands
 
 from replicator import metrics, retry
+from replicator.adapters.dynamodb.calls import make_client
 from replicator.adapters.dynamodb.native import NativeStore
-from replicator.adapters.dynamodb.store import make_client
 from replicator.adapters.kafka.offsets import GroupOffsets
 from replicator.adapters.redis.shaped import RedisShaped
 from replicator.core import commands

@@ -13,8 +13,9 @@ import redis
 from kafka import KafkaConsumer
 from redis.cluster import RedisCluster
 
+from replicator.adapters.dynamodb.calls import make_client
 from replicator.adapters.dynamodb.cutover import ControlStore, NativeGroups, PlanWatch
-from replicator.adapters.dynamodb.store import DynamoStore, DynamoWriter, make_client
+from replicator.adapters.dynamodb.store import DynamoStore, DynamoWriter
 from replicator.adapters.dynamodb.tables import check_tables, create_tables
 from replicator.adapters.kafka import broker
 from replicator.adapters.kafka.consumer import GroupConsumer

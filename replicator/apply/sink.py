@@ -25,8 +25,9 @@ from typing import Any
 
 from replicator import metrics
 from replicator.adapters.dynamodb.batch import Outcome, Parallel, serial
+from replicator.adapters.dynamodb.calls import BATCH_GET_KEYS
 from replicator.adapters.dynamodb.errors import translate
-from replicator.adapters.dynamodb.store import BATCH_GET_KEYS, DynamoWriter
+from replicator.adapters.dynamodb.store import DynamoWriter
 from replicator.core import failures, statements
 from replicator.core.errors import SinkError
 from replicator.core.mapping import Head, ItemWrite, KeyState, Rule

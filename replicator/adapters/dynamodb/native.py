@@ -17,8 +17,9 @@ from typing import Any
 import botocore.exceptions
 
 from replicator import metrics
+from replicator.adapters.dynamodb.calls import frozen_key
 from replicator.adapters.dynamodb.errors import CONDITION_FAILED, Kind, code_of, kind, translate
-from replicator.adapters.dynamodb.store import DynamoWriter, frozen_key, read_mirror_value
+from replicator.adapters.dynamodb.store import DynamoWriter, read_mirror_value
 from replicator.core import statements
 from replicator.core.errors import SinkError
 from replicator.core.mapping import Head, ItemWrite, Rule, render_attr
