@@ -241,14 +241,7 @@ def _verify_command(args: argparse.Namespace) -> int:
     scope = "switched" if args.switched else ""
     checkpoints = verify.VerifyCheckpoints(ddb, config.dynamodb.state_table, scope)
     if args.report:
-        records = checkpoints.all(args.shards or shards)
-        report = merge_shards(records, args.examples, args.run)
-        if report.complete and not args.switched:
-            pipeline.note_verify(ctx, VerifyRecord(max(r.updated for r in records if r is not None), WHOLE_KEYSPACE,
-                                                   report.keys_checked, report.drift_keys + report.error_count,
-                                                   report.repaired))
-        print(verify.report_json(report) if args.json else report.format())
-        return _verify_exit(report)
+        return _verify_report(args, ctx, checkpoints, shards)
     scoped = bool(args.sample or args.owner)
     if scoped and (shards > 1 or args.resume):
         raise ConfigError("verify --sample/--owner check a few keys: they take no --shard or --resume")
@@ -298,6 +291,19 @@ def _verify_command(args: argparse.Namespace) -> int:
                                                report.drift_keys + report.error_count, report.repaired))
     if args.metrics_file:
         write_to_textfile(args.metrics_file, REGISTRY)
+    print(verify.report_json(report) if args.json else report.format())
+    return _verify_exit(report)
+
+
+def _verify_report(args: argparse.Namespace, ctx: pipeline.Context, checkpoints: verify.VerifyCheckpoints,
+                   shards: int) -> int:
+    """verify --report: the merged report of one run's shards (noted for `cutover status` once complete)."""
+    records = checkpoints.all(args.shards or shards)
+    report = merge_shards(records, args.examples, args.run)
+    if report.complete and not args.switched:
+        pipeline.note_verify(ctx, VerifyRecord(max(r.updated for r in records if r is not None), WHOLE_KEYSPACE,
+                                               report.keys_checked, report.drift_keys + report.error_count,
+                                               report.repaired))
     print(verify.report_json(report) if args.json else report.format())
     return _verify_exit(report)
 
@@ -392,6 +398,14 @@ def build_parser() -> argparse.ArgumentParser:
                            help="continue an interrupted snapshot from each node's checkpoint")
             p.add_argument("--max-keys-per-second", type=float, metavar="R", help="rate limit over all nodes")
             _progress_argument(p)
+    _operate_parsers(sub)
+    _verify_parser(sub)
+    _tool_parsers(sub)
+    return parser
+
+
+def _operate_parsers(sub: Any) -> None:
+    """dlq, replay, cutover and status: the commands an operator runs against a running pipeline."""
     dlq = sub.add_parser("dlq", help="list or re-drive the dead-letter topic",
                          description="list the dead-letter topic, or re-publish its records after a fix")
     dlq.add_argument("action", choices=["list", "redrive"])
@@ -432,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     status_ = sub.add_parser("status", help="lag per partition, last event times, members and DLQ size of the group")
     _group_arguments(status_)
     status_.set_defaults(fn=cmd_status, quiet=True)
+
+
+def _verify_parser(sub: Any) -> None:
+    """verify: its scope, sharding, resuming, pacing and reporting options."""
     check = sub.add_parser(
         "verify", help="compare Redis with DynamoDB through the rules; exit 1 on drift",
         description="Compare every captured Redis key (or a sample, or one owner's) with the DynamoDB items the rules "
@@ -481,6 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--metrics-file", metavar="PATH",
                        help="write replicator_verify_drift_keys (Prometheus text format) for a textfile collector")
     check.set_defaults(fn=cmd_verify, quiet=True)
+
+
+def _tool_parsers(sub: Any) -> None:
+    """plan, preflight and demo."""
     planning = sub.add_parser(
         "plan", help="predict DynamoDB items, sizes and capacity from a sample of Redis",
         description="Sample the keyspace, map it through the rules and predict items, item sizes, the WCU for the "
@@ -514,7 +536,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="then move the application to DynamoDB owner by owner under live traffic (shadow, switch "
                            "10/50/100 %%) and compare DynamoDB with Redis' warm copy")
     demo.set_defaults(fn=cmd_demo)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
