@@ -29,7 +29,6 @@ from prometheus_client import REGISTRY
 from replicator.adapters.dynamodb.calls import make_client
 from replicator.adapters.dynamodb.tables import create_tables
 from replicator.core.config import parse_config
-from replicator.core.mapping import compile_rules
 from replicator.core.native import NATIVE_BASE
 from replicator.dynamo_redis import DynamoRedis
 from replicator.local.demo import MESSAGING_RULES
@@ -62,7 +61,7 @@ def run(stack: LocalStack, ops: int = 1000) -> dict[str, Any]:
         "default": {"table": f"bench_mirror_{uid}"},
         "dynamodb": {**overrides["dynamodb"], "state_table": f"bench_state_{uid}"},
     })
-    rules = compile_rules(config)
+    rules = config.rule_set
     client = make_client(config.dynamodb)
     create_tables(client, rules, config.dynamodb.state_table)
     r = DynamoRedis.from_config(config)

@@ -29,7 +29,6 @@ from replicator import pipeline
 from replicator.adapters.dynamodb.cutover import ControlStore
 from replicator.adapters.dynamodb.tables import create_tables
 from replicator.core.config import Config, parse_config
-from replicator.core.mapping import compile_rules
 from replicator.cutover import MigratingRedis
 from replicator.dynamo_redis import DynamoRedis
 from replicator.local.demo import Workload
@@ -66,7 +65,7 @@ def hold(stack: LocalStack, launch: Launch, rate: float, threads: int = 16, step
     data = _config_data(stack)
     config = parse_config(data)
     ddb = dynamodb_client(stack.dynamodb_endpoint)
-    create_tables(ddb, compile_rules(config), config.dynamodb.state_table)
+    create_tables(ddb, config.rule_set, config.dynamodb.state_table)
     r = redis.Redis.from_url(stack.redis_url)
     Workload(r, OWNERS).seed(opponents=4)
     ctx = pipeline.context(config)
@@ -192,7 +191,7 @@ def _measure_pair(ours: Callable[[random.Random], Any], theirs: Callable[[random
 def overhead(stack: LocalStack, ops: int = 2000) -> dict[str, Any]:
     config = _config(stack)
     ddb = dynamodb_client(stack.dynamodb_endpoint)
-    create_tables(ddb, compile_rules(config), config.dynamodb.state_table)
+    create_tables(ddb, config.rule_set, config.dynamodb.state_table)
     bare_redis = redis.Redis.from_url(stack.redis_url)
     bare_dynamo = DynamoRedis.from_config(config, ddb)
     control = ControlStore(ddb, config.dynamodb.state_table)

@@ -43,7 +43,7 @@ from replicator.adapters.redis.shaped import QueuedPipeline, encode
 from replicator.core import commands
 from replicator.core.config import Config, CutoverConfig
 from replicator.core.cutover import Heartbeat, Plan, Stage
-from replicator.core.mapping import RuleSet, compile_rules
+from replicator.core.mapping import RuleSet
 from replicator.dynamo_redis import DynamoRedis, ShadowRedis
 from replicator.loading import load_config
 
@@ -66,7 +66,7 @@ class MigratingRedis(DataAccessCommands):  # type: ignore[misc]
         loaded = config if isinstance(config, Config) else load_config(config)
         client = dynamodb_client or make_client(loaded.dynamodb)
         self._redis = redis_client
-        self._rules: RuleSet = compile_rules(loaded)
+        self._rules: RuleSet = loaded.rule_set
         self._dynamo = DynamoRedis.from_config(loaded, client)
         self._shadow = ShadowRedis.from_config(redis_client, loaded, self._dynamo)
         self._settings: CutoverConfig = loaded.cutover

@@ -52,7 +52,7 @@ from replicator.core import commands
 from replicator.core.commands import Entry, Error
 from replicator.core.config import Config
 from replicator.core.errors import MappingError, ReplicatorError, SinkError
-from replicator.core.mapping import Head, ItemWrite, Rule, RuleKind, RuleSet, compile_rules, render_attr
+from replicator.core.mapping import Head, ItemWrite, Rule, RuleKind, RuleSet, render_attr
 from replicator.core.native import (
     NATIVE_BASE,
     CannotAnswer,
@@ -142,7 +142,7 @@ class DynamoRedis(RedisShaped):
         """From the replicator's config (a YAML path, with the same ``REPLICATOR_*`` overrides, or a loaded one),
         with a boto3 DynamoDB client of the application's own, or one made from the config's ``dynamodb``."""
         loaded = config if isinstance(config, Config) else load_config(config)
-        rules = compile_rules(loaded)
+        rules = loaded.rule_set
         store = NativeStore(client or make_client(loaded.dynamodb), rules, loaded.tombstones,
                             loaded.dynamodb.state_table)
         return cls(store, rules)

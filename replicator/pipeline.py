@@ -34,7 +34,7 @@ from replicator.core.config import Config, mask_url
 from replicator.core.cutover import Plan, VerifyRecord
 from replicator.core.errors import ReplicatorError, SourceError
 from replicator.core.events import Origin
-from replicator.core.mapping import RuleSet, compile_rules
+from replicator.core.mapping import RuleSet
 from replicator.snapshot.checkpoints import Checkpoints
 from replicator.snapshot.loader import SnapshotLoader, scan_and_capture
 from replicator.tools import preflight
@@ -63,7 +63,7 @@ class Context:
 
 
 def context(config: Config) -> Context:
-    return Context(config, compile_rules(config))
+    return Context(config, config.rule_set)
 
 
 #: Every Redis client the replicator opens: binary-safe, kept alive, checked when idle.

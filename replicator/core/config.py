@@ -13,7 +13,7 @@ overriding it; :func:`overlay_env` merges them, here, over a mapping it is hande
 
 Nothing but the loading reads the environment. Every validation error becomes one line naming the field path,
 e.g. ``rules[1].item.timestamp: unknown placeholder {scor} (known: owner, member, score)`` (the rules' checks are
-in :mod:`replicator.core.rule_checks`).
+in :mod:`replicator.core.rules`, which compiles them in the same pass).
 """
 
 from __future__ import annotations
@@ -23,12 +23,22 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import EnvSettingsSource
 from pydantic_settings.exceptions import SettingsError
 
 from replicator.core.errors import ConfigError
-from replicator.core.rule_checks import RULE_NAME_RE, check_rules
+from replicator.core.mapping import RuleSet
+from replicator.core.rules import RULE_NAME_RE, compile_rules
 from replicator.core.templates import Template
 
 ENV_PREFIX = "REPLICATOR_"
@@ -304,12 +314,21 @@ class Config(_Frozen):
     rules: list[RuleConfig] = Field(default_factory=list)
     default: DefaultRuleConfig | None = None
 
+    #: The rules compiled when the config was validated (see :attr:`rule_set`).
+    _rule_set: RuleSet | None = PrivateAttr(default=None)
+
     @model_validator(mode="after")
     def _rules_valid(self) -> Config:
-        # Checked at load time so every rule mistake is a one-line error naming its field, at whichever command;
-        # the rules are compiled later, once, by replicator.core.mapping.compile_rules (which trusts these checks).
-        check_rules(self)
+        # Checked and compiled at load time, in one pass: every rule mistake is a one-line error naming its field,
+        # at whichever command, and every user of the config takes these compiled rules.
+        self._rule_set = compile_rules(self)
         return self
+
+    @property
+    def rule_set(self) -> RuleSet:
+        """The rules, tables and default mirror, compiled for matching and planning."""
+        assert self._rule_set is not None  # set by validation; a Config is only made by validating one
+        return self._rule_set
 
     def table_name(self, logical: str) -> str:
         table = self.tables[logical]
@@ -347,12 +366,6 @@ def mask_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Rule checks: everything about the rules that one field's validator cannot see. They build nothing (mapping's
-# compile_rules builds the RuleSet from a config that passed them), and raise the first problem in the order a user
-# reads the file: rules in order, then tables, then the default mirror.
 
 
 def parse_config(data: Mapping[str, Any], source: str = "config") -> Config:

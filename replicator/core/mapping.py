@@ -18,17 +18,18 @@ from enum import Enum
 from typing import Any
 
 from replicator.core import mirror
-from replicator.core.config import Config, DefaultRuleConfig, RuleConfig, TableConfig
 from replicator.core.errors import MappingError
 from replicator.core.events import ChangeEvent, KeyType, Op
-from replicator.core.rule_checks import ELEMENT
-from replicator.core.templates import Template, glob_to_template
+from replicator.core.templates import Template
 from replicator.core.values import Attrs, B, ItemKey, L, M, N, S, TypedValue, canonical_number
 
 #: The one thing the replicator writes to Redis: a cutover switch's markers (see core/cutover.py), short-lived keys
 #: the listeners delete once they have published what came before them. They are never captured; every other key
 #: is the application's, ``__replicator:``-named or not, and replicated.
 MARK_PREFIX = b"__replicator:mark:"
+
+#: The placeholder that tells a collection's items apart, by rule type (a string rule makes one item per key).
+ELEMENT = {"hash": "field", "set": "member", "zset": "member"}
 
 #: Data attributes of the default mirror table's items ("parts" instead of "value" for a value kept in parts).
 MIRROR_ATTRS = ("type", "value", "expire_at", "parts")
@@ -203,74 +204,6 @@ class RuleSet:
 
 # --------------------------------------------------------------------------------------------------------------------
 # Compiling rules from config, with errors naming the field path
-
-
-def compile_rules(config: Config) -> RuleSet:
-    """The rules, tables and default mirror of a loaded config, compiled for matching and planning.
-
-    The config was checked when it was loaded (replicator.core.rule_checks), so this only builds.
-    """
-    rules = tuple(_compile_rule(config, i, rc) for i, rc in enumerate(config.rules))
-    tables = {config.table_name(logical): _table_spec(config, logical, rules) for logical in config.tables}
-    mirror_rule = None
-    if config.default is not None:
-        mirror_rule = _mirror_rule(config.default)
-        tables[mirror_rule.table] = TableSpec(mirror_rule.table, ("key", "B"), None, {}, (mirror_rule.name,))
-    return RuleSet(rules, mirror_rule, tables, config.tombstones.ttl_attribute)
-
-
-def _compile_rule(config: Config, index: int, rc: RuleConfig) -> Rule:
-    table = config.tables[rc.table]
-    pattern = Template.parse(rc.match)
-    item = {attr: Template.parse(str(text)) for attr, text in rc.item.items()}
-    return Rule(
-        name=rc.rule_name,
-        type=RuleKind(rc.type),
-        pattern=pattern,
-        table=config.table_name(rc.table),
-        key_attrs=table.key_attrs,
-        item=item,
-        types={attr: table.attribute_type(attr, template) for attr, template in item.items()},
-        owner=Template.parse(rc.owner_text(pattern.placeholders)),
-        index=index,
-    )
-
-
-def _table_spec(config: Config, logical: str, rules: tuple[Rule, ...]) -> TableSpec:
-    """A table's key schema and indexes, typed as declared, else as the rules writing the attribute type it."""
-    tc: TableConfig = config.tables[logical]
-    physical = config.table_name(logical)
-    writers = [rule for rule in rules if rule.table == physical]
-
-    def typed(attr: str) -> tuple[str, str]:
-        found = next((rule.types[attr] for rule in writers if attr in rule.types), None)
-        return attr, tc.types.get(attr) or found or "S"
-
-    return TableSpec(
-        physical,
-        typed(tc.partition_key),
-        typed(tc.sort_key) if tc.sort_key else None,
-        {index: typed(attr) for index, attr in tc.lsi.items()},
-        tuple(rule.name for rule in writers),
-    )
-
-
-def _mirror_rule(default: DefaultRuleConfig) -> Rule:
-    key = Template.parse("{key}")
-    return Rule(
-        name="mirror",
-        type=RuleKind.MIRROR,
-        pattern=glob_to_template(default.match),
-        table=default.table,
-        key_attrs=("key",),
-        item={"key": key},
-        types={"key": "B"},
-        owner=key,
-    )
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Planning writes
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from replicator.apply.applier import Applier
 from replicator.core.avro import EventCodec
 from replicator.core.config import parse_config
 from replicator.core.events import ChangeEvent, KeyType, Op, Origin
-from replicator.core.mapping import compile_rules
 from tests.support import ddb, messaging_config_data, scan_all
 
 Record = namedtuple("Record", "topic partition offset key value timestamp")
@@ -109,7 +108,7 @@ def _events(seed: int = 7, count: int = 600) -> list[ChangeEvent]:
 
 def _apply(stack: Any, uid: str, mode: str, events: list[ChangeEvent]) -> tuple[dict[str, Any], list[Any]]:
     config = parse_config(messaging_config_data(stack, uid, apply={"write_mode": mode, "max_batch": 40}))
-    rules = compile_rules(config)
+    rules = config.rule_set
     client = ddb(stack)
     create_tables(client, rules, config.dynamodb.state_table)
     writer = DynamoWriter(client, rules, config.tombstones, config.dynamodb.state_table)

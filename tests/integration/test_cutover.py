@@ -25,7 +25,6 @@ from replicator import pipeline
 from replicator.adapters.dynamodb.cutover import PRUNE_AFTER_S, ControlStore
 from replicator.adapters.dynamodb.tables import create_tables
 from replicator.core.cutover import CutoverError, Heartbeat, Stage, position
-from replicator.core.mapping import compile_rules
 from replicator.cutover import MigratingRedis
 from replicator.local.demo import Workload, canonical_number, dynamodb_view, redis_view
 from tests.redis_calls import InMemoryRedis
@@ -144,7 +143,7 @@ def test_owners_switch_share_by_share_under_live_traffic_and_nothing_replicated_
     r, client = clean_redis(stack), ddb(stack)
     config = messaging_config(stack, uid, cutover=CUTOVER)
     path = config_file(stack, uid, tmp_path, cutover=CUTOVER)
-    create_tables(client, compile_rules(config), config.dynamodb.state_table)
+    create_tables(client, config.rule_set, config.dynamodb.state_table)
     owners = [f"user{i:04d}" for i in range(40)]
     seeding = Workload(r, owners=40, seed=5)
     seeding.seed()
@@ -252,7 +251,7 @@ def test_a_switch_waits_for_a_client_on_an_older_plan_and_gives_up_to_shadow(sta
     r, client = clean_redis(stack), ddb(stack)
     config = messaging_config(stack, uid, cutover=CUTOVER)
     path = config_file(stack, uid, tmp_path, cutover=CUTOVER)
-    create_tables(client, compile_rules(config), config.dynamodb.state_table)
+    create_tables(client, config.rule_set, config.dynamodb.state_table)
     r.zadd("opponents:user0001", {"a": 1})
     out: list[str] = []
     steps = pipeline.cutover(pipeline.context(config), out=out.append)
@@ -282,7 +281,7 @@ def test_a_switch_waits_for_a_client_on_an_older_plan_and_gives_up_to_shadow(sta
 def test_a_command_across_stages_is_refused_and_a_held_write_times_out_retryably(stack, uid):
     r, client = clean_redis(stack), ddb(stack)
     config = messaging_config(stack, uid, cutover={**CUTOVER, "hold_timeout_s": 0.5})
-    create_tables(client, compile_rules(config), config.dynamodb.state_table)
+    create_tables(client, config.rule_set, config.dynamodb.state_table)
     control = ControlStore(client, config.dynamodb.state_table)
     plan = control.plan()
     switched = plan.with_shadow(100).holding(50).switched()
@@ -315,7 +314,7 @@ def test_back_returns_switched_owners_to_redis_and_replication_holds_them_again(
     to the items the application wrote, and a replay from the beginning changes nothing."""
     r, client = clean_redis(stack), ddb(stack)
     config = messaging_config(stack, uid, cutover=CUTOVER)
-    create_tables(client, compile_rules(config), config.dynamodb.state_table)
+    create_tables(client, config.rule_set, config.dynamodb.state_table)
     owners = [f"user{i:04d}" for i in range(12)]
     for owner in owners:
         r.zadd(f"opponents:{owner}", {"peer000": 1, "peer001": 2, "peer002": 3})
@@ -401,7 +400,7 @@ def test_a_switch_waits_for_appliers_thousands_of_events_behind(stack, uid, requ
     clean_redis(stack)
     client = ddb(stack)
     config = messaging_config(stack, uid, cutover=CUTOVER)
-    create_tables(client, compile_rules(config), config.dynamodb.state_table)
+    create_tables(client, config.rule_set, config.dynamodb.state_table)
     out: list[str] = []
     steps = pipeline.cutover(pipeline.context(config), out=out.append)
     model = InMemoryRedis()
@@ -442,7 +441,7 @@ def test_reading_every_clients_heartbeat_is_one_request_and_long_gone_clients_ar
     them is one BatchGetItem, never a Scan. A client that closed is gone at once; one that died is pruned later."""
     client = ddb(stack)
     config = messaging_config(stack, uid)
-    create_tables(client, compile_rules(config), config.dynamodb.state_table)
+    create_tables(client, config.rule_set, config.dynamodb.state_table)
     control = ControlStore(client, config.dynamodb.state_table)
     now = time.time()
     for i in range(40):

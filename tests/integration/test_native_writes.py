@@ -17,7 +17,6 @@ from prometheus_client import REGISTRY
 
 from replicator.adapters.dynamodb.tables import create_tables
 from replicator.core.config import parse_config
-from replicator.core.mapping import compile_rules
 from replicator.dynamo_redis import DynamoRedis
 from tests.support import (
     Running,
@@ -40,7 +39,7 @@ def _stale() -> float:
 
 
 def _tables(stack, config) -> None:
-    create_tables(ddb(stack), compile_rules(config), config.dynamodb.state_table)
+    create_tables(ddb(stack), config.rule_set, config.dynamodb.state_table)
 
 
 def _app_state(client: DynamoRedis) -> dict[str, object]:

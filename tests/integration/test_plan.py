@@ -8,7 +8,6 @@ from decimal import Decimal
 
 import pytest
 
-from replicator.core.mapping import compile_rules
 from replicator.tools.plan import Planner
 from tests.support import (
     Running,
@@ -91,7 +90,7 @@ def test_a_sampled_plan_extrapolates_and_hot_owners_are_named(stack, uid):
     r = clean_redis(stack)
     _generate(r)
     config = messaging_config(stack, uid)
-    planner = Planner(r, compile_rules(config))
+    planner = Planner(r, config.rule_set)
     sampled = planner.plan(sample=30)
     assert not sampled.exact and sampled.sampled_keys == 30 and sampled.redis_keys == r.dbsize()
     hot = planner.plan(owner_rates={b"user1": 5000.0, b"user2": 10.0})

@@ -9,7 +9,6 @@ import pytest
 import redis
 
 from replicator.core.cutover import MARK_PREFIX
-from replicator.core.mapping import compile_rules
 from replicator.local.stack import free_port
 from replicator.tools.preflight import minimal_acl
 from tests.support import Running, assert_converged, ddb, eventually, messaging_config
@@ -64,7 +63,7 @@ def tls_redis(stack, uid, tmp_path, request):
 
 
 def _rules(stack, uid):
-    return compile_rules(messaging_config(stack, uid))
+    return messaging_config(stack, uid).rule_set
 
 
 def _pings(client):

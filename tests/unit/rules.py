@@ -6,7 +6,7 @@ from typing import Any
 
 from replicator.core.config import parse_config
 from replicator.core.events import ChangeEvent, KeyType, Op, Origin
-from replicator.core.mapping import RuleSet, compile_rules
+from replicator.core.mapping import RuleSet
 
 #: The rules of a messaging app (the demo's too): a zset of opponents per owner and a side key per opponent, one item
 #: per (owner, opponent); every other key mirrored.
@@ -25,7 +25,7 @@ MESSAGING_RULES: dict[str, Any] = {
 
 
 def messaging() -> RuleSet:
-    return compile_rules(parse_config(MESSAGING_RULES))
+    return parse_config(MESSAGING_RULES).rule_set
 
 
 def zset_event(owner: str, members: dict[str, float], version: int, op: Op = Op.UPSERT) -> ChangeEvent:

@@ -9,7 +9,7 @@ import pytest
 from replicator.core.config import parse_config
 from replicator.core.errors import ConfigError, MappingError
 from replicator.core.events import ChangeEvent, KeyType, Op, Origin
-from replicator.core.mapping import EMPTY_STATE, Template, canonical_number, compile_rules, plan_writes
+from replicator.core.mapping import EMPTY_STATE, Template, canonical_number, plan_writes
 from replicator.core.values import B, N, S
 from tests.unit.rules import MESSAGING_RULES, messaging, string_event, zset_event
 
@@ -147,9 +147,8 @@ def test_notification_flags_follow_the_rules():
     assert missing_flags("AKE", rules) == ""
     assert missing_flags("Kz", rules) == "g$lshxe"
     only_zset = parse_config({**MESSAGING_RULES, "rules": MESSAGING_RULES["rules"][:1], "default": None})
-    from replicator.core.mapping import compile_rules
 
-    assert required_flags(compile_rules(only_zset)) == "Kgzxe"
+    assert required_flags(only_zset.rule_set) == "Kgzxe"
 
 
 def test_single_item_rules_are_reversible_so_a_gap_reconcile_finds_their_redis_keys():
@@ -179,7 +178,7 @@ def test_an_item_that_does_not_fit_the_templates_has_no_source_key():
     rules = parse_config({**MESSAGING_RULES, "rules": [
         {"match": "user:{id}", "type": "string", "table": "messaging",
          "item": {"owner_id": "u#{id}", "opponent_id": "profile", "metadata": "{value}"}}]})
-    rule = compile_rules(rules).rules[0]
+    rule = rules.rule_set.rules[0]
     assert rule.source_key((("owner_id", S("u#7")), ("opponent_id", S("profile")))) == b"user:7"
     assert rule.source_key((("owner_id", S("v#7")), ("opponent_id", S("profile")))) is None
     assert rule.source_key((("owner_id", S("u#7")), ("opponent_id", S("other")))) is None

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from replicator.core.config import parse_config
-from replicator.core.mapping import compile_rules
 from replicator.tools.preflight import check_notifications, check_partitions, check_pubsub_buffer, check_table
 from tests.unit.rules import MESSAGING_RULES
 
-RULES = compile_rules(parse_config(MESSAGING_RULES))
+RULES = parse_config(MESSAGING_RULES).rule_set
 SPEC = RULES.tables["messaging"]
 
 

@@ -1,5 +1,5 @@
-"""Rule checks at config load (config.check_rules): every mistake is one line naming its field, the same whether or not
-the rules are ever compiled; compile_rules only builds from a config that passed them."""
+"""Rule checks at config load (core/rules.py, run by the config's validation): every mistake is one line naming its
+field, and the same pass compiles the rules every user of the config takes (config.rule_set)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from replicator.core.config import parse_config
 from replicator.core.errors import ConfigError
-from replicator.core.mapping import RuleKind, compile_rules
+from replicator.core.mapping import RuleKind
 from replicator.local.demo import MESSAGING_RULES
 
 ZSET_ITEM = {"owner_id": "{owner}", "opponent_id": "{member}", "timestamp": "{score}"}
@@ -72,7 +72,7 @@ def test_two_rules_giving_one_attribute_different_types_are_rejected_naming_the_
 
 
 def test_compiling_builds_what_the_checks_passed():
-    rules = compile_rules(parse_config(MESSAGING_RULES))
+    rules = parse_config(MESSAGING_RULES).rule_set
     assert [(r.name, r.type, r.index) for r in rules.rules] == [("opponents", RuleKind.ZSET, 0),
                                                                ("meta", RuleKind.STRING, 1)]
     assert rules.mirror is not None and rules.mirror.is_mirror and not rules.rules[0].is_mirror

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from replicator.core.config import parse_config
-from replicator.core.mapping import compile_rules
 from replicator.core.shards import in_shard
 
 
@@ -25,7 +24,7 @@ def test_all_keys_of_an_owner_go_to_its_shard():
              "item": {"player": "{owner}", "opponent": "{opponent}", "note": "{value}"}},
         ],
     })
-    rules = compile_rules(config)
+    rules = config.rule_set
     for i in range(200):
         owner = f"p{i}".encode()
         keys = [b"opponents:" + owner, b"meta:" + owner + b":x", b"meta:" + owner + b":y"]

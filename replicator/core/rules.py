@@ -1,8 +1,9 @@
-"""The checks of a config's rules, tables and default mirror: every mistake one line naming its field, e.g.
-``rules[1].item.timestamp: unknown placeholder {scor} (known: owner, member, score)``.
+"""The config's rules, tables and default mirror in one pass: each template parsed once, every mistake raised as
+one line naming its field (``rules[1].item.timestamp: unknown placeholder {scor} (known: owner, member,
+score)``), and the compiled :class:`~replicator.core.mapping.RuleSet` built from what was checked.
 
 Run by :class:`~replicator.core.config.Config`'s validation, so whichever command loads a config reports a rule
-mistake the same way; :func:`replicator.core.mapping.compile_rules` builds the rules afterwards and trusts them.
+mistake the same way, and every user of the config takes the rules it compiled (``config.rule_set``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from replicator.core.errors import ConfigError
+from replicator.core.mapping import ELEMENT, Rule, RuleKind, RuleSet, TableSpec
 from replicator.core.templates import Template, glob_to_template
 
 if TYPE_CHECKING:  # the schema calls these checks; they only read it
@@ -28,8 +30,6 @@ RULE_PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     "set": ("member",),
     "zset": ("member", "score"),
 }
-#: The placeholder that tells a collection's items apart, by rule type (a string rule makes one item per key).
-ELEMENT = {"hash": "field", "set": "member", "zset": "member"}
 #: Attribute name prefixes the replicator keeps for each group's version and tombstone marker.
 RESERVED_ATTR_PREFIXES = ("_v_", "_deleted_")
 
@@ -43,22 +43,27 @@ class _SeenRules:
     attr_types: dict[tuple[str, str], str] = field(default_factory=dict)  # (table, attribute) -> type
 
 
-def check_rules(config: Config) -> None:
-    """Raise a one-line ConfigError naming the field of the first rule, table or default-mirror mistake."""
+def compile_rules(config: Config) -> RuleSet:
+    """Check and compile the rules, tables and default mirror; a one-line ConfigError naming the field of the
+    first mistake, in the order a user reads the file: rules in order, then tables, then the default mirror."""
     seen = _SeenRules()
-    for i, rc in enumerate(config.rules):
-        _check_rule(config, f"rules[{i}]", i, rc, seen)
+    rules = tuple(_rule(config, f"rules[{i}]", i, rc, seen) for i, rc in enumerate(config.rules))
     for logical in config.tables:
         physical = config.table_name(logical)
         if not NAME_RE.fullmatch(physical):
             raise ConfigError(f"tables.{logical}.name: {physical!r} is not a valid DynamoDB table name "
                               "(3-255 of a-z A-Z 0-9 _ - .)")
+    tables = {config.table_name(logical): _table_spec(config, logical, rules) for logical in config.tables}
+    mirror_rule = None
     if config.default is not None:
-        _check_default(config, config.default)
+        mirror_rule = _mirror_rule(config, config.default)
+        tables[mirror_rule.table] = TableSpec(mirror_rule.table, ("key", "B"), None, {}, (mirror_rule.name,))
+    return RuleSet(rules, mirror_rule, tables, config.tombstones.ttl_attribute)
 
 
-def _check_rule(config: Config, where: str, i: int, rc: RuleConfig, seen: _SeenRules) -> None:
-    variables = _check_match(where, rc)
+def _rule(config: Config, where: str, i: int, rc: RuleConfig, seen: _SeenRules) -> Rule:
+    pattern = _check_match(where, rc)
+    variables = pattern.placeholders
     table = config.tables.get(rc.table)
     if table is None:
         known = ", ".join(sorted(config.tables)) or "none defined under 'tables'"
@@ -67,7 +72,11 @@ def _check_rule(config: Config, where: str, i: int, rc: RuleConfig, seen: _SeenR
     item = _check_item(where, rc, variables, config.tombstones.ttl_attribute)
     _check_item_key(where, rc, table, item, variables)
     _check_shared_attributes(where, name, config.table_name(rc.table), rc, table, item, seen)
-    _check_owner(where, rc, variables)
+    owner = _check_owner(where, rc, variables)
+    return Rule(name=name, type=RuleKind(rc.type), pattern=pattern, table=config.table_name(rc.table),
+                key_attrs=table.key_attrs, item=item,
+                types={attr: table.attribute_type(attr, template) for attr, template in item.items()},
+                owner=owner, index=i)
 
 
 def _parse(where: str, text: str) -> Template:
@@ -77,12 +86,12 @@ def _parse(where: str, text: str) -> Template:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _check_match(where: str, rc: RuleConfig) -> tuple[str, ...]:
-    """The match's variables; a match without one would map every key to one item."""
-    variables = _parse(f"{where}.match", rc.match).placeholders
-    if not variables:
+def _check_match(where: str, rc: RuleConfig) -> Template:
+    """The match pattern; one without a variable would map every key to one item."""
+    pattern = _parse(f"{where}.match", rc.match)
+    if not pattern.placeholders:
         raise ConfigError(f"{where}.match: {rc.match!r} has no placeholder; write e.g. 'opponents:{{owner}}'")
-    return variables
+    return pattern
 
 
 def _check_name(where: str, i: int, rc: RuleConfig, seen: _SeenRules) -> str:
@@ -168,21 +177,44 @@ def _check_shared_attributes(where: str, name: str, physical: str, rc: RuleConfi
                               f"rule; set tables.{rc.table}.types.{attr}")
 
 
-def _check_owner(where: str, rc: RuleConfig, variables: tuple[str, ...]) -> None:
+def _check_owner(where: str, rc: RuleConfig, variables: tuple[str, ...]) -> Template:
     owner = _parse(f"{where}.owner", rc.owner_text(variables))
     for placeholder in owner.placeholders:
         if placeholder not in (*variables, "key"):
             raise ConfigError(f"{where}.owner: unknown placeholder {{{placeholder}}} "
                               f"(known: {', '.join((*variables, 'key'))})")
+    return owner
 
 
-def _check_default(config: Config, default: DefaultRuleConfig) -> None:
-    """The mirror needs a valid table of its own and a glob it supports."""
+def _mirror_rule(config: Config, default: DefaultRuleConfig) -> Rule:
+    """The catch-all mirror: a valid table of its own and a glob it supports."""
     if any(config.table_name(logical) == default.table for logical in config.tables):
         raise ConfigError(f"default.table: {default.table!r} is also a rule table; the mirror needs a table of its own")
     if not NAME_RE.fullmatch(default.table):
         raise ConfigError(f"default.table: {default.table!r} is not a valid DynamoDB table name")
     try:
-        glob_to_template(default.match)
+        pattern = glob_to_template(default.match)
     except ValueError as exc:
         raise ConfigError(f"default.match: {exc}") from None
+    key = Template.parse("{key}")
+    return Rule(name="mirror", type=RuleKind.MIRROR, pattern=pattern, table=default.table, key_attrs=("key",),
+                item={"key": key}, types={"key": "B"}, owner=key)
+
+
+def _table_spec(config: Config, logical: str, rules: tuple[Rule, ...]) -> TableSpec:
+    """A table's key schema and indexes, typed as declared, else as the rules writing the attribute type it."""
+    tc: TableConfig = config.tables[logical]
+    physical = config.table_name(logical)
+    writers = [rule for rule in rules if rule.table == physical]
+
+    def typed(attr: str) -> tuple[str, str]:
+        found = next((rule.types[attr] for rule in writers if attr in rule.types), None)
+        return attr, tc.types.get(attr) or found or "S"
+
+    return TableSpec(
+        physical,
+        typed(tc.partition_key),
+        typed(tc.sort_key) if tc.sort_key else None,
+        {index: typed(attr) for index, attr in tc.lsi.items()},
+        tuple(rule.name for rule in writers),
+    )
