@@ -53,6 +53,10 @@ __all__ = ["KEEPALIVE_S", "Applier", "StateCache"]
 
 
 class Applier:
+    """One member of the applier group: the commit sequence of the module docstring, batch after batch. Its
+    collaborators are the consumer, the DynamoDB writer and the dead-letter producer handed in, and the pure or
+    in-memory ones it makes from the config (assembler, offset tracker, state cache, sink, key outcomes)."""
+
     def __init__(self, consumer: GroupConsumer, writer: DynamoWriter, rules: RuleSet, config: ApplyConfig,
                  dead_letters: DeadLetters, codec: EventCodec | None = None,
                  lag_interval_s: float = 15.0, plan: Callable[[], CutoverPlan] | None = None) -> None:
@@ -81,7 +85,7 @@ class Applier:
             polls = retry.Backoff(retry.KAFKA_POLL, stop)
             while not stop.is_set():
                 try:
-                    batch = self._consumer.poll(self._config.poll_timeout_ms, self._config.max_batch)
+                    batch = self._consumer.poll(self._config.poll_timeout_ms, self._config.max_batch)  # 1. poll
                 except BrokerError as exc:
                     polls.wait(exc)
                     continue
@@ -91,8 +95,9 @@ class Applier:
                     self.process(batch, stop)
                 elif self._offsets.carried:
                     self._offsets.commit(self._consumer.commit, {})
-                if time.monotonic() >= self._lag_due:
-                    self._refresh_lag()
+                if time.monotonic() >= self._lag_due:  # measured by the applier: see GroupConsumer.report_lag
+                    self._lag_due = time.monotonic() + self._lag_interval_s
+                    self._consumer.report_lag(self._offsets.committed)
         finally:
             self._pool.shutdown()
             self._dead_letters.close()
@@ -125,7 +130,7 @@ class Applier:
         assembly = self._assembler.assemble(batch)  # 2. assemble
         for dead in assembly.dead:
             self._keys.dead_letter(dead)
-        work = self._fence(assembly.work)
+        work = self._keys.fence(assembly.work, self._plan() if self._plan is not None else None)
         self._load_states(work)  # 3. load states
         for w in work:  # 4. plan
             self._plan_key(w)
@@ -141,21 +146,6 @@ class Applier:
         except BrokerError:
             self._offsets.dead_letters_unsure()
             raise
-
-    def _fence(self, work: list[KeyWork]) -> list[KeyWork]:
-        """Skip the events of owners switched to DynamoDB: the application writes their data there now, and Redis
-        (a warm copy, or written by someone who never switched) must not touch it. Native versions refuse such writes
-        anyway; the fence also keeps items the application has not written since the switch."""
-        plan = self._plan() if self._plan is not None else None
-        if plan is None or plan.dynamodb == 0:
-            return work
-        kept = []
-        for w in work:
-            if w.poison is None and plan.stage(w.event.owner).switched:
-                self._keys.switched(w)
-            else:
-                kept.append(w)
-        return kept
 
     def _load_states(self, work: list[KeyWork]) -> None:
         """The applied state of each collection key: cached, unless a repair (DynamoDB may differ from what this
@@ -183,21 +173,6 @@ class Applier:
             w.plan = plan_writes(w.rule, w.variables, w.event, w.previous)
         except Exception as exc:
             self._keys.failed(w, exc, "planning")
-
-    def _refresh_lag(self) -> None:
-        """Set replicator_consumer_lag for every owned partition: log end offset - committed offset.
-
-        Measured by the applier itself, so it stops moving when no applier runs: alert on it together with
-        "events captured but none applied" (the chart's PrometheusRule does), or watch `replicator status`.
-        """
-        self._lag_due = time.monotonic() + self._lag_interval_s
-        try:
-            lags = self._consumer.lag(self._offsets.committed)
-        except BrokerError as exc:
-            log.debug("lag refresh failed", extra={"kv": {"error": str(exc)}})
-            return
-        for tp, lag in lags.items():
-            metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
     def _forget_partitions(self, partitions: set[int]) -> None:
         self._keys.forget_partitions(partitions)

@@ -15,6 +15,7 @@ from replicator.apply.assembler import BatchAssembler, DeadLetter, KeyWork
 from replicator.apply.offsets import OffsetTracker
 from replicator.apply.sink import Result, WriteResult
 from replicator.core import failures
+from replicator.core.cutover import Plan as CutoverPlan
 from replicator.core.events import Op
 from replicator.core.mapping import KeyState
 
@@ -97,12 +98,21 @@ class KeyOutcomes:
             assert result.error is not None
             self.failed(w, result.error, "write")
 
-    def switched(self, w: KeyWork) -> None:
-        """The key's owner reads and writes DynamoDB now: its event is skipped (the cutover's fence)."""
-        self._assembler.release(w.record.partition, w.event.key, w.event.version)
-        if w.rule.is_collection:
-            self.cache.forget(w.record.partition, w.rule.name, w.event.key)
-        metrics.EVENTS_APPLIED.labels(table=w.rule.table, result="switched").inc()
+    def fence(self, work: list[KeyWork], plan: CutoverPlan | None) -> list[KeyWork]:
+        """The keys to apply: the events of owners switched to DynamoDB are skipped. The application writes their
+        data there now, and Redis (a warm copy, or written by someone who never switched) must not touch it. Native
+        versions refuse such writes anyway; the fence also keeps items the application has not written since."""
+        if plan is None or plan.dynamodb == 0:
+            return work
+        kept = []
+        for w in work:
+            if w.poison is None and plan.stage(w.event.owner).switched:
+                self._assembler.release(w.record.partition, w.event.key, w.event.version)
+                self._forget(w)
+                metrics.EVENTS_APPLIED.labels(table=w.rule.table, result="switched").inc()
+            else:
+                kept.append(w)
+        return kept
 
     def done(self, work: list[KeyWork]) -> None:
         """The batch's writes are over: release chunks held for its keys, cache what DynamoDB now holds, count."""

@@ -18,6 +18,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from replicator import metrics
 from replicator.adapters.kafka.offsets import committed as group_committed
 from replicator.core.errors import BrokerError
 
@@ -128,6 +129,21 @@ class GroupConsumer:
         except KafkaError as exc:
             raise BrokerError(f"reading the lag of {self.topic!r} failed: {exc}", retryable=True) from None
         return {tp: max(0, end[tp] - known.get(tp, start.get(tp, 0))) for tp in assigned}
+
+    def report_lag(self, committed: Mapping[TopicPartition, int]) -> None:
+        """Set replicator_consumer_lag for every owned partition (see :meth:`lag`); a Kafka that does not answer
+        leaves it as it was.
+
+        Measured by the applier itself, so it stops moving when no applier runs: alert on it together with
+        "events captured but none applied" (the chart's PrometheusRule does), or watch `replicator status`.
+        """
+        try:
+            lags = self.lag(committed)
+        except BrokerError as exc:
+            log.debug("lag refresh failed", extra={"kv": {"error": str(exc)}})
+            return
+        for tp, lag in lags.items():
+            metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
     def close(self) -> None:
         """Leave the group. Everything applied was committed batch by batch: closing commits nothing past it."""
