@@ -182,11 +182,6 @@ def _result(outcome: Any) -> WriteResult:
         return STALE
     if isinstance(outcome, Exception) and not failures.is_retryable(outcome):
         return WriteResult(Result.POISON, outcome)
-    raise _infrastructure(outcome)
-
-
-def _infrastructure(exc: Exception) -> Exception:
-    """An exception from a request, to raise: our own errors as they are, anything else translated."""
-    return translate(exc, "DynamoDB request")
+    raise translate(outcome, "DynamoDB request")  # our own errors as they are, anything else translated
 
 

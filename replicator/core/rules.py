@@ -71,12 +71,10 @@ def _rule(config: Config, where: str, i: int, rc: RuleConfig, seen: _SeenRules) 
     name = _check_name(where, i, rc, seen)
     item = _check_item(where, rc, variables, config.tombstones.ttl_attribute)
     _check_item_key(where, rc, table, item, variables)
-    _check_shared_attributes(where, name, config.table_name(rc.table), rc, table, item, seen)
+    types = _check_shared_attributes(where, name, config.table_name(rc.table), rc, table, item, seen)
     owner = _check_owner(where, rc, variables)
     return Rule(name=name, type=RuleKind(rc.type), pattern=pattern, table=config.table_name(rc.table),
-                key_attrs=table.key_attrs, item=item,
-                types={attr: table.attribute_type(attr, template) for attr, template in item.items()},
-                owner=owner, index=i)
+                key_attrs=table.key_attrs, item=item, types=types, owner=owner, index=i)
 
 
 def _parse(where: str, text: str) -> Template:
@@ -159,8 +157,9 @@ def _check_item_key(where: str, rc: RuleConfig, table: TableConfig, item: Mappin
 
 
 def _check_shared_attributes(where: str, name: str, physical: str, rc: RuleConfig, table: TableConfig,
-                             item: Mapping[str, Template], seen: _SeenRules) -> None:
-    """Rules sharing a table share its key attributes only, and agree on every attribute's type."""
+                             item: Mapping[str, Template], seen: _SeenRules) -> dict[str, str]:
+    """Rules sharing a table share its key attributes only, and agree on every attribute's type; the rule's
+    attribute types."""
     key_attrs = table.key_attrs
     for attr in item:
         if attr in key_attrs:
@@ -169,12 +168,14 @@ def _check_shared_attributes(where: str, name: str, physical: str, rc: RuleConfi
         if other != name:
             raise ConfigError(f"{where}.item.{attr}: attribute is also written by rule {other!r}; "
                               "give each rule its own attributes")
+    types = {}
     for attr, template in item.items():
-        attr_type = table.attribute_type(attr, template)
+        attr_type = types[attr] = table.attribute_type(attr, template)
         other_type = seen.attr_types.setdefault((physical, attr), attr_type)
         if other_type != attr_type:
             raise ConfigError(f"{where}.item.{attr}: type {attr_type} differs from {other_type} used by another "
                               f"rule; set tables.{rc.table}.types.{attr}")
+    return types
 
 
 def _check_owner(where: str, rc: RuleConfig, variables: tuple[str, ...]) -> Template:

@@ -224,10 +224,11 @@ class StatementBatches:
         if code == "DuplicateItem":
             self._observe(op, exists=True)
             return self._turn(op)
-        if kind(code) is Kind.POISON:
+        code_kind = kind(code)
+        if code_kind is Kind.POISON:
             return SinkError(f"table {op.table}: DynamoDB {code}: {message}", retryable=False)
-        if kind(code) in _RESENT:
-            if kind(code) is Kind.THROTTLED:
+        if code_kind in _RESENT:
+            if code_kind is Kind.THROTTLED:
                 metrics.DYNAMODB_THROTTLES.inc()
             return _Again.RESEND
         raise SinkError(f"table {op.table}: DynamoDB {code}: {message}", retryable=True)

@@ -60,6 +60,12 @@ def kind(code: str) -> Kind:
     return CODES.get(code, Kind.RETRYABLE)
 
 
+def retried_cancellation(code: str) -> bool:
+    """A cancelled transaction's reason after which the whole transaction is tried again: throttling, or a
+    conflict with another writer."""
+    return kind(code) in (Kind.THROTTLED, Kind.CONFLICT)
+
+
 def exception_name(code: str) -> str:
     """A poison statement's or cancellation's code as the exception a request would raise (what operators search)."""
     return _EXCEPTION_NAMES.get(code, code)
@@ -106,10 +112,12 @@ def invalid(exc: BaseException) -> Invalid | None:
     return None
 
 
-def bisect(items: Sequence[T], send: Callable[[list[T]], None], alone: Callable[[T, Invalid], None]) -> None:
+def bisect(items: Sequence[T], send: Callable[[list[T]], None],
+           alone: Callable[[T, Invalid], None] | None = None) -> None:
     """Send ``items`` in one request; while DynamoDB refuses a request whole as invalid (one statement too large,
     say) and does not say which item, send each half on its own, until the invalid item is alone: ``alone`` gets
-    it with the refusal. Written once for BatchExecuteStatement and TransactWriteItems."""
+    it with the refusal (without ``alone``, the refusal of one item is raised). Written once for
+    BatchExecuteStatement and TransactWriteItems."""
     items = list(items)
     try:
         send(items)
@@ -118,6 +126,8 @@ def bisect(items: Sequence[T], send: Callable[[list[T]], None], alone: Callable[
         if refused is None:
             raise
         if len(items) == 1:
+            if alone is None:
+                raise
             alone(items[0], refused)
             return
         half = len(items) // 2

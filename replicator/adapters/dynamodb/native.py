@@ -18,7 +18,7 @@ import botocore.exceptions
 
 from replicator import metrics
 from replicator.adapters.dynamodb.calls import frozen_key
-from replicator.adapters.dynamodb.errors import CONDITION_FAILED, Kind, code_of, kind, translate
+from replicator.adapters.dynamodb.errors import CONDITION_FAILED, Kind, code_of, kind, retried_cancellation, translate
 from replicator.adapters.dynamodb.store import DynamoWriter, read_mirror_value
 from replicator.core import statements
 from replicator.core.errors import SinkError
@@ -147,7 +147,7 @@ class NativeStore(DynamoWriter):
             if codes and all(code == CONDITION_FAILED or kind(code) is Kind.CONFLICT for code in codes):
                 return False
             raise SinkError(f"{where}: DynamoDB TransactionCanceledException: {', '.join(sorted(codes))}",
-                            retryable=any(kind(c) in (Kind.THROTTLED, Kind.CONFLICT) for c in codes)) from None
+                            retryable=any(retried_cancellation(c) for c in codes)) from None
         except Exception as exc:
             raise translate(exc, where) from None
         for write, _cas in writes:

@@ -22,12 +22,12 @@ from replicator.adapters.dynamodb.calls import DynamoCalls, frozen_key, projecti
 from replicator.adapters.dynamodb.errors import (
     CONDITION_FAILED,
     SELECT_REFUSED,
-    Invalid,
     Kind,
     bisect,
     code_of,
     exception_name,
     kind,
+    retried_cancellation,
     translate,
 )
 from replicator.core import mirror, statements
@@ -385,15 +385,10 @@ class DynamoWriter(DynamoStore):
         """
         outcome: dict[int, bool | SinkError] = {}
         expire_at = self.expire_at()
-
-        def poison_alone(i: int, _refused: Invalid) -> None:  # not reached: one write takes the single-item path
-            outcome[i] = self._write_or_poison(writes[i])
-
         # Some item is invalid (too big, say) and DynamoDB does not always say which: the transaction is halved
         # until the invalid write is alone, then it takes the single-item path and is poison on its own.
         bisect(range(len(writes)),
-               lambda chunk: self._transact(writes, [i for i in chunk if i not in outcome], outcome, expire_at),
-               poison_alone)
+               lambda chunk: self._transact(writes, [i for i in chunk if i not in outcome], outcome, expire_at))
         return [outcome[i] for i in range(len(writes))]
 
     def _transact(self, writes: list[ItemWrite], pending: list[int], outcome: dict[int, bool | SinkError],
@@ -525,7 +520,7 @@ def _cancellation_outcomes(pending: list[int], reasons: list[dict[str, str]], wr
     Raises a retryable SinkError when any reason is throttling or a conflict: the whole transaction is tried again.
     """
     codes = [r.get("Code", "None") for r in reasons]
-    retry = sorted({code for code in codes if kind(code) in (Kind.THROTTLED, Kind.CONFLICT)})
+    retry = sorted({code for code in codes if retried_cancellation(code)})
     if retry:
         if any(kind(code) is Kind.THROTTLED for code in retry):
             metrics.DYNAMODB_THROTTLES.inc()

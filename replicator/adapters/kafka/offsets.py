@@ -110,8 +110,9 @@ class GroupOffsets:
         def run() -> tuple[list[Any], dict[int, int]]:
             partitions = self._partitions(retryable=False)
             self._consumer.assign(partitions)
+            start = committed(self._consumer, partitions) if self.group else {}
             for tp in partitions:
-                offset = self._consumer.committed(tp) if self.group else None
+                offset = start.get(tp)
                 if offset is None:
                     self._consumer.seek_to_beginning(tp)
                 else:
